@@ -1,0 +1,31 @@
+# edgepbx — `make run` starts the appliance on the demo office, `make test` runs the suite.
+PYTHON ?= python3
+VENV := .venv
+CONFIG ?= appliance/demo-office.yaml
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run test bench check clean
+
+setup: $(STAMP)
+	@scripts/install-debian-packages.sh
+
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements.lock
+	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps -e .
+	@touch $(STAMP)
+
+run: setup
+	$(VENV)/bin/edgepbx run --config $(CONFIG)
+
+check: setup
+	$(VENV)/bin/edgepbx check --config $(CONFIG)
+
+test: setup
+	$(VENV)/bin/python -m pytest -q tests
+
+bench: setup
+	$(VENV)/bin/python bench/bench_calls.py
+
+clean:
+	rm -rf $(VENV) var

@@ -1,0 +1,1 @@
+"""edgepbx appliance: everything that runs on the office box."""

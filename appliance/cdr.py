@@ -1,0 +1,125 @@
+"""Call detail records in SQLite (WAL), written at call start, answer and end.
+
+Writing at start means a crash of the feature server loses no call: on restart every record
+still open is closed as `failed` (close_orphans). Ids are UUIDs so the cloud sync can upload
+each record exactly once.
+"""
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+DIRECTIONS = ("internal", "inbound", "outbound")
+DISPOSITIONS = ("answered", "no_answer", "busy", "failed", "cancelled")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS cdr (
+    id TEXT PRIMARY KEY,
+    sip_call_id TEXT,
+    started_at TEXT NOT NULL,
+    answered_at TEXT,
+    ended_at TEXT,
+    direction TEXT NOT NULL,
+    src TEXT NOT NULL,
+    src_name TEXT,
+    dst TEXT NOT NULL,
+    disposition TEXT,
+    sip_code INTEGER,
+    duration INTEGER,
+    billsec INTEGER,
+    recording TEXT
+);
+CREATE INDEX IF NOT EXISTS cdr_started ON cdr(started_at);
+"""
+
+COLUMNS = ("id", "sip_call_id", "started_at", "answered_at", "ended_at", "direction", "src", "src_name",
+           "dst", "disposition", "sip_code", "duration", "billsec", "recording")
+
+
+def now() -> str:
+    """Local time with its UTC offset, millisecond precision (ISO 8601)."""
+    return datetime.now().astimezone().isoformat(timespec="milliseconds")
+
+
+def _seconds_between(start: str, end: str) -> int:
+    return max(0, round((datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()))
+
+
+@dataclass
+class OrphanedCall:
+    id: str
+    recording: str | None
+
+
+class CdrStore:
+    """One connection per process; every write is its own short transaction."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(path), timeout=5.0, isolation_level=None)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def start(self, *, direction: str, src: str, dst: str, src_name: str | None = None,
+              sip_call_id: str | None = None) -> str:
+        assert direction in DIRECTIONS
+        cdr_id = str(uuid.uuid4())
+        self.db.execute(
+            "INSERT INTO cdr (id, sip_call_id, started_at, direction, src, src_name, dst) VALUES (?,?,?,?,?,?,?)",
+            (cdr_id, sip_call_id, now(), direction, src, src_name, dst))
+        return cdr_id
+
+    def answered(self, cdr_id: str, recording: str | None) -> None:
+        self.db.execute("UPDATE cdr SET answered_at=?, recording=? WHERE id=? AND ended_at IS NULL",
+                        (now(), recording, cdr_id))
+
+    def ended(self, cdr_id: str, disposition: str, sip_code: int | None = None) -> None:
+        assert disposition in DISPOSITIONS
+        row = self.db.execute("SELECT started_at, answered_at FROM cdr WHERE id=?", (cdr_id,)).fetchone()
+        if row is None:
+            return
+        ended_at = now()
+        billsec = _seconds_between(row["answered_at"], ended_at) if row["answered_at"] else 0
+        self.db.execute(
+            "UPDATE cdr SET ended_at=?, disposition=?, sip_code=?, duration=?, billsec=? WHERE id=? AND ended_at IS NULL",
+            (ended_at, disposition, sip_code, _seconds_between(row["started_at"], ended_at), billsec, cdr_id))
+
+    def close_orphans(self, last_alive: dict[str, str] | None = None) -> list[OrphanedCall]:
+        """Closes records left open by a crash as `failed`; returns them (their WAVs need repair).
+
+        last_alive maps a record id to the last moment it is known to have been alive (e.g. its
+        recording's mtime); without it the end is the answer or start time.
+        """
+        last_alive = last_alive or {}
+        orphans = []
+        for row in self.db.execute("SELECT id, started_at, answered_at, recording FROM cdr WHERE ended_at IS NULL").fetchall():
+            ended_at = last_alive.get(row["id"]) or row["answered_at"] or row["started_at"]
+            billsec = _seconds_between(row["answered_at"], ended_at) if row["answered_at"] else 0
+            self.db.execute(
+                "UPDATE cdr SET ended_at=?, disposition='failed', duration=?, billsec=? WHERE id=?",
+                (ended_at, _seconds_between(row["started_at"], ended_at), billsec, row["id"]))
+            orphans.append(OrphanedCall(row["id"], row["recording"]))
+        return orphans
+
+    def open_recordings(self) -> list[tuple[str, str]]:
+        """(id, recording path) of records still open: the calls a crash may have cut."""
+        return [(r["id"], r["recording"]) for r in
+                self.db.execute("SELECT id, recording FROM cdr WHERE ended_at IS NULL AND recording IS NOT NULL")]
+
+    def list(self, limit: int = 100, include_live: bool = False) -> list[dict]:
+        where = "" if include_live else "WHERE ended_at IS NOT NULL"
+        rows = self.db.execute(f"SELECT {', '.join(COLUMNS)} FROM cdr {where} ORDER BY started_at DESC, rowid DESC LIMIT ?",
+                               (limit,))
+        return [dict(r) for r in rows]
+
+    def get(self, cdr_id: str) -> dict | None:
+        row = self.db.execute(f"SELECT {', '.join(COLUMNS)} FROM cdr WHERE id=?", (cdr_id,)).fetchone()
+        return dict(row) if row else None

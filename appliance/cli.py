@@ -1,0 +1,111 @@
+"""The `edgepbx` command line: run, check, cdr list, extensions."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from . import config as config_mod
+from . import credentials
+
+
+def _load(path: str) -> config_mod.Config:
+    """Loads a config or exits 2 printing every error as FILE:LINE: message."""
+    try:
+        return config_mod.load(path)
+    except config_mod.InvalidConfig as exc:
+        for error in exc.errors:
+            print(error, file=sys.stderr)
+        sys.exit(2)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    print(f"{args.config}: OK ({len(cfg.extensions)} extensions, SIP on {cfg.network.bind}:{cfg.network.sip_port})")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .supervisor import Supervisor, print_extensions
+
+    cfg = _load(args.config)
+    _setup_logging(cfg.log_level)
+    print_extensions(cfg)
+    return Supervisor(cfg).run()
+
+
+def cmd_featureserver(args: argparse.Namespace) -> int:
+    from .featureserver.server import run
+
+    cfg = _load(args.config)
+    _setup_logging(cfg.log_level)
+    run(cfg)
+    return 0
+
+
+def cmd_extensions(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    if args.json:
+        passwords = credentials.sip_passwords(cfg)
+        print(json.dumps([{"number": e.number, "name": e.name, "password": passwords[e.number]}
+                          for e in cfg.extensions], indent=1))
+    else:
+        from .supervisor import print_extensions
+        print_extensions(cfg)
+    return 0
+
+
+def cmd_cdr_list(args: argparse.Namespace) -> int:
+    from .cdr import CdrStore
+
+    cfg = _load(args.config)
+    path = cfg.data_dir / "cdr.sqlite"
+    records = CdrStore(path).list(limit=args.limit, include_live=args.include_live) if path.exists() else []
+    if args.json:
+        print(json.dumps(records, indent=1))
+        return 0
+    print(f"{'started':<26} {'dir':<9} {'from':<8} {'to':<14} {'result':<10} {'dur':>5} {'bill':>5}  recording")
+    for r in records:
+        print(f"{r['started_at']:<26} {r['direction']:<9} {r['src']:<8} {r['dst']:<14} {r['disposition'] or 'live':<10} "
+              f"{r['duration'] if r['duration'] is not None else '':>5} {r['billsec'] if r['billsec'] is not None else '':>5}  "
+              f"{r['recording'] or '-'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgepbx", description="Office phone system appliance")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", required=True, help="office config file (YAML)")
+        return p
+
+    with_config(sub.add_parser("run", help="start every enabled service (Ctrl-C stops)")).set_defaults(func=cmd_run)
+    with_config(sub.add_parser("check", help="validate a config; errors as FILE:LINE: message")).set_defaults(func=cmd_check)
+    fs = with_config(sub.add_parser("featureserver", help="run the feature server alone (used by `run`)"))
+    fs.set_defaults(func=cmd_featureserver)
+    ext = with_config(sub.add_parser("extensions", help="list extensions with their SIP passwords"))
+    ext.add_argument("--json", action="store_true")
+    ext.set_defaults(func=cmd_extensions)
+    cdr = sub.add_parser("cdr", help="call records").add_subparsers(dest="cdr_command", required=True)
+    cdr_list = with_config(cdr.add_parser("list", help="call records, newest first"))
+    cdr_list.add_argument("--json", action="store_true")
+    cdr_list.add_argument("--limit", type=int, default=100)
+    cdr_list.add_argument("--include-live", action="store_true", help="also calls still in progress")
+    cdr_list.set_defaults(func=cmd_cdr_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

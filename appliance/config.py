@@ -1,0 +1,277 @@
+"""The office config: one YAML file, validated, every error reported as FILE:LINE: message.
+
+Validation walks PyYAML's node tree (not the loaded dict) so each error carries the line of
+the offending key or value, duplicate keys are caught (PyYAML would silently keep the last),
+and scalar values keep their original text ("0101" stays "0101", not octal 65).
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+EXTENSION_NUMBER = re.compile(r"^[0-9]{2,6}$")
+
+
+@dataclass(frozen=True)
+class ConfigError:
+    path: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.message}"
+
+
+class InvalidConfig(Exception):
+    """Raised with every error found, not just the first, so an installer fixes them in one go."""
+
+    def __init__(self, errors: list[ConfigError]):
+        super().__init__("\n".join(str(e) for e in errors))
+        self.errors = errors
+
+
+@dataclass
+class Extension:
+    number: str
+    name: str
+    password: str | None  # None: generated once and kept under data_dir (see credentials.py)
+    line: int
+
+
+@dataclass
+class Network:
+    bind: str = "127.0.0.1"
+    sip_port: int = 5060
+    rtp_ports: tuple[int, int] = (20000, 20999)
+    feature_port: int = 0  # 0: sip_port + 20; the feature server's own SIP port (Kamailio talks to it)
+    sip_domain: str = ""  # realm for digest auth and From domain; defaults to bind
+
+
+@dataclass
+class Security:
+    auth_failures_before_ban: int = 10
+    ban_seconds: int = 600
+
+
+@dataclass
+class Config:
+    path: Path
+    site_name: str = "Office"
+    data_dir: Path = Path("var")
+    network: Network = field(default_factory=Network)
+    recording_enabled: bool = True
+    no_answer_timeout: int = 30
+    security: Security = field(default_factory=Security)
+    extensions: list[Extension] = field(default_factory=list)
+    log_level: str = "info"
+
+    def extension(self, number: str) -> Extension | None:
+        return next((e for e in self.extensions if e.number == number), None)
+
+    @property
+    def domain(self) -> str:
+        return self.network.sip_domain or self.network.bind
+
+
+class _Reader:
+    """Typed accessors over YAML nodes that record errors instead of raising."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.errors: list[ConfigError] = []
+
+    def error(self, node: Node, message: str) -> None:
+        self.errors.append(ConfigError(self.path, node.start_mark.line + 1, message))
+
+    def mapping(self, node: Node, allowed: set[str], where: str) -> dict[str, tuple[Node, Node]]:
+        """Returns key -> (key node, value node); reports unknown and duplicate keys."""
+        if not isinstance(node, MappingNode):
+            self.error(node, f"{where} must be a mapping of keys to values")
+            return {}
+        out: dict[str, tuple[Node, Node]] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, ScalarNode) else None
+            if key is None:
+                self.error(key_node, f"{where}: keys must be plain names")
+            elif key not in allowed:
+                self.error(key_node, f"{where}: unknown key '{key}' (allowed: {', '.join(sorted(allowed))})")
+            elif key in out:
+                self.error(key_node, f"{where}: duplicate key '{key}' (first on line {out[key][0].start_mark.line + 1})")
+            else:
+                out[key] = (key_node, value_node)
+        return out
+
+    def text(self, node: Node, where: str) -> str | None:
+        if not isinstance(node, ScalarNode) or node.tag == "tag:yaml.org,2002:null":
+            self.error(node, f"{where} must be a text value")
+            return None
+        return node.value
+
+    def integer(self, node: Node, where: str, low: int, high: int) -> int | None:
+        raw = node.value if isinstance(node, ScalarNode) else None
+        if raw is None or not re.fullmatch(r"[0-9]+", str(raw)):
+            self.error(node, f"{where} must be a whole number between {low} and {high}")
+            return None
+        value = int(raw)
+        if not low <= value <= high:
+            self.error(node, f"{where} must be between {low} and {high}, not {value}")
+            return None
+        return value
+
+    def boolean(self, node: Node, where: str) -> bool | None:
+        raw = node.value.lower() if isinstance(node, ScalarNode) else None
+        if raw in ("true", "yes", "on"):
+            return True
+        if raw in ("false", "no", "off"):
+            return False
+        self.error(node, f"{where} must be true or false")
+        return None
+
+    def sequence(self, node: Node, where: str) -> list[Node]:
+        if not isinstance(node, SequenceNode):
+            self.error(node, f"{where} must be a list")
+            return []
+        return list(node.value)
+
+
+def _apply(fields: dict[str, tuple[Node, Node]], key: str, read: Callable[[Node], object], store: Callable[[object], None]) -> None:
+    if key in fields:
+        value = read(fields[key][1])
+        if value is not None:
+            store(value)
+
+
+def _read_network(r: _Reader, node: Node, net: Network) -> None:
+    f = r.mapping(node, {"bind", "sip_port", "rtp_ports", "feature_port", "sip_domain"}, "network")
+    if "bind" in f:
+        raw = r.text(f["bind"][1], "network.bind")
+        if raw is not None:
+            try:
+                ipaddress.ip_address(raw)
+                net.bind = raw
+            except ValueError:
+                r.error(f["bind"][1], f"network.bind must be an IP address, not '{raw}'")
+    _apply(f, "sip_port", lambda n: r.integer(n, "network.sip_port", 1, 65535), lambda v: setattr(net, "sip_port", v))
+    _apply(f, "feature_port", lambda n: r.integer(n, "network.feature_port", 1, 65535), lambda v: setattr(net, "feature_port", v))
+    _apply(f, "sip_domain", lambda n: r.text(n, "network.sip_domain"), lambda v: setattr(net, "sip_domain", v))
+    if "rtp_ports" in f:
+        node = f["rtp_ports"][1]
+        items = r.sequence(node, "network.rtp_ports")
+        if items and len(items) != 2:
+            r.error(node, "network.rtp_ports must be [first, last]")
+        elif items:
+            lo = r.integer(items[0], "network.rtp_ports first", 1024, 65535)
+            hi = r.integer(items[1], "network.rtp_ports last", 1024, 65535)
+            if lo is not None and hi is not None:
+                if hi - lo < 16:
+                    r.error(node, "network.rtp_ports must span at least 16 ports (first < last)")
+                else:
+                    net.rtp_ports = (lo, hi)
+
+
+def _read_extensions(r: _Reader, node: Node) -> list[Extension]:
+    seen: dict[str, int] = {}
+    out: list[Extension] = []
+    for item in r.sequence(node, "extensions"):
+        f = r.mapping(item, {"number", "name", "password"}, "extension")
+        if "number" not in f:
+            r.error(item, "extension needs a number")
+            continue
+        number_node = f["number"][1]
+        number = r.text(number_node, "extension number")
+        if number is None:
+            continue
+        if not EXTENSION_NUMBER.match(number):
+            r.error(number_node, f"extension number must be 2 to 6 digits, not '{number}'")
+            continue
+        line = number_node.start_mark.line + 1
+        if number in seen:
+            r.error(number_node, f"duplicate extension {number} (first on line {seen[number]})")
+            continue
+        seen[number] = line
+        name = r.text(f["name"][1], "extension name") if "name" in f else None
+        password = r.text(f["password"][1], "extension password") if "password" in f else None
+        if password is not None and len(password) < 8:
+            r.error(f["password"][1], f"extension {number}: password must have at least 8 characters")
+            password = None
+        out.append(Extension(number=number, name=name or f"Extension {number}", password=password, line=line))
+    return out
+
+
+TOP_LEVEL_KEYS = {"site", "data_dir", "network", "recording", "calls", "security", "extensions", "logging"}
+
+
+def load(path: str | Path) -> Config:
+    """Loads and validates a config file; raises InvalidConfig listing every error."""
+    path = Path(path)
+    shown = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidConfig([ConfigError(shown, 0, f"cannot read config: {exc.strerror}")]) from None
+    except UnicodeDecodeError:
+        raise InvalidConfig([ConfigError(shown, 1, "config is not UTF-8 text")]) from None
+    try:
+        root = yaml.compose(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        raise InvalidConfig([ConfigError(shown, line, f"YAML syntax error: {exc.problem or exc.context}")]) from None
+    except yaml.YAMLError as exc:
+        raise InvalidConfig([ConfigError(shown, 1, f"YAML error: {exc}")]) from None
+    if root is None:
+        raise InvalidConfig([ConfigError(shown, 1, "config is empty")])
+
+    r = _Reader(shown)
+    cfg = Config(path=path.resolve())
+    top = r.mapping(root, TOP_LEVEL_KEYS, "config")
+    if "site" in top:
+        site = r.mapping(top["site"][1], {"name"}, "site")
+        _apply(site, "name", lambda n: r.text(n, "site.name"), lambda v: setattr(cfg, "site_name", v))
+    data_dir = r.text(top["data_dir"][1], "data_dir") if "data_dir" in top else "./var"
+    # Relative to the config file, so the same file works whatever the current directory.
+    cfg.data_dir = (path.resolve().parent / (data_dir or "./var")).resolve()
+    if "network" in top:
+        _read_network(r, top["network"][1], cfg.network)
+    if "recording" in top:
+        rec = r.mapping(top["recording"][1], {"enabled"}, "recording")
+        _apply(rec, "enabled", lambda n: r.boolean(n, "recording.enabled"), lambda v: setattr(cfg, "recording_enabled", v))
+    if "calls" in top:
+        calls = r.mapping(top["calls"][1], {"no_answer_timeout"}, "calls")
+        _apply(calls, "no_answer_timeout", lambda n: r.integer(n, "calls.no_answer_timeout", 1, 600),
+               lambda v: setattr(cfg, "no_answer_timeout", v))
+    if "security" in top:
+        sec = r.mapping(top["security"][1], {"auth_failures_before_ban", "ban_seconds"}, "security")
+        _apply(sec, "auth_failures_before_ban", lambda n: r.integer(n, "security.auth_failures_before_ban", 1, 1000),
+               lambda v: setattr(cfg.security, "auth_failures_before_ban", v))
+        _apply(sec, "ban_seconds", lambda n: r.integer(n, "security.ban_seconds", 1, 86400),
+               lambda v: setattr(cfg.security, "ban_seconds", v))
+    if "logging" in top:
+        log = r.mapping(top["logging"][1], {"level"}, "logging")
+        if "level" in log:
+            level = r.text(log["level"][1], "logging.level")
+            if level not in (None, "debug", "info", "warning", "error"):
+                r.error(log["level"][1], "logging.level must be debug, info, warning or error")
+            elif level:
+                cfg.log_level = level
+    if "extensions" in top:
+        cfg.extensions = _read_extensions(r, top["extensions"][1])
+
+    net = cfg.network
+    if net.feature_port == 0:
+        net.feature_port = net.sip_port + 20 if net.sip_port <= 65515 else net.sip_port - 20
+    if net.feature_port == net.sip_port:
+        node = top["network"][1] if "network" in top else root
+        r.error(node, "network.feature_port must differ from network.sip_port")
+    if net.rtp_ports[0] <= net.sip_port <= net.rtp_ports[1] or net.rtp_ports[0] <= net.feature_port <= net.rtp_ports[1]:
+        node = top["network"][1] if "network" in top else root
+        r.error(node, "network.rtp_ports must not include the SIP ports")
+    if r.errors:
+        raise InvalidConfig(r.errors)
+    return cfg

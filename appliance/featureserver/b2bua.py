@@ -1,0 +1,196 @@
+"""A bridged call: the caller's leg, the callee's leg, the recorder and the CDR.
+
+Each leg is a pjsua2 Call. All callbacks arrive on the feature server's single library thread
+(mainThreadOnly), so a CallPair is never touched by two threads. A pair ends exactly once
+(`finish`); whatever the legs report after that only tidies up.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import pjsua2 as pj
+
+if TYPE_CHECKING:
+    from .server import FeatureServer
+
+log = logging.getLogger(__name__)
+
+BUSY_CODES = {486, 600, 603}  # the callee (or its user) refused: the caller hears busy
+
+
+def disposition_for_failure(code: int) -> str:
+    return "busy" if code in BUSY_CODES else "failed"
+
+
+def safe_hangup(call: pj.Call, code: int = 0) -> None:
+    """Hangs up (or rejects with `code`) a leg that may already be gone."""
+    prm = pj.CallOpParam()
+    if code:
+        prm.statusCode = code
+    try:
+        call.hangup(prm)
+    except pj.Error:
+        pass
+
+
+def active_audio(call: pj.Call) -> pj.AudioMedia | None:
+    try:
+        info = call.getInfo()
+    except pj.Error:
+        return None
+    for index, media in enumerate(info.media):
+        if media.type == pj.PJMEDIA_TYPE_AUDIO and media.status in (
+                pj.PJSUA_CALL_MEDIA_ACTIVE, pj.PJSUA_CALL_MEDIA_REMOTE_HOLD):
+            return call.getAudioMedia(index)
+    return None
+
+
+class Leg(pj.Call):
+    """One side of a bridged call; forwards its events to the pair that owns it."""
+
+    def __init__(self, account: pj.Account, pair: "CallPair", role: str, call_id: int = pj.PJSUA_INVALID_ID):
+        super().__init__(account, call_id)
+        self.pair = pair
+        self.role = role
+        self.disconnected = False
+
+    def onCallState(self, prm: pj.OnCallStateParam) -> None:
+        try:
+            info = self.getInfo()
+        except pj.Error:
+            return
+        if info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
+            self.disconnected = True
+        self.pair.on_leg_state(self, info)
+
+    def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:
+        self.pair.connect_media()
+
+
+class CallPair:
+    def __init__(self, server: "FeatureServer", caller_leg_id: int, *, src: str, src_name: str, dst: str,
+                 sip_call_id: str):
+        self.server = server
+        self.src, self.src_name, self.dst = src, src_name, dst
+        self.caller = Leg(server.account, self, "caller", caller_leg_id)
+        self.callee: Leg | None = None
+        self.state = "routing"  # routing -> ringing -> answered -> ended
+        self.no_answer_deadline: float | None = None
+        self.recorder: pj.AudioMediaRecorder | None = None
+        self.recording_path: str | None = None
+        self.bridged = False
+        self.cdr_id = server.cdr_start(direction="internal", src=src, src_name=src_name, dst=dst,
+                                       sip_call_id=sip_call_id)
+
+    # -- call control ---------------------------------------------------------------------
+
+    def reject(self, code: int, disposition: str) -> None:
+        safe_hangup(self.caller, code)
+        self.finish(disposition, code)
+
+    def dial(self, target_uri: str, from_uri: str) -> None:
+        """Places the callee leg; the caller hears ringing once the callee rings."""
+        self.callee = Leg(self.server.account, self, "callee")
+        prm = pj.CallOpParam(True)
+        prm.opt.audioCount = 1
+        prm.opt.videoCount = 0
+        prm.txOption.localUri = from_uri
+        try:
+            self.callee.makeCall(target_uri, prm)
+        except pj.Error as exc:
+            log.error("call %s: cannot dial %s: %s", self.cdr_id, target_uri, exc.info())
+            self.reject(503, "failed")
+            return
+        self.no_answer_deadline = time.monotonic() + self.server.cfg.no_answer_timeout
+
+    def on_no_answer_timeout(self) -> None:
+        log.info("call %s: %s did not answer in %d s", self.cdr_id, self.dst, self.server.cfg.no_answer_timeout)
+        if self.callee is not None:
+            safe_hangup(self.callee)  # CANCEL towards the phone
+        self.reject(480, "no_answer")
+
+    def on_leg_state(self, leg: Leg, info: pj.CallInfo) -> None:
+        if self.state == "ended":
+            self.server.retire_if_done(self)
+            return
+        if leg is self.caller:
+            if info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
+                if self.callee is not None:
+                    safe_hangup(self.callee)
+                self.finish("answered" if self.state == "answered" else "cancelled", info.lastStatusCode)
+            return
+        # the callee leg
+        if info.state == pj.PJSIP_INV_STATE_EARLY and self.state == "routing":
+            self.state = "ringing"
+            self.answer_caller(180)
+        elif info.state == pj.PJSIP_INV_STATE_CONFIRMED and self.state in ("routing", "ringing"):
+            self.state = "answered"
+            self.no_answer_deadline = None
+            self.answer_caller(200)
+            self.start_recording()
+            self.server.cdr_answered(self.cdr_id, self.recording_path)
+            self.connect_media()
+        elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
+            if self.state == "answered":
+                safe_hangup(self.caller)
+                self.finish("answered", info.lastStatusCode)
+            else:
+                code = info.lastStatusCode if info.lastStatusCode >= 300 else 500
+                self.reject(code, disposition_for_failure(code))
+
+    def answer_caller(self, code: int) -> None:
+        prm = pj.CallOpParam()
+        prm.statusCode = code
+        try:
+            self.caller.answer(prm)
+        except pj.Error as exc:
+            log.warning("call %s: answering caller with %d failed: %s", self.cdr_id, code, exc.info())
+
+    # -- media ----------------------------------------------------------------------------
+
+    def start_recording(self) -> None:
+        if not self.server.cfg.recording_enabled:
+            return
+        path = self.server.new_recording_path(self.cdr_id, self.src, self.dst)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            recorder = pj.AudioMediaRecorder()
+            recorder.createRecorder(str(path))
+        except (OSError, pj.Error) as exc:
+            # A full disk must not drop the call: it goes on unrecorded, and the log says why.
+            detail = exc.info() if isinstance(exc, pj.Error) else exc
+            log.error("call %s: recording to %s failed, call continues unrecorded: %s", self.cdr_id, path, detail)
+            return
+        self.recorder = recorder
+        self.recording_path = str(path)
+
+    def connect_media(self) -> None:
+        """Bridges both legs (and the recorder) once both have active audio; idempotent."""
+        if self.state != "answered" or self.callee is None:
+            return
+        a, b = active_audio(self.caller), active_audio(self.callee)
+        if a is None or b is None:
+            return
+        a.startTransmit(b)
+        b.startTransmit(a)
+        if self.recorder is not None:
+            a.startTransmit(self.recorder)
+            b.startTransmit(self.recorder)
+        self.bridged = True
+
+    # -- end ------------------------------------------------------------------------------
+
+    def finish(self, disposition: str, code: int | None) -> None:
+        if self.state == "ended":
+            return
+        self.state = "ended"
+        self.no_answer_deadline = None
+        self.recorder = None  # closing the WAV writes its final header
+        self.server.cdr_ended(self.cdr_id, disposition, code)
+        log.info("call %s %s -> %s ended: %s (%s)", self.cdr_id, self.src, self.dst, disposition, code)
+        self.server.retire_if_done(self)
+
+    def legs_gone(self) -> bool:
+        return self.caller.disconnected and (self.callee is None or self.callee.disconnected)

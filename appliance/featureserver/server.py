@@ -1,0 +1,219 @@
+"""The feature server: a pjsua2 B2BUA that anchors every call of the office.
+
+One thread owns the pjsua2 library: it runs `loop()`, which polls SIP/media events, fires
+timers and runs work queued by other threads (`call_soon`). pjsua2 objects are created, used
+and destroyed only there; this is what keeps the library's callbacks and object lifetimes
+from crashing the process.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import re
+import signal
+import sqlite3
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import pjsua2 as pj
+
+from ..cdr import CdrStore
+from ..config import Config
+from ..recordings import recording_path, recover_after_crash
+from .b2bua import CallPair, safe_hangup
+
+log = logging.getLogger("edgepbx.featureserver")
+
+CODEC_PRIORITIES = {"G722/16000": 240, "PCMA/8000": 230, "PCMU/8000": 220}  # others disabled
+MAX_CALLS = 128  # legs; a bridged call uses two
+REQUEST_LINE = re.compile(r"^INVITE\s+sips?:([^@;>\s]+)@", re.IGNORECASE)
+ASSERTED_ID = re.compile(r'^P-Asserted-Identity:\s*(?:"([^"]*)"\s*)?<?sips?:([^@;>\s]+)@', re.IGNORECASE | re.MULTILINE)
+
+
+class Account(pj.Account):
+    def __init__(self, server: "FeatureServer"):
+        super().__init__()
+        self.server = server
+
+    def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:
+        self.server.on_incoming_call(prm)
+
+
+class FeatureServer:
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.kamailio_addr = f"{cfg.network.bind}:{cfg.network.sip_port}"
+        self.pairs: dict[int, CallPair] = {}  # keyed by id(pair); pairs keep their legs alive
+        self.retired: list[object] = []         # ended pairs whose pjsua2 objects die next loop turn
+        self.tasks: queue.Queue[Callable[[], None]] = queue.Queue()
+        self.stopping = False
+        self.store = CdrStore(cfg.data_dir / "cdr.sqlite")
+        recover_after_crash(self.store)
+        self.ep = pj.Endpoint()
+        self.account: Account | None = None
+
+    # -- library setup ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        net = self.cfg.network
+        self.ep.libCreate()
+        ec = pj.EpConfig()
+        ec.uaConfig.threadCnt = 0
+        ec.uaConfig.mainThreadOnly = True
+        ec.uaConfig.maxCalls = MAX_CALLS
+        ec.uaConfig.userAgent = "edgepbx"
+        ec.logConfig.level = 3
+        ec.logConfig.consoleLevel = 2 if self.cfg.log_level != "debug" else 5
+        ec.logConfig.msgLogging = self.cfg.log_level == "debug"
+        ec.medConfig.clockRate = 16000
+        ec.medConfig.sndClockRate = 16000
+        ec.medConfig.channelCount = 1
+        ec.medConfig.maxMediaPorts = MAX_CALLS * 2 + 16
+        ec.medConfig.noVad = True
+        ec.medConfig.ecTailLen = 0
+        self.ep.libInit(ec)
+        self.ep.audDevManager().setNullDev()  # the null device clocks the conference bridge
+        tc = pj.TransportConfig()
+        tc.port = net.feature_port
+        tc.boundAddress = net.bind
+        self.ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tc)
+        self.ep.libStart()
+        for codec in self.ep.codecEnum2():  # ids look like "PCMA/8000/1"
+            name = "/".join(codec.codecId.split("/")[:2])
+            self.ep.codecSetPriority(codec.codecId, CODEC_PRIORITIES.get(name, 0))
+        ac = pj.AccountConfig()
+        ac.idUri = f"sip:edgepbx@{net.bind}:{net.feature_port}"
+        ac.mediaConfig.transportConfig.port = net.rtp_ports[0]
+        ac.mediaConfig.transportConfig.portRange = net.rtp_ports[1] - net.rtp_ports[0]
+        ac.mediaConfig.transportConfig.boundAddress = net.bind
+        self.account = Account(self)
+        self.account.create(ac, True)
+        log.info("feature server listening on %s:%d (RTP %d-%d)", net.bind, net.feature_port, *net.rtp_ports)
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def call_soon(self, task: Callable[[], None]) -> None:
+        """Thread-safe: runs `task` on the library thread."""
+        self.tasks.put(task)
+
+    def loop(self) -> None:
+        while not self.stopping:
+            self.ep.libHandleEvents(10)
+            self.run_tasks()
+            self.fire_timers()
+            self.retired.clear()  # drop pjsua2 objects outside of their callbacks
+        self.shutdown()
+
+    def run_tasks(self) -> None:
+        while True:
+            try:
+                task = self.tasks.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                task()
+            except Exception:  # a failing task must not take every call down with it
+                log.exception("feature server task failed")
+
+    def fire_timers(self) -> None:
+        now = time.monotonic()
+        for pair in list(self.pairs.values()):
+            if pair.no_answer_deadline is not None and now >= pair.no_answer_deadline:
+                pair.no_answer_deadline = None
+                pair.on_no_answer_timeout()
+
+    def request_stop(self, *_args: object) -> None:
+        self.stopping = True
+
+    def shutdown(self) -> None:
+        """Hangs up every call, closes their records, and releases the library (about 1 s)."""
+        for pair in list(self.pairs.values()):
+            safe_hangup(pair.caller, 503)
+            if pair.callee is not None:
+                safe_hangup(pair.callee)
+            pair.finish("answered" if pair.state == "answered" else "failed", 503)
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline and any(isinstance(p, CallPair) and not p.legs_gone() for p in self.retired + list(self.pairs.values())):
+            self.ep.libHandleEvents(20)
+        self.pairs.clear()
+        self.retired.clear()
+        self.account = None
+        self.ep.libDestroy()
+        self.store.close()
+        log.info("feature server stopped")
+
+    # -- calls ------------------------------------------------------------------------------
+
+    def on_incoming_call(self, prm: pj.OnIncomingCallParam) -> None:
+        msg = prm.rdata.wholeMsg
+        source = prm.rdata.srcAddress
+        request = REQUEST_LINE.search(msg)
+        asserted = ASSERTED_ID.search(msg)
+        dst = request.group(1) if request else ""
+        src = asserted.group(2) if asserted else ""
+        src_name = asserted.group(1) if asserted and asserted.group(1) else src
+        call_id = re.search(r"^(?:Call-ID|i):\s*(\S+)", msg, re.IGNORECASE | re.MULTILINE)
+        if source != self.kamailio_addr or not src:
+            # Only Kamailio, which has authenticated the caller, may place calls here.
+            log.warning("rejecting INVITE from %s (not the SIP edge or no asserted caller)", source)
+            intruder = pj.Call(self.account, prm.callId)
+            safe_hangup(intruder, 403)
+            self.retired.append(intruder)  # freed on the next loop turn, outside this callback
+            return
+        pair = CallPair(self, prm.callId, src=src, src_name=src_name, dst=dst,
+                        sip_call_id=call_id.group(1) if call_id else "")
+        self.pairs[id(pair)] = pair
+        target = self.cfg.extension(dst)
+        if target is None:
+            log.info("call %s: %s dialled unknown number %r", pair.cdr_id, src, dst)
+            pair.reject(404, "failed")
+            return
+        if dst == src:
+            pair.reject(486, "busy")
+            return
+        net = self.cfg.network
+        from_uri = f'"{src_name}" <sip:{src}@{self.cfg.domain}>'
+        pair.dial(f"sip:{dst}@{net.bind}:{net.sip_port}", from_uri)
+
+    def retire_if_done(self, pair: CallPair) -> None:
+        if pair.state == "ended" and pair.legs_gone() and self.pairs.pop(id(pair), None) is not None:
+            self.retired.append(pair)
+
+    def new_recording_path(self, cdr_id: str, src: str, dst: str) -> Path:
+        return recording_path(self.cfg.data_dir, cdr_id, src, dst)
+
+    # -- CDR writes never take a call down (full disk, locked database) ----------------------
+
+    def _cdr(self, action: Callable[[], object], what: str) -> object:
+        try:
+            return action()
+        except sqlite3.Error as exc:
+            log.error("CDR %s failed: %s", what, exc)
+            return None
+
+    def cdr_start(self, **fields: str) -> str:
+        cdr_id = self._cdr(lambda: self.store.start(**fields), "insert")
+        return cdr_id if isinstance(cdr_id, str) else "unrecorded"
+
+    def cdr_answered(self, cdr_id: str, recording: str | None) -> None:
+        self._cdr(lambda: self.store.answered(cdr_id, recording), "answer update")
+
+    def cdr_ended(self, cdr_id: str, disposition: str, code: int | None) -> None:
+        self._cdr(lambda: self.store.ended(cdr_id, disposition, code), "end update")
+
+
+def run(cfg: Config) -> None:
+    server = FeatureServer(cfg)
+    signal.signal(signal.SIGTERM, server.request_stop)
+    signal.signal(signal.SIGINT, server.request_stop)
+    server.start()
+    print("feature server ready", flush=True)
+    server.loop()
+    # Leave without Python's finalizer: it would destroy stray pjsua2 proxies after libDestroy,
+    # which trips pjsua's assertions. Everything worth keeping is closed and flushed by now.
+    logging.shutdown()
+    sys.stdout.flush()
+    os._exit(0)

@@ -1,0 +1,208 @@
+"""Kamailio's SIP routing, run inside Kamailio by app_python3 (KEMI).
+
+Kamailio is the edge: it authenticates phones (digest), keeps their registrations, answers
+keepalives, fixes NATed contacts, and bans addresses that keep failing authentication. Every new
+call from a phone goes to the feature server (the pjsua2 B2BUA); calls from the feature server go
+to the registered phone. Nothing here knows about call features: that is the feature server's job.
+
+The routing data (extensions, passwords, addresses) is a JSON file written by edgepbx at start;
+its path comes in the EDGEPBX_ROUTING environment variable.
+"""
+import json
+import os
+
+import KSR  # provided by Kamailio's app_python3
+
+FLT_NATS = 5
+FLB_NATB = 6
+FLB_NATSIPPING = 7
+EXIT = -255
+SCANNER_AGENTS = ("friendly-scanner", "sipcli", "sipvicious", "sip-scan", "sipsak", "iWar", "VaxSIPUserAgent")
+
+
+def mod_init():
+    with open(os.environ["EDGEPBX_ROUTING"], encoding="utf-8") as fh:
+        return Router(json.load(fh))
+
+
+class Router:
+    def __init__(self, routing: dict):
+        self.realm = routing["realm"]
+        self.extensions = routing["extensions"]  # number -> {"password", "name"}
+        self.fs_host = routing["feature_server"]["host"]
+        self.fs_port = int(routing["feature_server"]["port"])
+        self.fs_uri = f"sip:{self.fs_host}:{self.fs_port}"
+        self.ban_after = int(routing["ban_after"])
+        self.direct = bool(routing.get("direct_routing", False))  # benchmark only: bypass the feature server
+
+    def child_init(self, rank):
+        return 0
+
+    # -- request routing -----------------------------------------------------------------
+
+    def ksr_request_route(self, msg):
+        method = KSR.pv.get("$rm")
+        from_fs = self.from_feature_server()
+        if not from_fs and self.reject_abuse(method) == EXIT:
+            return 1
+        if KSR.maxfwd.process_maxfwd(10) < 0:
+            KSR.sl.sl_send_reply(483, "Too Many Hops")
+            return 1
+        if KSR.sanity.sanity_check(1511, 7) < 0:
+            KSR.warn(f"edgepbx: malformed {method} from {KSR.pv.get('$si')}:{KSR.pv.get('$sp')} rejected\n")
+            return 1
+        self.detect_nat(method)
+
+        if method == "CANCEL":
+            if KSR.tm.t_check_trans() > 0:
+                self.relay()
+            return 1
+        if self.within_dialog(method) == EXIT:
+            return 1
+        if KSR.tmx.t_precheck_trans() > 0:
+            KSR.tm.t_check_trans()
+            return 1
+        if KSR.tm.t_check_trans() == 0:
+            return 1
+        KSR.hdr.remove("Route")
+
+        if method == "OPTIONS" and KSR.pv.is_null("$rU"):
+            KSR.sl.sl_send_reply(200, "OK")
+            return 1
+        if method == "REGISTER":
+            self.register()
+            return 1
+        if method != "INVITE":
+            KSR.sl.sl_send_reply(405, "Method Not Allowed")
+            return 1
+        if from_fs:
+            self.to_phone()
+        else:
+            self.to_feature_server()
+        return 1
+
+    def from_feature_server(self) -> bool:
+        return KSR.pv.get("$si") == self.fs_host and int(KSR.pv.get("$sp")) == self.fs_port
+
+    def reject_abuse(self, method):
+        """Drops scanners silently and answers banned addresses with 403."""
+        ua = KSR.pv.gete("$ua") or ""
+        if any(agent.lower() in ua.lower() for agent in SCANNER_AGENTS):
+            KSR.notice(f"edgepbx: scanner '{ua}' from {KSR.pv.get('$si')} dropped\n")
+            return EXIT
+        failures = KSR.htable.sht_get("authfail", KSR.pv.get("$si"))
+        if failures is not None and failures >= self.ban_after:
+            if method != "ACK":
+                KSR.sl.sl_send_reply(403, "Forbidden")
+            return EXIT
+        return 1
+
+    def detect_nat(self, method):
+        KSR.force_rport()
+        if KSR.nathelper.nat_uac_test(19) > 0:
+            if method == "REGISTER":
+                KSR.nathelper.fix_nated_register()
+            elif KSR.siputils.is_first_hop() > 0:
+                KSR.nathelper.set_contact_alias()
+            KSR.setflag(FLT_NATS)
+
+    def within_dialog(self, method):
+        if KSR.siputils.has_totag() < 0:
+            return 1
+        if KSR.rr.loose_route() > 0:
+            if not KSR.isdsturiset():
+                KSR.nathelper.handle_ruri_alias()
+            self.relay()
+            return EXIT
+        if method == "ACK":
+            if KSR.tm.t_check_trans() > 0:
+                self.relay()
+            return EXIT
+        KSR.sl.sl_send_reply(404, "Not here")
+        return EXIT
+
+    # -- authentication ------------------------------------------------------------------
+
+    def authenticate(self, method) -> bool:
+        """Digest auth against the office's extensions; counts failures per source address."""
+        user = KSR.pv.gete("$au")
+        if not user:
+            KSR.auth.auth_challenge(self.realm, 0)
+            return False
+        ext = self.extensions.get(user)
+        password = ext["password"] if ext else "\x00never-matches"
+        rc = KSR.auth.pv_auth_check(self.realm, password, 0, 1)
+        if rc > 0:
+            return True
+        if rc in (-4, -6):  # stale or reused nonce: a normal retry, not an attack
+            KSR.auth.auth_challenge(self.realm, 0)
+            return False
+        source = KSR.pv.get("$si")
+        count = (KSR.htable.sht_get("authfail", source) or 0) + 1
+        KSR.htable.sht_seti("authfail", source, count)
+        KSR.warn(f"edgepbx: auth failed for user '{user}' from {source} ({method}, code {rc}, failure {count})\n")
+        if count >= self.ban_after:
+            KSR.err(f"edgepbx: banning {source} after {count} failed authentications\n")
+        KSR.sl.sl_send_reply(403, "Forbidden")
+        return False
+
+    def register(self):
+        if not self.authenticate("REGISTER"):
+            return
+        if KSR.pv.get("$tU") != KSR.pv.get("$au"):
+            KSR.sl.sl_send_reply(403, "Forbidden: To user differs from auth user")
+            return
+        if KSR.isflagset(FLT_NATS):
+            KSR.setbflag(FLB_NATB)
+            KSR.setbflag(FLB_NATSIPPING)
+        if KSR.registrar.save("location", 0) < 0:
+            KSR.sl.sl_reply_error()
+
+    # -- call routing --------------------------------------------------------------------
+
+    def to_feature_server(self):
+        if not self.authenticate("INVITE"):
+            return
+        KSR.auth.consume_credentials()
+        caller = KSR.pv.get("$au")
+        # The feature server trusts this header only from Kamailio; never from a phone.
+        KSR.hdr.remove("P-Asserted-Identity")
+        name = self.extensions[caller]["name"].replace('"', "")
+        KSR.hdr.append(f'P-Asserted-Identity: "{name}" <sip:{caller}@{self.realm}>\r\n')
+        if self.direct:
+            self.to_phone()
+            return
+        KSR.rr.record_route()
+        KSR.setdsturi(self.fs_uri)
+        self.relay()
+
+    def to_phone(self):
+        rc = KSR.registrar.lookup("location")
+        if rc < 0:
+            KSR.tm.t_newtran()
+            if rc == -2:
+                KSR.tm.t_reply(405, "Method Not Allowed")
+            else:
+                KSR.tm.t_reply(480, "Temporarily Unavailable")
+            return
+        KSR.rr.record_route()
+        self.relay()
+
+    def relay(self):
+        if KSR.pv.get("$rm") in ("INVITE", "UPDATE") and KSR.tm.t_is_set("onreply_route") < 0:
+            KSR.tm.t_on_reply("ksr_onreply_manage")
+        if KSR.tm.t_relay() < 0:
+            KSR.sl.sl_reply_error()
+
+    # Kamailio looks these two up for every message; without them app_python3 5.6 leaves a
+    # pending AttributeError that breaks the next KSR call.
+    def ksr_reply_route(self, msg):
+        return 1
+
+    def ksr_onsend_route(self, msg):
+        return 1
+
+    def ksr_onreply_manage(self, msg):
+        if KSR.isbflagset(FLB_NATB) or KSR.isflagset(FLT_NATS):
+            KSR.nathelper.set_contact_alias()
+        return 1

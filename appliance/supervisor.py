@@ -1,0 +1,158 @@
+"""`edgepbx run`: starts every service the config enables and keeps them running.
+
+Each service is a child process in its own process group, so stopping kills its workers too,
+and with PR_SET_PDEATHSIG so it dies with the supervisor even after a SIGKILL. A child that
+exits unexpectedly is restarted with back-off; SIGTERM/SIGINT stop everything within 5 s.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+from . import credentials
+from .config import Config
+from .kamailio import render
+from .sipprobe import options_ping
+
+log = logging.getLogger("edgepbx.supervisor")
+
+STOP_GRACE_SECONDS = 3.0
+READY_TIMEOUT_SECONDS = 30.0
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: SIGTERM it when the supervisor dies, however it dies."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass
+class Service:
+    name: str
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen | None = None
+    failures: int = 0
+    restart_at: float = 0.0
+    started_at: float = 0.0
+
+    def start(self) -> None:
+        env = dict(os.environ, **self.env)
+        self.proc = subprocess.Popen(self.argv, env=env, start_new_session=True, preexec_fn=_die_with_parent,
+                                     stdin=subprocess.DEVNULL)
+        self.started_at = time.monotonic()
+        log.info("started %s (pid %d)", self.name, self.proc.pid)
+
+    def signal_group(self, sig: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def reap_group(self) -> None:
+        """Kills whatever is left in the group (Kamailio's workers outlive a killed main process)."""
+        if self.proc is not None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def services(cfg: Config) -> list[Service]:
+    passwords = credentials.sip_passwords(cfg)
+    cfg_path, routing_path = render.write(cfg, passwords)
+    return [
+        Service("kamailio", render.command(cfg, cfg_path), {"EDGEPBX_ROUTING": str(routing_path)}),
+        Service("featureserver", [sys.executable, "-m", "appliance.cli", "featureserver", "--config", str(cfg.path)]),
+    ]
+
+
+class Supervisor:
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.services = services(cfg)
+        self.stopping = False
+
+    def request_stop(self, *_args: object) -> None:
+        self.stopping = True
+
+    def wait_ready(self) -> bool:
+        net = self.cfg.network
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        pending = {"kamailio": net.sip_port, "featureserver": net.feature_port}
+        while pending and not self.stopping and time.monotonic() < deadline:
+            for name, port in list(pending.items()):
+                if options_ping(net.bind, port, timeout=0.3) is not None:
+                    del pending[name]
+            if any(s.proc.poll() is not None for s in self.services):
+                return False
+        return not pending
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+        for service in self.services:
+            service.start()
+        if not self.wait_ready():
+            if not self.stopping:
+                log.error("services did not come up; see the errors above")
+            self.stop_all()
+            return 1
+        print("edgepbx ready", flush=True)
+        while not self.stopping:
+            self.watch()
+            time.sleep(0.2)
+        self.stop_all()
+        return 0
+
+    def watch(self) -> None:
+        now = time.monotonic()
+        for service in self.services:
+            if service.proc is None or service.proc.poll() is None:
+                if service.proc is not None and now - service.started_at > 60:
+                    service.failures = 0  # a minute of health resets the back-off
+                continue
+            if service.restart_at == 0.0:
+                service.reap_group()
+                service.failures += 1
+                delay = min(30.0, 0.5 * 2 ** (service.failures - 1))
+                service.restart_at = now + delay
+                log.error("%s exited with status %s; restarting in %.1f s", service.name, service.proc.returncode, delay)
+            elif now >= service.restart_at:
+                service.restart_at = 0.0
+                service.start()
+
+    def stop_all(self) -> None:
+        for service in reversed(self.services):  # feature server first: it hangs calls up cleanly
+            service.signal_group(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for service in self.services:
+            if service.proc is None:
+                continue
+            try:
+                service.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in %.0f s; killing it", service.name, STOP_GRACE_SECONDS)
+            service.reap_group()
+            try:
+                service.proc.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                pass
+        log.info("all services stopped")
+
+
+def print_extensions(cfg: Config, stream=sys.stdout) -> None:
+    passwords = credentials.sip_passwords(cfg)
+    net = cfg.network
+    print(f"{cfg.site_name}: register phones to {net.bind}:{net.sip_port} (domain {cfg.domain})", file=stream)
+    for ext in cfg.extensions:
+        print(f"  {ext.number:<6} {ext.name:<20} password {passwords[ext.number]}", file=stream)
+    stream.flush()
+

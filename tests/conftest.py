@@ -1,0 +1,150 @@
+"""Fixtures that start a real appliance (Kamailio + feature server) on free loopback ports."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EDGEPBX = [sys.executable, "-m", "appliance.cli"]
+TONES = {"101": 500.0, "102": 1300.0, "103": 2100.0, "104": 2900.0, "105": 800.0}
+
+
+def _udp_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def free_port_block(size: int = 200) -> int:
+    """A base port with `size` free UDP ports after it (SIP, feature server, RTP)."""
+    for _ in range(200):
+        base = random.randrange(21000, 60000, 10)
+        if all(_udp_free(p) for p in (base, base + 20, base + 100, base + 101, base + size - 1)):
+            return base
+    raise RuntimeError("no free port block")
+
+
+def write_office(directory: Path, extra: str = "", no_answer_timeout: int = 30, extensions: str | None = None) -> Path:
+    base = free_port_block()
+    extensions = extensions or "\n".join(
+        f'  - {{number: "{n}", name: "Phone {n}", password: "pw-{n}-secret"}}' for n in TONES)
+    path = directory / "office.yaml"
+    path.write_text(f"""site: {{name: "Test office"}}
+data_dir: ./var
+network: {{bind: 127.0.0.1, sip_port: {base}, rtp_ports: [{base + 100}, {base + 199}]}}
+calls: {{no_answer_timeout: {no_answer_timeout}}}
+{extra}
+extensions:
+{extensions}
+""")
+    return path
+
+
+@dataclass
+class Pbx:
+    config: Path
+    proc: subprocess.Popen
+    log: Path
+    sip_port: int
+    data_dir: Path
+
+    def cdrs(self) -> list[dict]:
+        out = subprocess.run(EDGEPBX + ["cdr", "list", "--config", str(self.config), "--json"],
+                             capture_output=True, text=True, check=True, cwd=ROOT)
+        return json.loads(out.stdout)
+
+    def wait_cdr(self, predicate, timeout: float = 5.0) -> dict:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            for record in self.cdrs():
+                if predicate(record):
+                    return record
+            time.sleep(0.1)
+        raise AssertionError(f"no matching CDR in {timeout} s; have: {self.cdrs()[:3]}")
+
+    def stop(self, timeout: float = 6.0) -> float:
+        started = time.monotonic()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return time.monotonic() - started
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def start_pbx(config: Path, timeout: float = 30.0) -> Pbx:
+    log = config.parent / "edgepbx.log"
+    fh = open(log, "w")
+    proc = subprocess.Popen(EDGEPBX + ["run", "--config", str(config)], stdout=fh, stderr=subprocess.STDOUT,
+                            cwd=ROOT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    import yaml
+    data = yaml.safe_load(config.read_text())
+    pbx = Pbx(config, proc, log, data["network"]["sip_port"], (config.parent / data.get("data_dir", "./var")).resolve())
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if "edgepbx ready" in log.read_text(errors="replace"):
+            return pbx
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    pbx.stop()
+    raise RuntimeError(f"edgepbx did not become ready:\n{log.read_text(errors='replace')[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def pbx(tmp_path_factory):
+    """A running appliance shared by a test module (5 extensions, tones per extension)."""
+    directory = tmp_path_factory.mktemp("office")
+    pbx = start_pbx(write_office(directory, no_answer_timeout=4))
+    yield pbx
+    pbx.stop()
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory):
+    from phones import PhoneLab
+
+    lab = PhoneLab(tmp=tmp_path_factory.mktemp("phones"))
+    lab.start()
+    yield lab
+    lab.stop()
+
+
+@pytest.fixture
+def phones(lab, pbx):
+    """Factory for registered test phones on the module's appliance; tidies them up after the test."""
+    lab.port = pbx.sip_port
+
+    def make(number: str, register: bool = True):
+        return lab.phone(number, f"pw-{number}-secret", TONES[number], register=register)
+
+    yield make
+    lab.ep.hangupAllCalls()
+    lab.poll(0.3)
+    for phone in lab.phones:
+        phone.calls.clear()
+        phone.player = None
+        try:
+            phone.shutdown()
+        except Exception:
+            pass
+    lab.phones.clear()
+    lab.poll(0.3)
