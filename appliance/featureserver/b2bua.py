@@ -86,9 +86,12 @@ class CallPair:
 
     # -- call control ---------------------------------------------------------------------
 
+    # Every ending records its outcome first and hangs up after: pjsua2 may report the other
+    # leg's disconnection from inside hangup(), and that report must not rewrite the outcome.
+
     def reject(self, code: int, disposition: str) -> None:
-        safe_hangup(self.caller, code)
         self.finish(disposition, code)
+        safe_hangup(self.caller, code)
 
     def dial(self, target_uri: str, from_uri: str) -> None:
         """Places the callee leg; the caller hears ringing once the callee rings."""
@@ -107,9 +110,9 @@ class CallPair:
 
     def on_no_answer_timeout(self) -> None:
         log.info("call %s: %s did not answer in %d s", self.cdr_id, self.dst, self.server.cfg.no_answer_timeout)
+        self.reject(480, "no_answer")
         if self.callee is not None:
             safe_hangup(self.callee)  # CANCEL towards the phone
-        self.reject(480, "no_answer")
 
     def on_leg_state(self, leg: Leg, info: pj.CallInfo) -> None:
         if self.state == "ended":
@@ -117,9 +120,9 @@ class CallPair:
             return
         if leg is self.caller:
             if info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
+                self.finish("answered" if self.state == "answered" else "cancelled", info.lastStatusCode)
                 if self.callee is not None:
                     safe_hangup(self.callee)
-                self.finish("answered" if self.state == "answered" else "cancelled", info.lastStatusCode)
             return
         # the callee leg
         if info.state == pj.PJSIP_INV_STATE_EARLY and self.state == "routing":
@@ -134,8 +137,8 @@ class CallPair:
             self.connect_media()
         elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
             if self.state == "answered":
-                safe_hangup(self.caller)
                 self.finish("answered", info.lastStatusCode)
+                safe_hangup(self.caller)
             else:
                 code = info.lastStatusCode if info.lastStatusCode >= 300 else 500
                 self.reject(code, disposition_for_failure(code))
