@@ -1,0 +1,91 @@
+"""`edgepbx check` and `edgepbx run` refuse a broken office config with FILE:LINE: errors, exit 2."""
+from __future__ import annotations
+
+import json
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from conftest import EDGEPBX, ROOT
+
+GOOD = """\
+site: {name: "Shop"}
+data_dir: ./var
+network:
+  bind: 127.0.0.1
+  sip_port: 5090
+  rtp_ports: [30000, 30100]
+recording: {enabled: true}
+extensions:
+  - {number: "101", name: "Reception", password: "s3cret-101"}
+  - {number: "102", name: "Sales"}
+"""
+
+
+def edgepbx(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(EDGEPBX + list(args), capture_output=True, text=True, cwd=ROOT, timeout=60)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "office.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_a_good_config_passes(tmp_path):
+    result = edgepbx("check", "--config", str(write(tmp_path, GOOD)))
+    assert result.returncode == 0, result.stderr
+    assert "OK" in result.stdout
+
+
+@pytest.mark.parametrize("broken, line, words", [
+    (GOOD.replace("recording:", "recordings:"), 7, "unknown key 'recordings'"),
+    (GOOD.replace('"102", name: "Sales"', '"101", name: "Sales"'), 10, "duplicate extension 101 (first on line 9)"),
+    (GOOD.replace("sip_port: 5090", "sip_port: 70000"), 5, "network.sip_port must be between 1 and 65535"),
+    (GOOD.replace("sip_port: 5090", "sip_port: fifty"), 5, "network.sip_port must be a whole number"),
+    (GOOD.replace("bind: 127.0.0.1", "bind: localhost-ish"), 4, "network.bind must be an IP address"),
+    (GOOD.replace('name: "Shop"}', 'name: "Shop"'), 2, "YAML syntax error"),
+    (GOOD.replace('"102"', '"1x2"'), 10, "extension number must be 2 to 6 digits"),
+    (GOOD.replace("s3cret-101", "short"), 9, "password must have at least 8 characters"),
+    (GOOD.replace("enabled: true", "enabled: maybe"), 7, "recording.enabled must be true or false"),
+    (GOOD.replace("  sip_port: 5090\n", "  sip_port: 5090\n  sip_port: 5091\n"), 6, "duplicate key 'sip_port'"),
+])
+def test_each_kind_of_error_names_file_and_line(tmp_path, broken, line, words):
+    path = write(tmp_path, broken)
+    result = edgepbx("check", "--config", str(path))
+    assert result.returncode == 2
+    assert f"{path}:{line}: " in result.stderr and words in result.stderr, result.stderr
+
+
+def test_every_error_is_reported_at_once(tmp_path):
+    broken = GOOD.replace("recording:", "recordings:").replace("sip_port: 5090", "sip_port: 0")
+    result = edgepbx("check", "--config", str(write(tmp_path, broken)))
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 2
+
+
+def test_run_refuses_an_invalid_config_the_same_way(tmp_path):
+    path = write(tmp_path, GOOD.replace("recording:", "recordings:"))
+    result = edgepbx("run", "--config", str(path))
+    assert result.returncode == 2
+    assert f"{path}:7: config: unknown key 'recordings'" in result.stderr
+    assert not (tmp_path / "var").exists()  # nothing started, nothing written
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    result = edgepbx("check", "--config", str(tmp_path / "nope.yaml"))
+    assert result.returncode == 2 and "cannot read config" in result.stderr
+
+
+def test_missing_passwords_are_generated_once_random_and_kept(tmp_path):
+    path = write(tmp_path, GOOD.replace('"102", name: "Sales"', '"102", name: "Sales"}\n  - {number: "103"'))
+    first = json.loads(edgepbx("extensions", "--config", str(path), "--json").stdout)
+    second = json.loads(edgepbx("extensions", "--config", str(path), "--json").stdout)
+    by_number = {e["number"]: e["password"] for e in first}
+    assert by_number["101"] == "s3cret-101"
+    assert len(by_number["102"]) >= 16 and by_number["102"] != by_number["103"]
+    assert first == second
+    store = tmp_path / "var" / "credentials.json"
+    assert store.stat().st_mode & 0o077 == 0  # readable by the appliance only
