@@ -34,10 +34,14 @@ def free_udp_port() -> int:
 
 
 def run_sipp(scenario: str, workdir: Path, target_port: int, *, service: str, user: str, password: str,
-             expected: str = "200", local_port: int = 0, lab=None, timeout: float = 30.0) -> SippResult:
-    """Runs one call of `scenario` (with @EXPECTED@ filled in); polls `lab` (test phones) meanwhile."""
+             expected: str = "200", fill: dict[str, str] | None = None, local_port: int = 0, lab=None,
+             timeout: float = 30.0) -> SippResult:
+    """Runs one call of `scenario` with @EXPECTED@ (and each @KEY@ of `fill`) filled in;
+    polls `lab` (the test phones) meanwhile."""
     local_port = local_port or free_udp_port()
     text = (SCENARIOS / scenario).read_text().replace("@EXPECTED@", expected)
+    for key, value in (fill or {}).items():
+        text = text.replace(f"@{key}@", value)
     script = workdir / f"{scenario.removesuffix('.xml')}-{expected}-{time.monotonic_ns()}.xml"
     script.write_text(text)
     trace = script.with_suffix(".messages")

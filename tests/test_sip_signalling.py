@@ -2,6 +2,7 @@
 call can fail, with the SIP response the caller gets and the CDR disposition it leaves."""
 from __future__ import annotations
 
+import re
 import socket
 import time
 
@@ -89,6 +90,17 @@ def test_no_answer_times_out_with_480_and_a_no_answer_cdr(pbx, lab, phones, tmp_
     lab.wait_for(lambda: callee.last_call.state == pj.PJSIP_INV_STATE_DISCONNECTED, 5, "callee to stop ringing")
     record = pbx.wait_cdr(lambda r: r["src"] == "102" and r["dst"] == "104")
     assert record["disposition"] == "no_answer" and 3 <= record["duration"] <= 6
+
+
+@pytest.mark.parametrize("codec, payload", [("PCMA/8000", "8"), ("PCMU/8000", "0"), ("G722/8000", "9")])
+def test_each_office_codec_is_answered_in_kind(pbx, lab, phones, tmp_path, codec, payload):
+    phones("105")
+    result = run_sipp("call_answered.xml", tmp_path, pbx.sip_port, service="105", user="101",
+                      password="pw-101-secret", fill={"CODEC": codec, "PT": payload}, lab=lab)
+    assert result.returncode == 0, result.output  # the 200's SDP carried the offered codec
+    record = pbx.wait_cdr(lambda r: r["dst"] == "105" and r["disposition"] == "answered"
+                          and r["sip_call_id"] == re.search(r"Call-ID: (\S+)", result.messages).group(1))
+    assert record["recording"]
 
 
 def test_malformed_sip_is_dropped_and_the_edge_keeps_serving(pbx, tmp_path):
