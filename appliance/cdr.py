@@ -30,13 +30,14 @@ CREATE TABLE IF NOT EXISTS cdr (
     sip_code INTEGER,
     duration INTEGER,
     billsec INTEGER,
-    recording TEXT
+    recording TEXT,
+    worker INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS cdr_started ON cdr(started_at);
 """
 
 COLUMNS = ("id", "sip_call_id", "started_at", "answered_at", "ended_at", "direction", "src", "src_name",
-           "dst", "disposition", "sip_code", "duration", "billsec", "recording")
+           "dst", "disposition", "sip_code", "duration", "billsec", "recording", "worker")
 
 
 def now() -> str:
@@ -57,13 +58,18 @@ class OrphanedCall:
 class CdrStore:
     """One connection per process; every write is its own short transaction."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, worker: int = 0):
+        """`worker`: the feature-server process writing; a restart recovers only its own calls."""
+        self.worker = worker
         path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(str(path), timeout=5.0, isolation_level=None)
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(cdr)")}
+        if "worker" not in columns:  # databases from before feature-server workers
+            self.db.execute("ALTER TABLE cdr ADD COLUMN worker INTEGER NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         self.db.close()
@@ -73,8 +79,8 @@ class CdrStore:
         assert direction in DIRECTIONS
         cdr_id = str(uuid.uuid4())
         self.db.execute(
-            "INSERT INTO cdr (id, sip_call_id, started_at, direction, src, src_name, dst) VALUES (?,?,?,?,?,?,?)",
-            (cdr_id, sip_call_id, now(), direction, src, src_name, dst))
+            "INSERT INTO cdr (id, sip_call_id, started_at, direction, src, src_name, dst, worker) VALUES (?,?,?,?,?,?,?,?)",
+            (cdr_id, sip_call_id, now(), direction, src, src_name, dst, self.worker))
         return cdr_id
 
     def answered(self, cdr_id: str, recording: str | None) -> None:
@@ -93,14 +99,15 @@ class CdrStore:
             (ended_at, disposition, sip_code, _seconds_between(row["started_at"], ended_at), billsec, cdr_id))
 
     def close_orphans(self, last_alive: dict[str, str] | None = None) -> list[OrphanedCall]:
-        """Closes records left open by a crash as `failed`; returns them (their WAVs need repair).
+        """Closes this worker's records left open by a crash as `failed`; returns them (their WAVs need repair).
 
         last_alive maps a record id to the last moment it is known to have been alive (e.g. its
         recording's mtime); without it the end is the answer or start time.
         """
         last_alive = last_alive or {}
         orphans = []
-        for row in self.db.execute("SELECT id, started_at, answered_at, recording FROM cdr WHERE ended_at IS NULL").fetchall():
+        for row in self.db.execute("SELECT id, started_at, answered_at, recording FROM cdr WHERE ended_at IS NULL AND worker=?",
+                                   (self.worker,)).fetchall():
             ended_at = last_alive.get(row["id"]) or row["answered_at"] or row["started_at"]
             billsec = _seconds_between(row["answered_at"], ended_at) if row["answered_at"] else 0
             self.db.execute(
@@ -112,7 +119,8 @@ class CdrStore:
     def open_recordings(self) -> list[tuple[str, str]]:
         """(id, recording path) of records still open: the calls a crash may have cut."""
         return [(r["id"], r["recording"]) for r in
-                self.db.execute("SELECT id, recording FROM cdr WHERE ended_at IS NULL AND recording IS NOT NULL")]
+                self.db.execute("SELECT id, recording FROM cdr WHERE ended_at IS NULL AND recording IS NOT NULL AND worker=?",
+                                (self.worker,))]
 
     def list(self, limit: int = 100, include_live: bool = False) -> list[dict]:
         where = "" if include_live else "WHERE ended_at IS NOT NULL"

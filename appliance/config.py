@@ -16,6 +16,11 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 EXTENSION_NUMBER = re.compile(r"^[0-9]{2,6}$")
+# The pjsua2 wheel (PJSIP 2.15.1, pjsua2-python) is built with PJSUA_MAX_CALLS=4: one library, and
+# so one feature-server process, holds at most 4 call legs, i.e. 2 bridged calls. Capacity comes
+# from several worker processes (docs/architecture.md).
+CALLS_PER_WORKER = 2
+MIN_RTP_PORTS_PER_WORKER = 16
 
 
 @dataclass(frozen=True)
@@ -49,7 +54,7 @@ class Network:
     bind: str = "127.0.0.1"
     sip_port: int = 5060
     rtp_ports: tuple[int, int] = (20000, 20999)
-    feature_port: int = 0  # 0: sip_port + 20; the feature server's own SIP port (Kamailio talks to it)
+    feature_port: int = 0  # 0: sip_port + 20; first feature-server worker's SIP port, one per worker after it
     sip_domain: str = ""  # realm for digest auth and From domain; defaults to bind
 
 
@@ -57,6 +62,14 @@ class Network:
 class Security:
     auth_failures_before_ban: int = 10
     ban_seconds: int = 600
+
+
+@dataclass(frozen=True)
+class Worker:
+    """One feature-server process: its index, SIP port and RTP port range."""
+    index: int
+    sip_port: int
+    rtp_ports: tuple[int, int]
 
 
 @dataclass
@@ -67,6 +80,7 @@ class Config:
     network: Network = field(default_factory=Network)
     recording_enabled: bool = True
     no_answer_timeout: int = 30
+    max_concurrent_calls: int = 10
     security: Security = field(default_factory=Security)
     extensions: list[Extension] = field(default_factory=list)
     log_level: str = "info"
@@ -77,6 +91,13 @@ class Config:
     @property
     def domain(self) -> str:
         return self.network.sip_domain or self.network.bind
+
+    @property
+    def workers(self) -> list[Worker]:
+        count = -(-self.max_concurrent_calls // CALLS_PER_WORKER)
+        lo, hi = self.network.rtp_ports
+        span = (hi - lo + 1) // count
+        return [Worker(i, self.network.feature_port + i, (lo + i * span, lo + (i + 1) * span - 1)) for i in range(count)]
 
 
 class _Reader:
@@ -243,7 +264,9 @@ def load(path: str | Path) -> Config:
         rec = r.mapping(top["recording"][1], {"enabled"}, "recording")
         _apply(rec, "enabled", lambda n: r.boolean(n, "recording.enabled"), lambda v: setattr(cfg, "recording_enabled", v))
     if "calls" in top:
-        calls = r.mapping(top["calls"][1], {"no_answer_timeout"}, "calls")
+        calls = r.mapping(top["calls"][1], {"no_answer_timeout", "max_concurrent"}, "calls")
+        _apply(calls, "max_concurrent", lambda n: r.integer(n, "calls.max_concurrent", 1, 64),
+               lambda v: setattr(cfg, "max_concurrent_calls", v))
         _apply(calls, "no_answer_timeout", lambda n: r.integer(n, "calls.no_answer_timeout", 1, 600),
                lambda v: setattr(cfg, "no_answer_timeout", v))
     if "security" in top:
@@ -266,12 +289,20 @@ def load(path: str | Path) -> Config:
     net = cfg.network
     if net.feature_port == 0:
         net.feature_port = net.sip_port + 20 if net.sip_port <= 65515 else net.sip_port - 20
-    if net.feature_port == net.sip_port:
-        node = top["network"][1] if "network" in top else root
-        r.error(node, "network.feature_port must differ from network.sip_port")
-    if net.rtp_ports[0] <= net.sip_port <= net.rtp_ports[1] or net.rtp_ports[0] <= net.feature_port <= net.rtp_ports[1]:
-        node = top["network"][1] if "network" in top else root
+    node = top["network"][1] if "network" in top else root
+    workers = len(cfg.workers)
+    feature_ports = range(net.feature_port, net.feature_port + workers)
+    if net.sip_port in feature_ports:
+        r.error(node, f"network.feature_port: ports {feature_ports.start}-{feature_ports.stop - 1} "
+                      f"(one per feature-server worker) must not include network.sip_port")
+    if feature_ports.stop - 1 > 65535:
+        r.error(node, "network.feature_port: not enough ports above it for every feature-server worker")
+    rtp = range(net.rtp_ports[0], net.rtp_ports[1] + 1)
+    if net.sip_port in rtp or any(p in rtp for p in feature_ports):
         r.error(node, "network.rtp_ports must not include the SIP ports")
+    if len(rtp) < workers * MIN_RTP_PORTS_PER_WORKER:
+        r.error(node, f"network.rtp_ports: {len(rtp)} ports are too few for calls.max_concurrent "
+                      f"{cfg.max_concurrent_calls} (need {workers * MIN_RTP_PORTS_PER_WORKER})")
     if r.errors:
         raise InvalidConfig(r.errors)
     return cfg

@@ -67,11 +67,14 @@ class Service:
 
 def services(cfg: Config) -> list[Service]:
     passwords = credentials.sip_passwords(cfg)
-    cfg_path, routing_path = render.write(cfg, passwords)
-    return [
-        Service("kamailio", render.command(cfg, cfg_path), {"EDGEPBX_ROUTING": str(routing_path)}),
-        Service("featureserver", [sys.executable, "-m", "appliance.cli", "featureserver", "--config", str(cfg.path)]),
-    ]
+    # Benchmark only (bench/bench_calls.py): Kamailio routes calls straight to the phones, to
+    # measure the SIP edge alone against the full path through the feature server.
+    direct = os.environ.get("EDGEPBX_BENCH_DIRECT_ROUTING") == "1"
+    cfg_path, routing_path = render.write(cfg, passwords, direct_routing=direct)
+    return [Service("kamailio", render.command(cfg, cfg_path), {"EDGEPBX_ROUTING": str(routing_path)})] + [
+        Service(f"featureserver-{w.index}", [sys.executable, "-m", "appliance.cli", "featureserver",
+                                             "--config", str(cfg.path), "--worker", str(w.index)])
+        for w in cfg.workers]
 
 
 class Supervisor:
@@ -86,7 +89,7 @@ class Supervisor:
     def wait_ready(self) -> bool:
         net = self.cfg.network
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-        pending = {"kamailio": net.sip_port, "featureserver": net.feature_port}
+        pending = {"kamailio": net.sip_port} | {f"featureserver-{w.index}": w.sip_port for w in self.cfg.workers}
         while pending and not self.stopping and time.monotonic() < deadline:
             for name, port in list(pending.items()):
                 if options_ping(net.bind, port, timeout=0.3) is not None:

@@ -32,7 +32,7 @@ def free_port_block(size: int = 200) -> int:
     """A base port with `size` free UDP ports after it (SIP, feature server, RTP)."""
     for _ in range(200):
         base = random.randrange(21000, 60000, 10)
-        if all(_udp_free(p) for p in (base, base + 20, base + 100, base + 101, base + size - 1)):
+        if all(_udp_free(p) for p in [base, *range(base + 20, base + 40), base + 100, base + 101, base + size - 1]):
             return base
     raise RuntimeError("no free port block")
 
@@ -45,12 +45,30 @@ def write_office(directory: Path, extra: str = "", no_answer_timeout: int = 30, 
     path.write_text(f"""site: {{name: "Test office"}}
 data_dir: ./var
 network: {{bind: 127.0.0.1, sip_port: {base}, rtp_ports: [{base + 100}, {base + 199}]}}
-calls: {{no_answer_timeout: {no_answer_timeout}}}
-{extra}
+{extra or f"calls: {{no_answer_timeout: {no_answer_timeout}}}"}
 extensions:
 {extensions}
 """)
     return path
+
+
+def descendants_of(pid: int) -> set[int]:
+    """Every process below `pid` (children, their children...), from /proc."""
+    found, todo = set(), [pid]
+    while todo:
+        parent = todo.pop()
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == parent and int(entry.name) not in found:
+                found.add(int(entry.name))
+                todo.append(int(entry.name))
+    return found
+
 
 
 @dataclass

@@ -70,12 +70,13 @@ class TestCall(pj.Call):
             if media.type == pj.PJMEDIA_TYPE_AUDIO and media.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
                 audio = self.getAudioMedia(index)
                 self.phone.player.startTransmit(audio)
-                if self.recorder is None:
+                if self.recorder is None and self.phone.lab.record:
                     self.record_path = self.phone.lab.tmp / f"heard-{self.phone.number}-{len(self.phone.lab.recordings)}.wav"
                     self.phone.lab.recordings.append(self.record_path)
                     self.recorder = pj.AudioMediaRecorder()
                     self.recorder.createRecorder(str(self.record_path))
-                audio.startTransmit(self.recorder)
+                if self.recorder is not None:
+                    audio.startTransmit(self.recorder)
                 self.media_active = True
 
     def stop_recording(self) -> None:
@@ -168,13 +169,16 @@ class PhoneLab:
     recordings: list[Path] = field(default_factory=list)
     host: str = "127.0.0.1"
     port: int = 5060
+    max_calls: int = 32
+    record: bool = True  # each phone records what it hears (off for load benchmarks)
 
     def start(self) -> None:
         self.ep.libCreate()
         ec = pj.EpConfig()
         ec.uaConfig.threadCnt = 0
         ec.uaConfig.mainThreadOnly = True
-        ec.uaConfig.maxCalls = 32
+        ec.uaConfig.maxCalls = self.max_calls
+        ec.medConfig.maxMediaPorts = self.max_calls * 2 + 16
         ec.uaConfig.userAgent = "edgepbx-test-phone"
         ec.logConfig.level = 1
         ec.logConfig.consoleLevel = int(os.environ.get("PHONE_LOG", "1"))

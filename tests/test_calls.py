@@ -35,3 +35,42 @@ def test_extensions_call_each_other_with_two_way_audio_recording_and_cdr(pbx, la
     assert recording.is_relative_to(pbx.data_dir / "recordings")
     assert duration_seconds(recording) >= 2.5
     assert has_tone(recording, TONES["101"]) and has_tone(recording, TONES["102"])
+
+
+def test_calls_up_to_the_configured_capacity_then_503(tmp_path):
+    """calls.max_concurrent: 4 runs two feature-server workers (2 calls each: the pjsua2 wheel's
+    limit of 4 legs per process); Kamailio spreads calls over them and fails over when one is
+    full. SIPp plays both sides, since a pjsua2 test process is held to 4 legs as well."""
+    import subprocess
+    import threading
+
+    from conftest import start_pbx, write_office
+    from sipp import free_udp_port, run_sipp
+
+    pbx = start_pbx(write_office(tmp_path, extra="calls: {no_answer_timeout: 10, max_concurrent: 4}"))
+    uas_port = free_udp_port()
+    try:
+        reg = run_sipp("register.xml", tmp_path, pbx.sip_port, service="102", user="102",
+                       password="pw-102-secret", local_port=uas_port)
+        assert reg.returncode == 0, reg.output
+        uas = subprocess.Popen(["sipp", "-sf", "sipp/uas_answer.xml", "-nostdin", "-i", "127.0.0.1", "-p", str(uas_port),
+                                "-timeout", "30s"], cwd=Path(__file__).parent,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        held: list = []
+        holders = [threading.Thread(target=lambda: held.append(run_sipp(
+            "call_answered.xml", tmp_path, pbx.sip_port, service="102", user="101", password="pw-101-secret",
+            fill={"CODEC": "PCMA/8000", "PT": "8", "HOLD": "4000"}))) for _ in range(4)]
+        for t in holders:
+            t.start()
+        time.sleep(2.0)  # all four are up and held now
+        refused = run_sipp("call_expect_failure.xml", tmp_path, pbx.sip_port, service="102", user="103",
+                           password="pw-103-secret", expected="503")
+        for t in holders:
+            t.join()
+        uas.kill()
+        assert refused.returncode == 0, refused.output
+        assert [r.returncode for r in held] == [0, 0, 0, 0], [r.output for r in held if r.returncode]
+        workers = {r["worker"] for r in pbx.cdrs() if r["disposition"] == "answered"}
+        assert workers == {0, 1}
+    finally:
+        pbx.stop()

@@ -1,8 +1,10 @@
 """`edgepbx run` as a service: ready line, clean stop, and recovery when the feature server dies."""
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
 import time
 import wave
 from pathlib import Path
@@ -11,24 +13,7 @@ import pjsua2 as pj
 import pytest
 
 from audio import duration_seconds, has_tone
-from conftest import TONES, start_pbx, write_office
-
-
-def descendants(pid: int) -> set[int]:
-    found, todo = set(), [pid]
-    while todo:
-        parent = todo.pop()
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            if ppid == parent and int(entry.name) not in found:
-                found.add(int(entry.name))
-                todo.append(int(entry.name))
-    return found
+from conftest import EDGEPBX, ROOT, TONES, descendants_of, start_pbx, write_office
 
 
 def alive(pid: int) -> bool:
@@ -42,7 +27,7 @@ def alive(pid: int) -> bool:
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 def test_stop_signal_ends_everything_within_5_seconds(tmp_path, stop_signal):
     pbx = start_pbx(write_office(tmp_path))
-    children = descendants(pbx.proc.pid)
+    children = descendants_of(pbx.proc.pid)
     assert len(children) >= 3, "expected Kamailio (with workers) and the feature server"
     pbx.proc.send_signal(stop_signal)
     started = time.monotonic()
@@ -53,14 +38,15 @@ def test_stop_signal_ends_everything_within_5_seconds(tmp_path, stop_signal):
     assert not [pid for pid in children if alive(pid)], "child processes left behind"
 
 
-def feature_server_pid(pbx) -> int:
-    for pid in descendants(pbx.proc.pid):
+def feature_server_pid(pbx, worker: int) -> int:
+    for pid in descendants_of(pbx.proc.pid):
         try:
-            if b"featureserver" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                return pid
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
-            pass
-    raise AssertionError("feature server not running")
+            continue
+        if b"featureserver" in argv and argv[argv.index(b"--worker") + 1] == str(worker).encode():
+            return pid
+    raise AssertionError(f"feature server worker {worker} not running")
 
 
 def test_feature_server_crash_mid_call_keeps_the_record_and_the_recording(tmp_path, lab):
@@ -72,7 +58,10 @@ def test_feature_server_crash_mid_call_keeps_the_record_and_the_recording(tmp_pa
         call = a.dial("102")
         lab.wait_for(lambda: call.state == pj.PJSIP_INV_STATE_CONFIRMED, 10, "call to be answered")
         lab.poll(3.0)
-        crashed = feature_server_pid(pbx)
+        live = subprocess.run(EDGEPBX + ["cdr", "list", "--include-live", "--json", "--config", str(pbx.config)],
+                              capture_output=True, text=True, check=True, cwd=ROOT)
+        worker = json.loads(live.stdout)[0]["worker"]
+        crashed = feature_server_pid(pbx, worker)
         os.kill(crashed, signal.SIGKILL)  # as a crash or power loss would
         # The supervisor restarts it; on start it closes the open record and repairs the WAV.
         record = pbx.wait_cdr(lambda r: r["src"] == "101" and r["dst"] == "102", timeout=15)
@@ -85,7 +74,7 @@ def test_feature_server_crash_mid_call_keeps_the_record_and_the_recording(tmp_pa
         assert duration_seconds(recording) >= 2.0
         assert has_tone(recording, TONES["101"]) and has_tone(recording, TONES["102"])
         assert "restarting" in pbx.log_text() and "repaired recording" in pbx.log_text()
-        assert feature_server_pid(pbx) != crashed
+        assert feature_server_pid(pbx, worker) != crashed
 
         # The office keeps working after the restart.
         lab.hang_up_everything()

@@ -96,7 +96,7 @@ def test_no_answer_times_out_with_480_and_a_no_answer_cdr(pbx, lab, phones, tmp_
 def test_each_office_codec_is_answered_in_kind(pbx, lab, phones, tmp_path, codec, payload):
     phones("105")
     result = run_sipp("call_answered.xml", tmp_path, pbx.sip_port, service="105", user="101",
-                      password="pw-101-secret", fill={"CODEC": codec, "PT": payload}, lab=lab)
+                      password="pw-101-secret", fill={"CODEC": codec, "PT": payload, "HOLD": "500"}, lab=lab)
     assert result.returncode == 0, result.output  # the 200's SDP carried the offered codec
     record = pbx.wait_cdr(lambda r: r["dst"] == "105" and r["disposition"] == "answered"
                           and r["sip_call_id"] == re.search(r"Call-ID: (\S+)", result.messages).group(1))

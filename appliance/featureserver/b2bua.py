@@ -24,11 +24,20 @@ def disposition_for_failure(code: int) -> str:
     return "busy" if code in BUSY_CODES else "failed"
 
 
+# Marks every final answer the B2BUA itself gives a caller. pjsua also refuses calls on its
+# own ("486" when its 4 legs are taken) without it; Kamailio tells the two apart by this header
+# and tries the next worker (kemi_router.ksr_failure_next_worker), then strips it.
+FINAL_MARK = "X-Edgepbx-Final"
+
+
 def safe_hangup(call: pj.Call, code: int = 0) -> None:
     """Hangs up (or rejects with `code`) a leg that may already be gone."""
     prm = pj.CallOpParam()
     if code:
         prm.statusCode = code
+        mark = pj.SipHeader()
+        mark.hName, mark.hValue = FINAL_MARK, "1"
+        prm.txOption.headers.append(mark)
     try:
         call.hangup(prm)
     except pj.Error:

@@ -21,14 +21,14 @@ from typing import Callable
 import pjsua2 as pj
 
 from ..cdr import CdrStore
-from ..config import Config
+from ..config import CALLS_PER_WORKER, Config
 from ..recordings import recording_path, recover_after_crash
 from .b2bua import CallPair, safe_hangup
 
 log = logging.getLogger("edgepbx.featureserver")
 
 CODEC_PRIORITIES = {"G722/16000": 240, "PCMA/8000": 230, "PCMU/8000": 220}  # others disabled
-MAX_CALLS = 128  # legs; a bridged call uses two
+MAX_LEGS = CALLS_PER_WORKER * 2  # the wheel's PJSUA_MAX_CALLS (4); config.py explains
 REQUEST_LINE = re.compile(r"^INVITE\s+sips?:([^@;>\s]+)@", re.IGNORECASE)
 ASSERTED_ID = re.compile(r'^P-Asserted-Identity:\s*(?:"([^"]*)"\s*)?<?sips?:([^@;>\s]+)@', re.IGNORECASE | re.MULTILINE)
 
@@ -43,14 +43,15 @@ class Account(pj.Account):
 
 
 class FeatureServer:
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, worker: int = 0):
         self.cfg = cfg
+        self.worker = cfg.workers[worker]
         self.kamailio_addr = f"{cfg.network.bind}:{cfg.network.sip_port}"
         self.pairs: dict[int, CallPair] = {}  # keyed by id(pair); pairs keep their legs alive
         self.retired: list[object] = []         # ended pairs whose pjsua2 objects die next loop turn
         self.tasks: queue.Queue[Callable[[], None]] = queue.Queue()
         self.stopping = False
-        self.store = CdrStore(cfg.data_dir / "cdr.sqlite")
+        self.store = CdrStore(cfg.data_dir / "cdr.sqlite", worker=worker)
         recover_after_crash(self.store)
         self.ep = pj.Endpoint()
         self.account: Account | None = None
@@ -63,7 +64,7 @@ class FeatureServer:
         ec = pj.EpConfig()
         ec.uaConfig.threadCnt = 0
         ec.uaConfig.mainThreadOnly = True
-        ec.uaConfig.maxCalls = MAX_CALLS
+        ec.uaConfig.maxCalls = MAX_LEGS
         ec.uaConfig.userAgent = "edgepbx"
         ec.logConfig.level = 3
         ec.logConfig.consoleLevel = 2 if self.cfg.log_level != "debug" else 5
@@ -71,13 +72,13 @@ class FeatureServer:
         ec.medConfig.clockRate = 16000
         ec.medConfig.sndClockRate = 16000
         ec.medConfig.channelCount = 1
-        ec.medConfig.maxMediaPorts = MAX_CALLS * 2 + 16
+        ec.medConfig.maxMediaPorts = MAX_LEGS * 2 + 16
         ec.medConfig.noVad = True
         ec.medConfig.ecTailLen = 0
         self.ep.libInit(ec)
         self.ep.audDevManager().setNullDev()  # the null device clocks the conference bridge
         tc = pj.TransportConfig()
-        tc.port = net.feature_port
+        tc.port = self.worker.sip_port
         tc.boundAddress = net.bind
         self.ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tc)
         self.ep.libStart()
@@ -85,13 +86,14 @@ class FeatureServer:
             name = "/".join(codec.codecId.split("/")[:2])
             self.ep.codecSetPriority(codec.codecId, CODEC_PRIORITIES.get(name, 0))
         ac = pj.AccountConfig()
-        ac.idUri = f"sip:edgepbx@{net.bind}:{net.feature_port}"
-        ac.mediaConfig.transportConfig.port = net.rtp_ports[0]
-        ac.mediaConfig.transportConfig.portRange = net.rtp_ports[1] - net.rtp_ports[0]
+        ac.idUri = f"sip:edgepbx@{net.bind}:{self.worker.sip_port}"
+        ac.mediaConfig.transportConfig.port = self.worker.rtp_ports[0]
+        ac.mediaConfig.transportConfig.portRange = self.worker.rtp_ports[1] - self.worker.rtp_ports[0]
         ac.mediaConfig.transportConfig.boundAddress = net.bind
         self.account = Account(self)
         self.account.create(ac, True)
-        log.info("feature server listening on %s:%d (RTP %d-%d)", net.bind, net.feature_port, *net.rtp_ports)
+        log.info("feature server worker %d listening on %s:%d (RTP %d-%d)", self.worker.index, net.bind,
+                 self.worker.sip_port, *self.worker.rtp_ports)
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -163,6 +165,12 @@ class FeatureServer:
             safe_hangup(intruder, 403)
             self.retired.append(intruder)  # freed on the next loop turn, outside this callback
             return
+        if len(self.pairs) >= CALLS_PER_WORKER:
+            # Full: Kamailio tries the next worker on this 503 (never 486: that means "callee busy").
+            refused = pj.Call(self.account, prm.callId)
+            safe_hangup(refused, 503)
+            self.retired.append(refused)
+            return
         pair = CallPair(self, prm.callId, src=src, src_name=src_name, dst=dst,
                         sip_call_id=call_id.group(1) if call_id else "")
         self.pairs[id(pair)] = pair
@@ -205,12 +213,12 @@ class FeatureServer:
         self._cdr(lambda: self.store.ended(cdr_id, disposition, code), "end update")
 
 
-def run(cfg: Config) -> None:
-    server = FeatureServer(cfg)
+def run(cfg: Config, worker: int = 0) -> None:
+    server = FeatureServer(cfg, worker)
     signal.signal(signal.SIGTERM, server.request_stop)
     signal.signal(signal.SIGINT, server.request_stop)
     server.start()
-    print("feature server ready", flush=True)
+    print(f"feature server worker {worker} ready", flush=True)
     server.loop()
     # Leave without Python's finalizer: it would destroy stray pjsua2 proxies after libDestroy,
     # which trips pjsua's assertions. Everything worth keeping is closed and flushed by now.

@@ -30,8 +30,7 @@ class Router:
         self.realm = routing["realm"]
         self.extensions = routing["extensions"]  # number -> {"password", "name"}
         self.fs_host = routing["feature_server"]["host"]
-        self.fs_port = int(routing["feature_server"]["port"])
-        self.fs_uri = f"sip:{self.fs_host}:{self.fs_port}"
+        self.fs_ports = [int(p) for p in routing["feature_server"]["ports"]]  # one per worker process
         self.ban_after = int(routing["ban_after"])
         self.direct = bool(routing.get("direct_routing", False))  # benchmark only: bypass the feature server
 
@@ -82,7 +81,7 @@ class Router:
         return 1
 
     def from_feature_server(self) -> bool:
-        return KSR.pv.get("$si") == self.fs_host and int(KSR.pv.get("$sp")) == self.fs_port
+        return KSR.pv.get("$si") == self.fs_host and int(KSR.pv.get("$sp")) in self.fs_ports
 
     def reject_abuse(self, method):
         """Drops scanners silently and answers banned addresses with 403."""
@@ -173,8 +172,37 @@ class Router:
             self.to_phone()
             return
         KSR.rr.record_route()
-        KSR.setdsturi(self.fs_uri)
+        # Round robin over the feature-server workers; a full worker answers 503 and the
+        # failure route tries the next one, so a call fails only when every worker is full.
+        start = abs(KSR.htable.sht_inc("workers", "next")) % len(self.fs_ports)
+        KSR.pv.seti("$avp(fs_index)", start)
+        KSR.pv.seti("$avp(fs_tries)", 1)
+        KSR.setdsturi(f"sip:{self.fs_host}:{self.fs_ports[start]}")
+        KSR.tm.t_on_failure("ksr_failure_next_worker")
         self.relay()
+
+    def ksr_failure_next_worker(self, msg):
+        """A worker is full when it answers 503, or when pjsua itself refuses with 486 (its leg
+        limit is hit before our code sees the call): a 486 without the B2BUA's mark."""
+        if KSR.tm.t_is_canceled() > 0:
+            return 1
+        ours = not KSR.pv.is_null("$T_rpl($hdr(X-Edgepbx-Final))")
+        full = KSR.tm.t_check_status("503") > 0 or (KSR.tm.t_check_status("486") > 0 and not ours)
+        if not full:
+            return 1
+        tries = KSR.pv.get("$avp(fs_tries)") or 1
+        if tries >= len(self.fs_ports):
+            KSR.warn("edgepbx: every feature-server worker is full; call refused with 503\n")
+            KSR.tm.t_reply(503, "All Lines Busy")
+            return 1
+        index = ((KSR.pv.get("$avp(fs_index)") or 0) + 1) % len(self.fs_ports)
+        KSR.pv.seti("$avp(fs_index)", index)
+        KSR.pv.seti("$avp(fs_tries)", tries + 1)
+        KSR.pv.sets("$ru", KSR.pv.get("$ru"))  # marks the R-URI unused, so tm opens a new branch
+        KSR.setdsturi(f"sip:{self.fs_host}:{self.fs_ports[index]}")
+        KSR.tm.t_on_failure("ksr_failure_next_worker")
+        self.relay()
+        return 1
 
     def to_phone(self):
         rc = KSR.registrar.lookup("location")
@@ -203,6 +231,7 @@ class Router:
         return 1
 
     def ksr_onreply_manage(self, msg):
+        KSR.hdr.remove("X-Edgepbx-Final")  # internal to the edge and the feature server
         if KSR.isbflagset(FLB_NATB) or KSR.isflagset(FLT_NATS):
             KSR.nathelper.set_contact_alias()
         return 1

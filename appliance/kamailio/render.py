@@ -70,6 +70,7 @@ modparam("nathelper", "sipping_from", "sip:keepalive@{cfg.domain}")
 modparam("auth", "secret", "{secrets.token_hex(16)}")
 modparam("auth", "nonce_expire", 300)
 modparam("htable", "htable", "authfail=>size=8;autoexpire={cfg.security.ban_seconds};")
+modparam("htable", "htable", "workers=>size=2;")
 modparam("app_python3", "load", "{KEMI_SCRIPT}")
 cfgengine "python"
 """
@@ -78,7 +79,7 @@ cfgengine "python"
 def routing_data(cfg: Config, passwords: dict[str, str], direct_routing: bool = False) -> dict:
     return {
         "realm": cfg.domain,
-        "feature_server": {"host": cfg.network.bind, "port": cfg.network.feature_port},
+        "feature_server": {"host": cfg.network.bind, "ports": [w.sip_port for w in cfg.workers]},
         "ban_after": cfg.security.auth_failures_before_ban,
         "direct_routing": direct_routing,
         "extensions": {e.number: {"password": passwords[e.number], "name": e.name} for e in cfg.extensions},
