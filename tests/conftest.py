@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -19,20 +20,22 @@ EDGEPBX = [sys.executable, "-m", "appliance.cli"]
 TONES = {"101": 500.0, "102": 1300.0, "103": 2100.0, "104": 2900.0, "105": 800.0}
 
 
-def _udp_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
+def _free(port: int) -> bool:
+    """Free for UDP and TCP alike (Kamailio listens on both)."""
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
 
 
 def free_port_block(size: int = 200) -> int:
     """A base port with `size` free UDP ports after it (SIP, feature server, RTP)."""
     for _ in range(200):
-        base = random.randrange(21000, 60000, 10)
-        if all(_udp_free(p) for p in [base, *range(base + 20, base + 40), base + 100, base + 101, base + size - 1]):
+        base = random.randrange(20000, 32000, 10)  # below the kernel's ephemeral port range
+        if all(_free(p) for p in [base, *range(base + 20, base + 40), base + 100, base + 101, base + size - 1]):
             return base
     raise RuntimeError("no free port block")
 
@@ -124,7 +127,9 @@ def start_pbx(config: Path, timeout: float = 30.0) -> Pbx:
             break
         time.sleep(0.1)
     pbx.stop()
-    raise RuntimeError(f"edgepbx did not become ready:\n{log.read_text(errors='replace')[-3000:]}")
+    text = log.read_text(errors="replace")
+    problems = [line for line in text.splitlines() if re.search(r"ERROR|CRITICAL|Traceback|Error", line)]
+    raise RuntimeError("edgepbx did not become ready:\n" + "\n".join(problems[:30]) + "\n...\n" + text[-2000:])
 
 
 @pytest.fixture(scope="module")
