@@ -4,21 +4,24 @@
    that answers at once): authenticated INVITE -> 180 and -> 200 at the caller, p50/p95. The same
    SIPp run against Kamailio alone (EDGEPBX_BENCH_DIRECT_ROUTING=1: the edge routes straight to
    the callee) is the limit without the feature server.
-2. Concurrent bridged, recorded calls: pjsua2 phones hold N calls with a tone each way; per call
-   the RTP packets received versus expected and the lost ones (RTP sequence gaps), and the feature
-   server's CPU per call.
+2. Concurrent bridged, recorded calls: pjsua2 phones (bench/phone_farm.py, 4 legs a process) hold
+   N calls with a tone each way; the RTP packets the phones received versus expected, the lost
+   ones (RTP sequence gaps), and the feature-server workers' CPU per call.
 
-Usage: .venv/bin/python bench/bench_calls.py [--calls 300] [--rate 20] [--levels 10,20,40,60]
+Usage: .venv/bin/python bench/bench_calls.py [--calls 300] [--rate 20] [--levels 4,8,16,24,32]
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
+import queue
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -40,7 +43,9 @@ def percentile(values: list[float], p: float) -> float:
 def setup_times(direct: bool, calls: int, rate: int, workdir: Path) -> dict[str, list[float]]:
     os.environ["EDGEPBX_BENCH_DIRECT_ROUTING"] = "1" if direct else "0"
     workdir.mkdir(parents=True, exist_ok=True)
-    pbx = start_pbx(write_office(workdir))
+    # Enough workers that the offered load (rate x 1 s hold) never meets a full one.
+    capacity = min(64, rate * 3)
+    pbx = start_pbx(write_office(workdir, extra=f"calls: {{max_concurrent: {capacity}}}", rtp_count=capacity * 16))
     try:
         uas_port = free_udp_port()
         reg = run_sipp("register.xml", workdir, pbx.sip_port, service="102", user="102", password="pw-102-secret",
@@ -60,7 +65,7 @@ def setup_times(direct: bool, calls: int, rate: int, workdir: Path) -> dict[str,
             uac = subprocess.run(["sipp", "-sf", str(script), "-nostdin", "-i", "127.0.0.1",
                                   "-p", str(free_udp_port()), "-s", "102", "-key", "caller", "101", "-au", "101",
                                   "-ap", "pw-101-secret", "-m", str(calls), "-r", str(rate), "-l", str(rate * 4),
-                                  "-trace_rtt", "-rtt_freq", "1", "-timeout", "120s", f"127.0.0.1:{pbx.sip_port}"],
+                                  "-trace_rtt", "-rtt_freq", "1", "-timer_resol", "1", "-timeout", "120s", f"127.0.0.1:{pbx.sip_port}"],
                                  cwd=workdir, capture_output=True, text=True)
             rtt_files = sorted(workdir.glob(f"uac_setup_{response}_*_rtt.csv"))
             if not rtt_files:
@@ -82,59 +87,86 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def concurrent_calls(levels: list[int], hold: float, workdir: Path) -> list[dict]:
-    import pjsua2 as pj
-    from phones import PhoneLab
+def farm(args: list[str], workdir: Path) -> subprocess.Popen:
+    """Starts a phone_farm.py process; a thread queues its protocol lines (pjlib's log lines
+    on the same stdout are dropped)."""
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("phone_farm.py")), "--workdir", str(workdir),
+                             *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=open(workdir / f"farm-{args[3]}.err", "w"), text=True, cwd=workdir)
+    proc.lines = queue.Queue()
 
-    workdir.mkdir(parents=True, exist_ok=True)
-    pbx = start_pbx(write_office(workdir))
-    fs_pid = next(p for p in descendants_of(pbx.proc.pid)
-                  if b"featureserver" in Path(f"/proc/{p}/cmdline").read_bytes())
-    lab = PhoneLab(tmp=workdir, port=pbx.sip_port, max_calls=2 * max(levels) + 8, record=False)
-    lab.start()
-    rows = []
+    def pump() -> None:
+        for line in proc.stdout:
+            line = line.strip()
+            if line in ("registered", "up") or line.startswith(("registration failed", '{"')):
+                proc.lines.put(line)
+        proc.lines.put("exited")
+
+    threading.Thread(target=pump, daemon=True).start()
+    return proc
+
+
+def read_line(proc: subprocess.Popen, timeout: float) -> str:
     try:
-        caller = lab.phone("101", "pw-101-secret", 500.0)
-        callee = lab.phone("102", "pw-102-secret", 1300.0)
-        for n in levels:
-            calls = [caller.dial("102") for _ in range(n)]
-            try:
-                lab.wait_for(lambda: all(c.state == pj.PJSIP_INV_STATE_CONFIRMED for c in calls), 30, f"{n} calls up")
-            except AssertionError:
-                up = sum(c.state == pj.PJSIP_INV_STATE_CONFIRMED for c in calls)
-                rows.append({"calls": n, "established": up})
-                lab.hang_up_everything()
-                break
-            lab.poll(1.0)  # settle
-            legs = calls + list(callee.calls)
-            before = {id(c): c.getStreamStat(0).rtcp for c in legs}
-            before_rx = {k: (v.rxStat.pkt, v.rxStat.loss) for k, v in before.items()}
-            cpu0, t0 = cpu_seconds(fs_pid), time.monotonic()
-            lab.poll(hold)
-            cpu1, t1 = cpu_seconds(fs_pid), time.monotonic()
-            received = lost = 0
-            for c in legs:
-                stat = c.getStreamStat(0).rtcp.rxStat
-                received += stat.pkt - before_rx[id(c)][0]
-                lost += stat.loss - before_rx[id(c)][1]
-            expected = int(len(legs) * (t1 - t0) * 50)  # 20 ms packets
-            cpu_percent = 100 * (cpu1 - cpu0) / (t1 - t0)
-            rows.append({"calls": n, "established": n, "rx_packets": received, "expected": expected,
-                         "lost": lost, "loss_percent": 100 * max(0, expected - received) / expected,
-                         "fs_cpu_percent": cpu_percent, "cpu_per_call": cpu_percent / n})
-            lab.hang_up_everything()
-            lab.poll(1.0)
+        return proc.lines.get(timeout=timeout)
+    except queue.Empty:
+        raise TimeoutError("phone process silent") from None
+
+
+def concurrent_calls(level: int, hold: float, workdir: Path) -> dict:
+    """`level` calls between phone processes (4 legs each), held `hold` s, through a fresh appliance."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    groups = [min(4, level - i) for i in range(0, level, 4)]
+    callers = [f"2{i:02d}" for i in range(len(groups))]
+    callees = [f"3{i:02d}" for i in range(len(groups))]
+    extensions = "\n".join(f'  - {{number: "{n}", password: "pw-{n}-secret"}}' for n in callers + callees)
+    pbx = start_pbx(write_office(workdir, extensions=extensions,
+                                 extra=f"calls: {{no_answer_timeout: 30, max_concurrent: {level}}}",
+                                 rtp_count=max(100, level * 16)))
+    procs: list[subprocess.Popen] = []
+    try:
+        workers = [p for p in descendants_of(pbx.proc.pid) if b"featureserver" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        for callee, count in zip(callees, groups):
+            procs.append(farm(["--port", str(pbx.sip_port), "--number", callee, "--password", f"pw-{callee}-secret",
+                               "--calls", str(count), "--hold", str(hold), "--tone", "1300"], workdir))
+        for proc in procs:
+            assert read_line(proc, 30) == "registered"
+        for caller, callee, count in zip(callers, callees, groups):
+            procs.append(farm(["--port", str(pbx.sip_port), "--number", caller, "--password", f"pw-{caller}-secret",
+                               "--calls", str(count), "--dial", callee, "--hold", str(hold), "--tone", "500"], workdir))
+        for proc in procs[len(groups):]:
+            assert read_line(proc, 30) == "registered"
+        for proc in procs:
+            line = read_line(proc, 90)
+            if line != "up":
+                return {"calls": level, "error": line}
+        time.sleep(1.5)
+        cpu0, t0 = sum(cpu_seconds(p) for p in workers), time.monotonic()
+        time.sleep(max(1.0, hold - 2.0))
+        cpu1, t1 = sum(cpu_seconds(p) for p in workers), time.monotonic()
+        results = [json.loads(read_line(proc, hold + 30)) for proc in procs]
+        for proc in procs:
+            proc.stdin.close()
+        legs = sum(r["legs"] for r in results)
+        expected = sum(r["legs"] * r["seconds"] * 50 for r in results)  # 20 ms packets
+        received = sum(r["rx"] for r in results)
+        cpu_percent = 100 * (cpu1 - cpu0) / (t1 - t0)
+        recordings = len(list((pbx.data_dir / "recordings").rglob("*.wav")))
+        return {"calls": level, "legs": legs, "rx": received, "expected": int(expected),
+                "lost": sum(r["lost"] for r in results), "short_percent": 100 * max(0.0, expected - received) / expected,
+                "fs_cpu_percent": cpu_percent, "cpu_per_call": cpu_percent / level, "recordings": recordings}
     finally:
-        lab.stop()
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
         pbx.stop()
-    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--rate", type=int, default=20)
-    parser.add_argument("--levels", default="10,20,30,40,50,60")
+    parser.add_argument("--levels", default="4,8,16,24,32")
     parser.add_argument("--hold", type=float, default=10.0)
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="edgepbx-bench-"))
@@ -152,14 +184,15 @@ def main() -> None:
               + ("  (some calls failed)" if r["failed"] else ""))
 
     levels = [int(x) for x in args.levels.split(",")]
-    print(f"\n2. concurrent bridged + recorded calls, {args.hold:.0f} s hold each level (pjsua2 phones, tone both ways)")
-    print(f"{'calls':>5} {'up':>4} {'rx pkts':>9} {'expected':>9} {'seq lost':>8} {'short %':>8} {'FS CPU %':>9} {'CPU %/call':>10}")
-    for row in concurrent_calls(levels, args.hold, workdir / "load"):
-        if "rx_packets" not in row:
-            print(f"{row['calls']:5d} {row['established']:4d}  (not all calls could be set up; stopped)")
-            continue
-        print(f"{row['calls']:5d} {row['established']:4d} {row['rx_packets']:9d} {row['expected']:9d} {row['lost']:8d} "
-              f"{row['loss_percent']:8.2f} {row['fs_cpu_percent']:9.1f} {row['cpu_per_call']:10.2f}")
+    print(f"\n2. concurrent bridged + recorded calls, {args.hold:.0f} s hold per level (pjsua2 phones, tone both ways)")
+    print(f"{'calls':>5} {'rx pkts':>9} {'expected':>9} {'seq lost':>8} {'short %':>8} {'FS CPU %':>9} {'CPU %/call':>10} {'WAVs':>5}")
+    for level in levels:
+        row = concurrent_calls(level, args.hold, workdir / f"load{level}")
+        if "error" in row:
+            print(f"{level:5d}  failed: {row['error']}")
+            break
+        print(f"{row['calls']:5d} {row['rx']:9d} {row['expected']:9d} {row['lost']:8d} {row['short_percent']:8.2f} "
+              f"{row['fs_cpu_percent']:9.1f} {row['cpu_per_call']:10.2f} {row['recordings']:5d}")
     print("\n'short %': packets the phones did not receive against 50/s per leg; 'seq lost': RTP sequence gaps.")
     print("The phones run on the same 2 cores as the appliance, so the figures are a floor for the box alone.")
 

@@ -40,14 +40,15 @@ def free_port_block(size: int = 200) -> int:
     raise RuntimeError("no free port block")
 
 
-def write_office(directory: Path, extra: str = "", no_answer_timeout: int = 30, extensions: str | None = None) -> Path:
-    base = free_port_block()
+def write_office(directory: Path, extra: str = "", no_answer_timeout: int = 30, extensions: str | None = None,
+                 rtp_count: int = 100) -> Path:
+    base = free_port_block(100 + rtp_count)
     extensions = extensions or "\n".join(
         f'  - {{number: "{n}", name: "Phone {n}", password: "pw-{n}-secret"}}' for n in TONES)
     path = directory / "office.yaml"
     path.write_text(f"""site: {{name: "Test office"}}
 data_dir: ./var
-network: {{bind: 127.0.0.1, sip_port: {base}, rtp_ports: [{base + 100}, {base + 199}]}}
+network: {{bind: 127.0.0.1, sip_port: {base}, rtp_ports: [{base + 100}, {base + 99 + rtp_count}]}}
 {extra or f"calls: {{no_answer_timeout: {no_answer_timeout}}}"}
 extensions:
 {extensions}
