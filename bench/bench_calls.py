@@ -1,7 +1,8 @@
 """Benchmarks of the PBX core on this machine; prints figures, asserts nothing.
 
 1. Call setup time through Kamailio + feature server (SIPp caller with digest auth, SIPp callee
-   that answers at once): authenticated INVITE -> 180 and -> 200 at the caller, p50/p95. The same
+   that answers at once): authenticated INVITE -> 180 and -> 200 at the caller, p50/p95, from
+   SIPp's microsecond message timestamps. The same
    SIPp run against Kamailio alone (EDGEPBX_BENCH_DIRECT_ROUTING=1: the edge routes straight to
    the callee) is the limit without the feature server.
 2. Concurrent bridged, recorded calls: pjsua2 phones (bench/phone_farm.py, 4 legs a process) hold
@@ -13,9 +14,9 @@ Usage: .venv/bin/python bench/bench_calls.py [--calls 300] [--rate 20] [--levels
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
+import re
 import queue
 import statistics
 import subprocess
@@ -23,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,30 +58,43 @@ def setup_times(direct: bool, calls: int, rate: int, workdir: Path) -> dict[str,
                                stderr=subprocess.DEVNULL)
         uas.wait()
         time.sleep(0.5)
-        result: dict[str, list[float]] = {"180": [], "200": [], "failed": []}
-        for response in ("180", "200"):  # SIPp stops one timer per call: one run for each response
-            scenario = (SIPP_DIR / "uac_setup.xml").read_text()
-            scenario = scenario.replace(f"@RTD{response}@", 'rtd="1"').replace("@RTD180@", "").replace("@RTD200@", "")
-            script = workdir / f"uac_setup_{response}.xml"
-            script.write_text(scenario)
-            uac = subprocess.run(["sipp", "-sf", str(script), "-nostdin", "-i", "127.0.0.1",
-                                  "-p", str(free_udp_port()), "-s", "102", "-key", "caller", "101", "-au", "101",
-                                  "-ap", "pw-101-secret", "-m", str(calls), "-r", str(rate), "-l", str(rate * 4),
-                                  "-trace_rtt", "-rtt_freq", "1", "-timer_resol", "1", "-timeout", "120s", f"127.0.0.1:{pbx.sip_port}"],
-                                 cwd=workdir, capture_output=True, text=True)
-            rtt_files = sorted(workdir.glob(f"uac_setup_{response}_*_rtt.csv"))
-            if not rtt_files:
-                raise RuntimeError(f"SIPp wrote no timings: {uac.stdout[-2000:]} {uac.stderr[-2000:]}")
-            for row in csv.reader(open(rtt_files[-1]), delimiter=";"):
-                if len(row) >= 3 and row[2].strip() == "1":
-                    result[response].append(float(row[1]))
-            if uac.returncode != 0:
-                result["failed"].append(float(uac.returncode))
+        trace = workdir / "uac_setup.messages"
+        uac = subprocess.run(["sipp", "-sf", str(SIPP_DIR / "uac_setup.xml"), "-nostdin", "-i", "127.0.0.1",
+                              "-p", str(free_udp_port()), "-s", "102", "-key", "caller", "101", "-au", "101",
+                              "-ap", "pw-101-secret", "-m", str(calls), "-r", str(rate), "-l", str(rate * 4),
+                              "-trace_msg", "-message_file", str(trace), "-timeout", "120s",
+                              f"127.0.0.1:{pbx.sip_port}"], cwd=workdir, capture_output=True, text=True)
+        result = setup_delays(trace.read_text())
+        result["failed"] = [] if uac.returncode == 0 else [float(uac.returncode)]
         subprocess.run(["pkill", "-f", "--", f"-p {uas_port} -bg"], check=False)
         return result
     finally:
         pbx.stop()
         os.environ.pop("EDGEPBX_BENCH_DIRECT_ROUTING", None)
+
+
+BLOCK = re.compile(r"^-{20,} (\S+ \S+)\n(UDP message (sent|received)).*?\n\n(.*?)(?=^-{20,} |\Z)", re.S | re.M)
+
+
+def setup_delays(messages: str) -> dict[str, list[float]]:
+    """Per call, ms from the authenticated INVITE (CSeq 2) leaving SIPp to the first 180 and 200
+    arriving, from SIPp's microsecond message timestamps (-trace_msg)."""
+    sent: dict[str, float] = {}
+    got: dict[str, dict[str, float]] = {"180": {}, "200": {}}
+    for stamp, _, direction, text in BLOCK.findall(messages):
+        when = datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S.%f").timestamp()
+        call_id = re.search(r"^Call-ID:\s*(\S+)", text, re.M | re.I)
+        if not call_id or not re.search(r"^CSeq:\s*2 INVITE", text, re.M | re.I):
+            continue
+        call_id = call_id.group(1)
+        first = text.split("\n", 1)[0]
+        if direction == "sent" and first.startswith("INVITE"):
+            sent.setdefault(call_id, when)
+        elif direction == "received":
+            for code in ("180", "200"):
+                if first.startswith(f"SIP/2.0 {code}"):
+                    got[code].setdefault(call_id, when)
+    return {code: [1000 * (t - sent[c]) for c, t in got[code].items() if c in sent] for code in got}
 
 
 def cpu_seconds(pid: int) -> float:

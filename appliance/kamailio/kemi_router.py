@@ -174,7 +174,11 @@ class Router:
         KSR.rr.record_route()
         # Round robin over the feature-server workers; a full worker answers 503 and the
         # failure route tries the next one, so a call fails only when every worker is full.
-        start = abs(KSR.htable.sht_inc("workers", "next")) % len(self.fs_ports)
+        # Not atomic across Kamailio's processes: two calls may now and then start at the same
+        # worker, which the failover absorbs. (sht_inc/$shtinc do not create a missing item.)
+        turn = KSR.htable.sht_get("workers", "next") or 0
+        KSR.htable.sht_seti("workers", "next", (turn + 1) % 1000000)
+        start = turn % len(self.fs_ports)
         KSR.pv.seti("$avp(fs_index)", start)
         KSR.pv.seti("$avp(fs_tries)", 1)
         KSR.setdsturi(f"sip:{self.fs_host}:{self.fs_ports[start]}")
