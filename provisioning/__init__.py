@@ -1,0 +1,1 @@
+"""Phone auto-provisioning: device registry, vendor detection, config rendering, TFTP/HTTP serving."""
