@@ -52,6 +52,35 @@ def cmd_featureserver(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_provision(args: argparse.Namespace) -> int:
+    from provisioning.service import run
+
+    cfg = _load(args.config)
+    _setup_logging(cfg.log_level)
+    if not cfg.provisioning.enabled:
+        print(f"{args.config}: no provisioning section; nothing to serve", file=sys.stderr)
+        return 2
+    run(cfg)
+    return 0
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    from provisioning.status import device_rows
+
+    cfg = _load(args.config)
+    rows = device_rows(cfg)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    print(f"{'mac':<13} {'vendor':<12} {'model':<13} {'ext':<6} {'registered':<10} {'last fetch':<40} user agent")
+    for r in rows:
+        fetch = r["last_fetch"]
+        fetched = f"{fetch['at'][:19]} {fetch['protocol']} {fetch['file']}" if fetch else "-"
+        print(f"{r['mac']:<13} {r['vendor'] or '?':<12} {r['model'] or '?':<13} {r['extension'] or '-':<6} "
+              f"{'yes' if r['registered'] else 'no':<10} {fetched:<40} {r['user_agent'] or '-'}")
+    return 0
+
+
 def cmd_extensions(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     if args.json:
@@ -94,6 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     fs = with_config(sub.add_parser("featureserver", help="run the feature server alone (used by `run`)"))
     fs.add_argument("--worker", type=int, default=0, help="worker index (each holds 2 calls)")
     fs.set_defaults(func=cmd_featureserver)
+    with_config(sub.add_parser("provision", help="run the provisioning servers alone (used by `run`)")
+                ).set_defaults(func=cmd_provision)
+    dev = with_config(sub.add_parser("devices", help="known and discovered phones, last config fetch, registration"))
+    dev.add_argument("--json", action="store_true")
+    dev.set_defaults(func=cmd_devices)
     ext = with_config(sub.add_parser("extensions", help="list extensions with their SIP passwords"))
     ext.add_argument("--json", action="store_true")
     ext.set_defaults(func=cmd_extensions)

@@ -41,12 +41,50 @@ class InvalidConfig(Exception):
         self.errors = errors
 
 
+VENDORS = ("yealink", "grandstream", "polycom", "cisco", "snom", "fanvil")
+KEY_TYPES = ("blf", "speed_dial", "transfer", "pickup")
+
+
+@dataclass
+class PhoneKey:
+    type: str   # one of KEY_TYPES
+    value: str  # extension or number (blf, speed_dial), target for transfer, code for pickup
+    label: str
+
+
+@dataclass
+class Phone:
+    mac: str     # 12 lowercase hex digits
+    vendor: str  # one of VENDORS
+    model: str
+    keys: list[PhoneKey] | None  # None: BLF for each colleague, then a transfer key
+    line: int
+
+
 @dataclass
 class Extension:
     number: str
     name: str
     password: str | None  # None: generated once and kept under data_dir (see credentials.py)
     line: int
+    phone: Phone | None = None
+
+
+@dataclass
+class Features:
+    pickup_code: str = "0"
+    directed_pickup_prefix: str = "**"
+
+
+@dataclass
+class Provisioning:
+    enabled: bool = False  # true when the config has a provisioning section
+    tftp_port: int = 69
+    http_port: int = 8088
+    https_port: int = 8443
+    firmware_dir: Path | None = None
+    auto_enrol: bool = False
+    lan: str | None = None  # CIDR whose phones may fetch their config without credentials; default bind/24
 
 
 @dataclass
@@ -76,6 +114,10 @@ class Worker:
 class Config:
     path: Path
     site_name: str = "Office"
+    timezone: str = "UTC"
+    language: str = "English"
+    features: Features = field(default_factory=Features)
+    provisioning: Provisioning = field(default_factory=Provisioning)
     data_dir: Path = Path("var")
     network: Network = field(default_factory=Network)
     recording_enabled: bool = True
@@ -198,9 +240,10 @@ def _read_network(r: _Reader, node: Node, net: Network) -> None:
 
 def _read_extensions(r: _Reader, node: Node) -> list[Extension]:
     seen: dict[str, int] = {}
+    macs: dict[str, int] = {}
     out: list[Extension] = []
     for item in r.sequence(node, "extensions"):
-        f = r.mapping(item, {"number", "name", "password"}, "extension")
+        f = r.mapping(item, {"number", "name", "password", "phone"}, "extension")
         if "number" not in f:
             r.error(item, "extension needs a number")
             continue
@@ -221,11 +264,82 @@ def _read_extensions(r: _Reader, node: Node) -> list[Extension]:
         if password is not None and len(password) < 8:
             r.error(f["password"][1], f"extension {number}: password must have at least 8 characters")
             password = None
-        out.append(Extension(number=number, name=name or f"Extension {number}", password=password, line=line))
+        phone = _read_phone(r, f["phone"][1], number, macs) if "phone" in f else None
+        out.append(Extension(number=number, name=name or f"Extension {number}", password=password, line=line,
+                             phone=phone))
     return out
 
 
-TOP_LEVEL_KEYS = {"site", "data_dir", "network", "recording", "calls", "security", "extensions", "logging"}
+def _read_phone(r: _Reader, node: Node, number: str, macs: dict[str, int]) -> Phone | None:
+    from provisioning.catalog import catalog  # the vendors' metadata (firmware_templates/)
+    from provisioning.macs import normalise_mac
+
+    f = r.mapping(node, {"mac", "vendor", "model", "keys"}, f"extension {number} phone")
+    missing = [k for k in ("mac", "vendor", "model") if k not in f]
+    if missing:
+        r.error(node, f"extension {number} phone needs {', '.join(missing)}")
+        return None
+    raw_mac, vendor, model = (r.text(f[k][1], f"phone {k}") for k in ("mac", "vendor", "model"))
+    if None in (raw_mac, vendor, model):
+        return None
+    mac = normalise_mac(raw_mac)
+    if mac is None:
+        r.error(f["mac"][1], f"extension {number}: '{raw_mac}' is not a MAC address (12 hex digits)")
+        return None
+    if mac in macs:
+        r.error(f["mac"][1], f"extension {number}: MAC {raw_mac} is already used on line {macs[mac]}")
+        return None
+    macs[mac] = f["mac"][1].start_mark.line + 1
+    vendor = vendor.lower()
+    if vendor not in VENDORS:
+        r.error(f["vendor"][1], f"extension {number}: phone vendor must be one of {', '.join(VENDORS)}")
+        return None
+    models = catalog()[vendor].models
+    match = next((m for m in models if m.lower() == model.lower()), None)
+    if match is None:
+        r.error(f["model"][1], f"extension {number}: unknown {vendor} model '{model}' (known: {', '.join(models)})")
+        return None
+    keys = None
+    if "keys" in f:
+        keys = []
+        for key_node in r.sequence(f["keys"][1], "phone keys"):
+            k = r.mapping(key_node, {"type", "value", "label"}, "phone key")
+            key_type = r.text(k["type"][1], "key type") if "type" in k else None
+            value = r.text(k["value"][1], "key value") if "value" in k else ""
+            if key_type not in KEY_TYPES:
+                r.error(key_node, f"phone key type must be one of {', '.join(KEY_TYPES)}")
+                continue
+            label = r.text(k["label"][1], "key label") if "label" in k else None
+            keys.append(PhoneKey(key_type, value or "", label or value or key_type))
+        if len(keys) > models[match]["keys"]:
+            r.error(f["keys"][1], f"extension {number}: {len(keys)} keys, but a {vendor} {match} has "
+                                  f"{models[match]['keys']}")
+    return Phone(mac=mac, vendor=vendor, model=match, keys=keys, line=node.start_mark.line + 1)
+
+
+TOP_LEVEL_KEYS = {"site", "data_dir", "network", "recording", "calls", "security", "extensions", "logging",
+                  "features", "provisioning"}
+
+
+def _read_provisioning(r: _Reader, node: Node, cfg: Config) -> None:
+    p = cfg.provisioning
+    p.enabled = True
+    f = r.mapping(node, {"tftp_port", "http_port", "https_port", "firmware_dir", "auto_enrol", "lan"}, "provisioning")
+    if "lan" in f:
+        lan = r.text(f["lan"][1], "provisioning.lan")
+        try:
+            ipaddress.ip_network(lan or "", strict=False)
+            p.lan = lan
+        except ValueError:
+            r.error(f["lan"][1], f"provisioning.lan must be a network like 192.168.1.0/24, not '{lan}'")
+    for key in ("tftp_port", "http_port", "https_port"):
+        _apply(f, key, lambda n, key=key: r.integer(n, f"provisioning.{key}", 0, 65535),
+               lambda v, key=key: setattr(p, key, v))
+    if "firmware_dir" in f:
+        folder = r.text(f["firmware_dir"][1], "provisioning.firmware_dir")
+        if folder:
+            p.firmware_dir = (cfg.path.parent / folder).resolve()
+    _apply(f, "auto_enrol", lambda n: r.boolean(n, "provisioning.auto_enrol"), lambda v: setattr(p, "auto_enrol", v))
 
 
 def load(path: str | Path) -> Config:
@@ -253,8 +367,28 @@ def load(path: str | Path) -> Config:
     cfg = Config(path=path.resolve())
     top = r.mapping(root, TOP_LEVEL_KEYS, "config")
     if "site" in top:
-        site = r.mapping(top["site"][1], {"name"}, "site")
+        site = r.mapping(top["site"][1], {"name", "timezone", "language"}, "site")
         _apply(site, "name", lambda n: r.text(n, "site.name"), lambda v: setattr(cfg, "site_name", v))
+        _apply(site, "language", lambda n: r.text(n, "site.language"), lambda v: setattr(cfg, "language", v))
+        if "timezone" in site:
+            tz = r.text(site["timezone"][1], "site.timezone")
+            try:
+                import zoneinfo
+                zoneinfo.ZoneInfo(tz or "")
+                cfg.timezone = tz
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                r.error(site["timezone"][1], f"site.timezone: unknown time zone '{tz}' (e.g. Europe/Moscow)")
+    if "features" in top:
+        feat = r.mapping(top["features"][1], {"pickup_code", "directed_pickup_prefix"}, "features")
+        for key in ("pickup_code", "directed_pickup_prefix"):
+            if key in feat:
+                code = r.text(feat[key][1], f"features.{key}")
+                if code is not None and not re.fullmatch(r"[0-9*#]{1,4}", code):
+                    r.error(feat[key][1], f"features.{key} must be 1 to 4 of 0-9 * #")
+                elif code is not None:
+                    setattr(cfg.features, key, code)
+    if "provisioning" in top:
+        _read_provisioning(r, top["provisioning"][1], cfg)
     data_dir = r.text(top["data_dir"][1], "data_dir") if "data_dir" in top else "./var"
     # Relative to the config file, so the same file works whatever the current directory.
     cfg.data_dir = (path.resolve().parent / (data_dir or "./var")).resolve()

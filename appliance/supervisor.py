@@ -74,7 +74,9 @@ def services(cfg: Config) -> list[Service]:
     return [Service("kamailio", render.command(cfg, cfg_path), {"EDGEPBX_ROUTING": str(routing_path)})] + [
         Service(f"featureserver-{w.index}", [sys.executable, "-m", "appliance.cli", "featureserver",
                                              "--config", str(cfg.path), "--worker", str(w.index)])
-        for w in cfg.workers]
+        for w in cfg.workers] + ([
+        Service("provisioning", [sys.executable, "-m", "appliance.cli", "provision", "--config", str(cfg.path)])]
+        if cfg.provisioning.enabled else [])
 
 
 class Supervisor:

@@ -10,6 +10,8 @@ its path comes in the EDGEPBX_ROUTING environment variable.
 """
 import json
 import os
+import sqlite3
+import time
 
 import KSR  # provided by Kamailio's app_python3
 
@@ -33,6 +35,8 @@ class Router:
         self.fs_ports = [int(p) for p in routing["feature_server"]["ports"]]  # one per worker process
         self.ban_after = int(routing["ban_after"])
         self.direct = bool(routing.get("direct_routing", False))  # benchmark only: bypass the feature server
+        self.registrations_path = routing.get("registrations_db")
+        self.registrations = None  # opened per Kamailio process, on first use
 
     def child_init(self, rank):
         return 0
@@ -156,6 +160,31 @@ class Router:
             KSR.setbflag(FLB_NATSIPPING)
         if KSR.registrar.save("location", 0) < 0:
             KSR.sl.sl_reply_error()
+            return
+        self.note_registration()
+
+    def note_registration(self):
+        """Keeps who is registered, from where and with which User-Agent, for `edgepbx devices`."""
+        if not self.registrations_path:
+            return
+        try:
+            if self.registrations is None:
+                self.registrations = sqlite3.connect(self.registrations_path, timeout=0.5, isolation_level=None)
+                self.registrations.execute("PRAGMA journal_mode=WAL")
+                self.registrations.execute("CREATE TABLE IF NOT EXISTS registrations (extension TEXT PRIMARY KEY, "
+                                           "source TEXT, user_agent TEXT, registered_at REAL, expires_at REAL)")
+            expires = KSR.pv.gete("$hdr(Expires)") or ""
+            contact = KSR.pv.gete("$ct") or ""
+            if "expires=" in contact:
+                expires = contact.split("expires=", 1)[1].split(";")[0].split(">")[0]
+            seconds = int(expires) if expires.strip().isdigit() else 3600
+            now = time.time()
+            self.registrations.execute(
+                "INSERT OR REPLACE INTO registrations VALUES (?,?,?,?,?)",
+                (KSR.pv.get("$au"), f"{KSR.pv.get('$si')}:{KSR.pv.get('$sp')}", KSR.pv.gete("$ua"), now,
+                 now + min(seconds, 3600)))
+        except (sqlite3.Error, ValueError) as exc:
+            KSR.warn(f"edgepbx: could not note registration: {exc}\n")
 
     # -- call routing --------------------------------------------------------------------
 

@@ -82,6 +82,7 @@ def routing_data(cfg: Config, passwords: dict[str, str], direct_routing: bool = 
         "feature_server": {"host": cfg.network.bind, "ports": [w.sip_port for w in cfg.workers]},
         "ban_after": cfg.security.auth_failures_before_ban,
         "direct_routing": direct_routing,
+        "registrations_db": str(cfg.data_dir / "registrations.sqlite"),
         "extensions": {e.number: {"password": passwords[e.number], "name": e.name} for e in cfg.extensions},
     }
 

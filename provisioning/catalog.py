@@ -1,0 +1,75 @@
+"""The phone vendors' metadata from firmware_templates/<vendor>/meta.yaml, loaded once."""
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "firmware_templates"
+
+
+@dataclass(frozen=True)
+class FileRule:
+    pattern: re.Pattern
+    kind: str      # "device": per-MAC, carries secrets; "common": no secrets, any phone
+    template: str
+
+
+@dataclass(frozen=True)
+class Vendor:
+    name: str
+    display: str
+    ouis: tuple[str, ...]
+    dhcp_vendor_class: tuple[str, ...]
+    user_agent: tuple[str, ...]
+    format: str
+    files: tuple[FileRule, ...]
+    key_types: tuple[str, ...]
+    models: dict[str, dict]
+    mac_case: str
+    folder: Path
+
+    def matches(self, filename: str) -> list[tuple[FileRule, dict[str, str]]]:
+        """Every rule whose pattern matches the whole file name (case-insensitive), with its groups."""
+        out = []
+        for rule in self.files:
+            found = rule.pattern.fullmatch(filename)
+            if found:
+                out.append((rule, {k: v for k, v in found.groupdict().items() if v is not None}))
+        return out
+
+    def model_named(self, name: str) -> str | None:
+        return next((m for m in self.models if m.lower() == name.lower()), None)
+
+
+def _load(folder: Path) -> Vendor:
+    meta = yaml.safe_load((folder / "meta.yaml").read_text())
+    return Vendor(
+        name=meta["vendor"], display=meta["display"], ouis=tuple(o.upper() for o in meta["ouis"]),
+        dhcp_vendor_class=tuple(meta.get("dhcp_vendor_class", [])), user_agent=tuple(meta.get("user_agent", [])),
+        format=meta["format"],
+        files=tuple(FileRule(re.compile(f["pattern"], re.IGNORECASE), f["kind"], f["template"]) for f in meta["files"]),
+        key_types=tuple(meta["key_types"]), models={str(k): v for k, v in meta["models"].items()},
+        mac_case=meta.get("mac_case", "lower"), folder=folder)
+
+
+@functools.cache
+def catalog() -> dict[str, Vendor]:
+    return {v.name: v for v in (_load(d) for d in sorted(TEMPLATES.iterdir()) if (d / "meta.yaml").exists())}
+
+
+def vendor_by_oui(mac: str) -> Vendor | None:
+    prefix = mac[:6].upper()
+    return next((v for v in catalog().values() if prefix in v.ouis), None)
+
+
+def vendor_by_hint(text: str) -> Vendor | None:
+    """From a DHCP option 60 vendor class or a User-Agent."""
+    lowered = text.lower()
+    for vendor in catalog().values():
+        if any(h.lower() in lowered for h in vendor.dhcp_vendor_class + vendor.user_agent):
+            return vendor
+    return None

@@ -1,0 +1,53 @@
+"""What `edgepbx devices` shows: configured and discovered phones, last fetch, registration."""
+from __future__ import annotations
+
+import sqlite3
+import time
+
+from appliance.config import Config
+
+from .catalog import vendor_by_oui
+
+
+def _query(path, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+    if not path.exists():
+        return []
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2.0)
+    db.row_factory = sqlite3.Row
+    try:
+        return db.execute(sql, args).fetchall()
+    except sqlite3.OperationalError:  # table not created yet
+        return []
+    finally:
+        db.close()
+
+
+def device_rows(cfg: Config) -> list[dict]:
+    devices_db, reg_db = cfg.data_dir / "devices.sqlite", cfg.data_dir / "registrations.sqlite"
+    registrations = {r["extension"]: r for r in _query(reg_db, "SELECT * FROM registrations")}
+    last_fetch = {r["mac"]: r for r in _query(
+        devices_db, "SELECT mac, max(at) AS at, protocol, file, user_agent FROM fetches "
+                    "WHERE mac IS NOT NULL AND status='served' GROUP BY mac")}
+    discovered = {r["mac"]: r for r in _query(devices_db, "SELECT * FROM discovered")}
+    rows = []
+    now = time.time()
+    for ext in cfg.extensions:
+        if not ext.phone:
+            continue
+        mac = ext.phone.mac
+        reg, fetch, seen = registrations.get(ext.number), last_fetch.get(mac), discovered.get(mac)
+        rows.append({
+            "mac": mac, "vendor": ext.phone.vendor, "model": ext.phone.model, "extension": ext.number,
+            "configured": True, "ip": seen["ip"] if seen else None,
+            "last_fetch": {"at": fetch["at"], "protocol": fetch["protocol"], "file": fetch["file"]} if fetch else None,
+            "registered": bool(reg and reg["expires_at"] > now),
+            "user_agent": (reg["user_agent"] if reg else None) or (fetch["user_agent"] if fetch else None),
+        })
+    for mac, seen in discovered.items():
+        if any(r["mac"] == mac for r in rows):
+            continue
+        vendor = seen["vendor"] or (v.name if (v := vendor_by_oui(mac)) else None)
+        rows.append({"mac": mac, "vendor": vendor, "model": None, "extension": None, "configured": False,
+                     "ip": seen["ip"], "last_fetch": None, "registered": False, "user_agent": None,
+                     "vendor_class": seen["vendor_class"]})
+    return rows
