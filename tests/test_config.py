@@ -89,3 +89,27 @@ def test_missing_passwords_are_generated_once_random_and_kept(tmp_path):
     assert first == second
     store = tmp_path / "var" / "credentials.json"
     assert store.stat().st_mode & 0o077 == 0  # readable by the appliance only
+
+
+@pytest.mark.parametrize("phone, words", [
+    ('{mac: "80:5E:C0:11:22", vendor: yealink, model: T46U}', "is not a MAC address"),
+    ('{mac: "805EC0112233", vendor: nokia, model: T46U}', "phone vendor must be one of"),
+    ('{mac: "805EC0112233", vendor: yealink, model: T99X}', "unknown yealink model 'T99X'"),
+    ('{mac: "805EC0112233", vendor: yealink}', "phone needs model"),
+    ('{mac: "805EC0112233", vendor: cisco, model: SPA504G, keys: [{type: blf, value: "1"}, {type: blf, value: "2"}, '
+     '{type: blf, value: "3"}, {type: blf, value: "4"}, {type: blf, value: "5"}]}', "5 keys, but a cisco SPA504G has 4"),
+    ('{mac: "805EC0112233", vendor: yealink, model: T46U, keys: [{type: intercom, value: "1"}]}', "phone key type must be"),
+])
+def test_phone_errors_name_file_and_line(tmp_path, phone, words):
+    path = write(tmp_path, GOOD.replace('"102", name: "Sales"}', f'"102", name: "Sales", phone: {phone}}}'))
+    result = edgepbx("check", "--config", str(path))
+    assert result.returncode == 2
+    assert f"{path}:10: " in result.stderr and words in result.stderr, result.stderr
+
+
+def test_the_same_mac_on_two_extensions_is_an_error(tmp_path):
+    text = GOOD.replace('"101", name: "Reception", password: "s3cret-101"}',
+                        '"101", name: "Reception", password: "s3cret-101", phone: {mac: "805ec0112233", vendor: yealink, model: T46U}}')
+    text = text.replace('"102", name: "Sales"}', '"102", name: "Sales", phone: {mac: "80-5E-C0-11-22-33", vendor: yealink, model: T46U}}')
+    result = edgepbx("check", "--config", str(write(tmp_path, text)))
+    assert result.returncode == 2 and "MAC 80-5E-C0-11-22-33 is already used on line 9" in result.stderr

@@ -1,0 +1,98 @@
+"""Every vendor's rendered files: well-formed in the vendor's format, with the settings an office
+needs (server, credentials, RFC 2833 DTMF, pickup, keys), and equal to the reviewed golden files.
+Set UPDATE_GOLDEN=1 to rewrite the golden files after a deliberate template change (then review
+the diff against the vendor's manual before committing)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from appliance import config, credentials
+from provisioning.registry import Registry
+from provisioning.render import Renderer
+from provisioning_cases import PHONES, phones_yaml
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+
+
+@pytest.fixture(scope="module")
+def renderer(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("templates")
+    (directory / "office.yaml").write_text(f"""site: {{name: "Golden office", timezone: Europe/Moscow, language: English}}
+data_dir: ./var
+network: {{bind: 192.168.10.2, sip_port: 5060, rtp_ports: [20000, 20999]}}
+provisioning: {{tftp_port: 69, http_port: 8088, https_port: 8443}}
+extensions:
+{phones_yaml()}
+""")
+    (directory / "var").mkdir()
+    # Fixed per-device secrets so the golden files are stable.
+    (directory / "var" / "device-credentials.json").write_text(json.dumps(
+        {c.mac.lower().replace(":", "").replace("-", "").replace(".", ""): {"admin": f"admin-{c.number}", "http": "x"}
+         for c in PHONES}))
+    cfg = config.load(directory / "office.yaml")
+    return Renderer(cfg, Registry(cfg, credentials.sip_passwords(cfg)))
+
+
+def check_format(fmt: str, text: str) -> None:
+    if fmt == "ini":
+        lines = [l for l in text.splitlines() if l.strip() and not l.startswith("#")]
+        bad = [l for l in lines if not re.fullmatch(r"[a-z0-9_.]+ = .*", l)]
+        assert text.startswith("#!version:1.0.0.1\n") and not bad, bad
+    elif fmt == "fanvil":
+        lines = text.strip().splitlines()
+        assert lines[0] == "<<VOIP CONFIG FILE>>Version:2.0002" and lines[-1] == "<<END OF FILE>>"
+        bad = [l for l in lines[1:-1] if l.strip() and not re.fullmatch(r"<[A-Z ]+ MODULE>|[A-Za-z0-9 ]+:.*", l)]
+        assert not bad, bad
+    else:
+        root = ET.fromstring(text)  # raises on malformed XML
+        expected_roots = {"gs_xml": {"gs_provision"}, "polycom_xml": {"polycomConfig", "APPLICATION"},
+                          "cisco_xml": {"flat-profile"}, "snom_xml": {"settings"}}[fmt]
+        assert root.tag in expected_roots
+
+
+FORMATS = {"yealink": "ini", "grandstream": "gs_xml", "polycom": "polycom_xml", "cisco": "cisco_xml",
+           "snom": "snom_xml", "fanvil": "fanvil"}
+ESSENTIALS = {  # per vendor: settings that must be there, as the vendor's manual names them
+    "yealink": ["account.1.sip_server.1.address = 192.168.10.2", "account.1.password = pw-101-secret",
+                "account.1.dtmf.type = 1", "account.1.dtmf.dtmf_payload = 101", "dialplan.dialnow.rule.1 = 0",
+                "linekey.2.type = 16", "security.user_password = admin:admin-101"],
+    "grandstream": ["<P47>192.168.10.2:5060</P47>", "<P34>pw-102-secret</P34>", "<P79>101</P79>", "<P2>admin-102</P2>"],
+    "polycom": ['reg.1.auth.password="pw-103-secret"', 'reg.1.server.1.address="192.168.10.2"',
+                'device.auth.localAdminPassword="admin-103"'],
+    "cisco": ["<Password_1_ ua=\"na\">pw-104-secret</Password_1_>", "<DTMF_Tx_Method_1_ ua=\"na\">AVT</DTMF_Tx_Method_1_>",
+              "<Group_Call_Pickup_Code ua=\"na\">0</Group_Call_Pickup_Code>"],
+    "snom": ['<user_pass idx="1" perm="R">pw-105-secret</user_pass>', '<user_host idx="1" perm="R">192.168.10.2:5060</user_host>',
+             '<dtmf_payload_type perm="R">101</dtmf_payload_type>'],
+    "fanvil": ["SIP1 Register Pswd :pw-106-secret", "SIP1 DTMF Mode     :1", "SIP1 RFC2833 Payload:101"],
+}
+
+
+@pytest.mark.parametrize("case", PHONES, ids=[c.vendor for c in PHONES])
+def test_rendered_files_are_well_formed_complete_and_golden(renderer, case):
+    for name in (case.device_file, case.common_file):
+        rendered = renderer.resolve(name)
+        assert rendered is not None and rendered.vendor == case.vendor, name
+        text = rendered.body.decode()
+        check_format(FORMATS[case.vendor], text)
+        if name == case.device_file:
+            missing = [e for e in ESSENTIALS[case.vendor] if e not in text]
+            assert not missing, f"{name} lacks {missing}"
+        golden = GOLDEN / case.vendor / name
+        if os.environ.get("UPDATE_GOLDEN") == "1":
+            golden.parent.mkdir(parents=True, exist_ok=True)
+            golden.write_text(text)
+        assert text == golden.read_text(), f"{name} differs from {golden}"
+
+
+def test_keys_default_to_blf_for_colleagues_then_transfer_within_the_models_key_count(renderer):
+    text = renderer.resolve("cfg000b82aabbcc.xml").body.decode()  # GXP2170, 48 keys, 5 colleagues
+    assert re.findall(r"<!-- Key \d+: blf (\d+) -->", text) == ["101", "103", "104", "105", "106"]
+    assert "<!-- Key 6: transfer" in text
+    cisco = renderer.resolve("spa5006ab112233.xml").body.decode()  # CP-8841: 5 keys
+    assert len(re.findall(r"<Extended_Function_\d+_", cisco)) == 5 and "fnc=blf+cp;sub=101@" in cisco
