@@ -77,6 +77,15 @@ class Features:
 
 
 @dataclass
+class Dhcp:
+    mode: str = "off"  # "off": the office router serves DHCP (set option 66 there); "serve": dnsmasq on the box
+    range: tuple[str, str] | None = None
+    router: str | None = None
+    dns: str | None = None
+    lease_time: str = "12h"
+
+
+@dataclass
 class Provisioning:
     enabled: bool = False  # true when the config has a provisioning section
     tftp_port: int = 69
@@ -85,6 +94,8 @@ class Provisioning:
     firmware_dir: Path | None = None
     auto_enrol: bool = False
     lan: str | None = None  # CIDR whose phones may fetch their config without credentials; default bind/24
+    discovery: bool = True  # note DHCP clients seen on the LAN (scapy; needs root)
+    dhcp: Dhcp = field(default_factory=Dhcp)
 
 
 @dataclass
@@ -321,10 +332,44 @@ TOP_LEVEL_KEYS = {"site", "data_dir", "network", "recording", "calls", "security
                   "features", "provisioning"}
 
 
+def _read_dhcp(r: _Reader, node: Node, dhcp: Dhcp) -> None:
+    f = r.mapping(node, {"mode", "range", "router", "dns", "lease_time"}, "provisioning.dhcp")
+    if "mode" in f:
+        mode = r.text(f["mode"][1], "provisioning.dhcp.mode")
+        if mode not in ("off", "serve"):
+            r.error(f["mode"][1], "provisioning.dhcp.mode must be off or serve")
+        else:
+            dhcp.mode = mode
+    for key in ("router", "dns"):
+        if key in f:
+            value = r.text(f[key][1], f"provisioning.dhcp.{key}")
+            try:
+                ipaddress.ip_address(value or "")
+                setattr(dhcp, key, value)
+            except ValueError:
+                r.error(f[key][1], f"provisioning.dhcp.{key} must be an IP address")
+    _apply(f, "lease_time", lambda n: r.text(n, "provisioning.dhcp.lease_time"), lambda v: setattr(dhcp, "lease_time", v))
+    if "range" in f:
+        items = r.sequence(f["range"][1], "provisioning.dhcp.range")
+        try:
+            first, last = (ipaddress.ip_address(i.value) for i in items)
+            if int(last) < int(first):
+                raise ValueError
+            dhcp.range = (str(first), str(last))
+        except (ValueError, TypeError, AttributeError):
+            r.error(f["range"][1], "provisioning.dhcp.range must be [first address, last address]")
+    if dhcp.mode == "serve" and dhcp.range is None:
+        r.error(node, "provisioning.dhcp.mode serve needs a range: [first, last]")
+
+
 def _read_provisioning(r: _Reader, node: Node, cfg: Config) -> None:
     p = cfg.provisioning
     p.enabled = True
-    f = r.mapping(node, {"tftp_port", "http_port", "https_port", "firmware_dir", "auto_enrol", "lan"}, "provisioning")
+    f = r.mapping(node, {"tftp_port", "http_port", "https_port", "firmware_dir", "auto_enrol", "lan", "discovery",
+                         "dhcp"}, "provisioning")
+    _apply(f, "discovery", lambda n: r.boolean(n, "provisioning.discovery"), lambda v: setattr(p, "discovery", v))
+    if "dhcp" in f:
+        _read_dhcp(r, f["dhcp"][1], p.dhcp)
     if "lan" in f:
         lan = r.text(f["lan"][1], "provisioning.lan")
         try:

@@ -67,6 +67,10 @@ class Service:
 
 def services(cfg: Config) -> list[Service]:
     passwords = credentials.sip_passwords(cfg)
+    extra: list[Service] = []
+    if cfg.provisioning.enabled and cfg.provisioning.dhcp.mode == "serve":
+        from provisioning.dhcp import dnsmasq_command, write_dnsmasq_conf
+        extra.append(Service("dnsmasq", dnsmasq_command(write_dnsmasq_conf(cfg))))
     # Benchmark only (bench/bench_calls.py): Kamailio routes calls straight to the phones, to
     # measure the SIP edge alone against the full path through the feature server.
     direct = os.environ.get("EDGEPBX_BENCH_DIRECT_ROUTING") == "1"
@@ -76,7 +80,7 @@ def services(cfg: Config) -> list[Service]:
                                              "--config", str(cfg.path), "--worker", str(w.index)])
         for w in cfg.workers] + ([
         Service("provisioning", [sys.executable, "-m", "appliance.cli", "provision", "--config", str(cfg.path)])]
-        if cfg.provisioning.enabled else [])
+        if cfg.provisioning.enabled else []) + extra
 
 
 class Supervisor:

@@ -32,6 +32,12 @@ def run(cfg: Config) -> None:
             stoppers.append(server.shutdown)
     for thread in threads:
         thread.start()
+    listener = None
+    if prov.discovery:
+        from .dhcp import DhcpListener
+        listener = DhcpListener(cfg, registry)
+        listener.start()
+        stoppers.append(listener.stop)
     log.info("provisioning on %s: TFTP %s, HTTP %s, HTTPS %s; %d phones known", cfg.network.bind,
              prov.tftp_port or "off", prov.http_port or "off", prov.https_port or "off", len(registry.devices))
     print("provisioning ready", flush=True)
