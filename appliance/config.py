@@ -95,6 +95,7 @@ class Provisioning:
     auto_enrol: bool = False
     lan: str | None = None  # CIDR whose phones may fetch their config without credentials; default bind/24
     discovery: bool = True  # note DHCP clients seen on the LAN (scapy; needs root)
+    pnp: bool = True        # answer SIP multicast PnP (224.0.1.75:5060) with the provisioning URL
     dhcp: Dhcp = field(default_factory=Dhcp)
 
 
@@ -366,7 +367,8 @@ def _read_provisioning(r: _Reader, node: Node, cfg: Config) -> None:
     p = cfg.provisioning
     p.enabled = True
     f = r.mapping(node, {"tftp_port", "http_port", "https_port", "firmware_dir", "auto_enrol", "lan", "discovery",
-                         "dhcp"}, "provisioning")
+                         "dhcp", "pnp"}, "provisioning")
+    _apply(f, "pnp", lambda n: r.boolean(n, "provisioning.pnp"), lambda v: setattr(p, "pnp", v))
     _apply(f, "discovery", lambda n: r.boolean(n, "provisioning.discovery"), lambda v: setattr(p, "discovery", v))
     if "dhcp" in f:
         _read_dhcp(r, f["dhcp"][1], p.dhcp)

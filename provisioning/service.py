@@ -32,6 +32,14 @@ def run(cfg: Config) -> None:
             stoppers.append(server.shutdown)
     for thread in threads:
         thread.start()
+    if prov.pnp:
+        from .pnp import PnpResponder
+        try:
+            pnp = PnpResponder(cfg, registry)
+            threading.Thread(target=pnp.serve_forever, name="pnp", daemon=True).start()
+            stoppers.append(pnp.stop)
+        except OSError as exc:  # e.g. no multicast on the interface (loopback)
+            log.warning("provisioning: SIP multicast PnP is off: %s", exc)
     listener = None
     if prov.discovery:
         from .dhcp import DhcpListener

@@ -109,3 +109,35 @@ extensions:
         assert rows[0]["vendor_class"] == "Grandstream GXP2170"
     finally:
         pbx.stop()
+
+
+def test_sip_multicast_pnp_subscribe_is_answered_with_the_provisioning_url(lan, tmp_path):
+    net, ns = lan["net"], lan["ns"]
+    ip("netns", "exec", ns, "ip", "addr", "add", f"{net}.50/24", "dev", lan["phone_if"])
+    ip("netns", "exec", ns, "ip", "route", "add", "224.0.0.0/4", "dev", lan["phone_if"])
+    base = free_port_block(140)
+    (tmp_path / "office.yaml").write_text(f"""data_dir: ./var
+network: {{bind: {net}.1, sip_port: {base}, rtp_ports: [{base + 100}, {base + 139}]}}
+calls: {{max_concurrent: 2}}
+provisioning: {{tftp_port: 0, http_port: {base + 41}, https_port: 0}}
+extensions:
+  - {{number: "101", name: "Reception"}}
+""")
+    pbx = start_pbx(tmp_path / "office.yaml")
+    try:
+        time.sleep(1.0)
+        result = subprocess.run(["ip", "netns", "exec", ns, sys.executable, str(ROOT / "tests" / "pnp_phone.py"),
+                                 f"{net}.50", "805EC0DDEEFF"], capture_output=True, text=True, timeout=30)
+        replies = json.loads(result.stdout.strip().splitlines()[-1])
+        assert len(replies) == 2, result.stdout + result.stderr + pbx.log_text()[-1500:]
+        ok = next(r for r in replies if r.startswith("SIP/2.0 200"))
+        notify = next(r for r in replies if r.startswith("NOTIFY "))
+        assert "Call-ID: pnp-805EC0DDEEFF" in ok
+        assert "Event: ua-profile" in notify and "Content-Type: application/url" in notify
+        assert notify.rstrip().endswith(f"http://{net}.1:{base + 41}")
+        out = subprocess.run(EDGEPBX + ["devices", "--config", str(tmp_path / "office.yaml"), "--json"],
+                             capture_output=True, text=True, check=True, cwd=ROOT)
+        row = next(r for r in json.loads(out.stdout) if r["mac"] == "805ec0ddeeff")
+        assert row["vendor"] == "yealink" and row["ip"] == f"{net}.50"
+    finally:
+        pbx.stop()
