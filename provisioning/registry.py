@@ -14,8 +14,16 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+import ipaddress
+import logging
+import threading
+import time
+
 from appliance.cdr import now
 from appliance.config import Config, Extension, Phone
+
+log = logging.getLogger("edgepbx.provisioning")
+ENROL_INTERVAL = 30.0  # seconds between two auto-enrolments: a flood of fake MACs takes no extensions
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS fetches (
@@ -40,13 +48,13 @@ class Device:
         return self.phone.mac
 
 
-def _device_secrets(cfg: Config) -> dict[str, dict[str, str]]:
+def _device_secrets(cfg: Config, extra_macs: list[str] = ()) -> dict[str, dict[str, str]]:
     path = cfg.data_dir / "device-credentials.json"
     stored: dict[str, dict[str, str]] = json.loads(path.read_text()) if path.exists() else {}
     changed = False
-    for ext in cfg.extensions:
-        if ext.phone and ext.phone.mac not in stored:
-            stored[ext.phone.mac] = {"admin": secrets.token_urlsafe(9), "http": secrets.token_urlsafe(12)}
+    for mac in [e.phone.mac for e in cfg.extensions if e.phone] + list(extra_macs):
+        if mac not in stored:
+            stored[mac] = {"admin": secrets.token_urlsafe(9), "http": secrets.token_urlsafe(12)}
             changed = True
     if changed:
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
@@ -73,6 +81,55 @@ class Registry:
         self.db = sqlite3.connect(str(self.db_path), timeout=5.0, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(SCHEMA)
+        self.enrol_lock = threading.Lock()
+        self.last_enrolment = 0.0
+        self.enrolled_path = cfg.data_dir / "enrolled.json"
+        for mac, entry in self._enrolled().items():
+            ext = cfg.extension(entry["extension"])
+            if ext is not None and ext.phone is None and mac not in self.devices:
+                self._add_enrolled(mac, ext, entry["vendor"], entry["model"])
+
+    def _enrolled(self) -> dict[str, dict[str, str]]:
+        return json.loads(self.enrolled_path.read_text()) if self.enrolled_path.exists() else {}
+
+    def _add_enrolled(self, mac: str, ext: Extension, vendor: str, model: str) -> Device:
+        secrets_ = _device_secrets(self.cfg, extra_macs=[mac])[mac]
+        device = Device(Phone(mac=mac, vendor=vendor, model=model, keys=None, line=0), ext,
+                        secrets_["admin"], secrets_["http"])
+        self.devices[mac] = device
+        return device
+
+    def enrol(self, mac: str, vendor: str, model: str, client: str, lan) -> Device | None:
+        """Auto-enrolment (provisioning.auto_enrol, off by default): an unknown phone on the office
+        LAN gets the next extension that has no phone, at most one every ENROL_INTERVAL seconds."""
+        if not self.cfg.provisioning.auto_enrol:
+            return None
+        try:
+            if ipaddress.ip_address(client) not in lan:
+                return None
+        except ValueError:
+            return None
+        with self.enrol_lock:
+            if mac in self.devices:
+                return self.devices[mac]
+            if time.monotonic() - self.last_enrolment < ENROL_INTERVAL:
+                log.warning("provisioning: not enrolling %s from %s yet (one phone every %.0f s)", mac, client,
+                            ENROL_INTERVAL)
+                return None
+            taken = {d.extension.number for d in self.devices.values()}
+            free = next((e for e in self.cfg.extensions if e.phone is None and e.number not in taken), None)
+            if free is None:
+                log.warning("provisioning: %s from %s wants a config, but every extension has a phone", mac, client)
+                return None
+            enrolled = self._enrolled()
+            enrolled[mac] = {"extension": free.number, "vendor": vendor, "model": model}
+            tmp = self.enrolled_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(enrolled, indent=1, sort_keys=True))
+            os.replace(tmp, self.enrolled_path)
+            self.last_enrolment = time.monotonic()
+            log.warning("provisioning: auto-enrolled %s %s %s (%s) as extension %s", vendor, model, mac, client,
+                        free.number)
+            return self._add_enrolled(mac, free, vendor, model)
 
     def by_mac(self, mac: str) -> Device | None:
         return self.devices.get(mac)

@@ -16,7 +16,8 @@ import jinja2
 
 from appliance.config import Config
 
-from .catalog import Vendor, catalog
+from .catalog import Vendor, catalog, vendor_by_oui
+from .lan import office_lan
 from .macs import normalise_mac
 from .registry import Device, Registry
 
@@ -44,6 +45,7 @@ class Renderer:
                                              lstrip_blocks=True, undefined=jinja2.StrictUndefined, autoescape=False)
                     for name, v in catalog().items()}
         self.office = self._office_context()
+        self.lan = office_lan(cfg)
 
     # -- the context every template gets ------------------------------------------------------
 
@@ -100,7 +102,7 @@ class Renderer:
 
     # -- resolving a request --------------------------------------------------------------
 
-    def resolve(self, requested: str) -> Rendered | None:
+    def resolve(self, requested: str, client: str | None = None) -> Rendered | None:
         name = posixpath.basename(requested.replace("\\", "/").strip("/"))
         if not name:
             return None
@@ -110,6 +112,11 @@ class Renderer:
                 if rule.kind == "device":
                     mac = normalise_mac(groups.get("mac", ""))
                     device = self.registry.by_mac(mac) if mac else None
+                    # Several vendors ask for "<mac>.cfg": enrol only under the vendor its OUI names.
+                    oui_vendor = vendor_by_oui(mac) if mac else None
+                    if device is None and client is not None and oui_vendor is vendor:
+                        model = vendor.model_named(groups.get("model", "")) or next(iter(vendor.models))
+                        device = self.registry.enrol(mac, vendor.name, model, client, self.lan)
                     if device is not None and device.phone.vendor == vendor.name:
                         return self._render(vendor, rule.template, device, groups)
                 elif common is None:

@@ -31,6 +31,7 @@ import tftpy
 
 from appliance.config import Config
 
+from .lan import office_lan
 from .render import Renderer
 
 log = logging.getLogger("edgepbx.provisioning")
@@ -63,14 +64,6 @@ class MissCounter:
             if len(q) == self.limit:
                 log.warning("provisioning: %s asked for %d unknown files within %.0f s; refusing it for a while",
                             client, self.limit, self.window)
-
-
-def office_lan(cfg: Config) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-    if cfg.provisioning.lan:
-        return ipaddress.ip_network(cfg.provisioning.lan, strict=False)
-    bind = ipaddress.ip_address(cfg.network.bind)
-    prefix = 8 if bind.is_loopback else (24 if bind.version == 4 else 64)
-    return ipaddress.ip_network(f"{bind}/{prefix}", strict=False)
 
 
 def firmware_file(cfg: Config, name: str) -> Path | None:
@@ -109,7 +102,7 @@ class TftpService:
         if self.misses.blocked(raddress):
             return None
         try:
-            rendered = self.renderer.resolve(filename)
+            rendered = self.renderer.resolve(filename, raddress)
         except Exception:
             log.exception("provisioning: rendering %s for %s failed", filename, raddress)
             return None
@@ -169,7 +162,7 @@ def make_handler(cfg: Config, renderer: Renderer, misses: MissCounter, scheme: s
                 self.send_firmware(path.removeprefix("/firmware/"), send_body)
                 return
             try:
-                rendered = renderer.resolve(path)
+                rendered = renderer.resolve(path, client)
             except Exception:
                 log.exception("provisioning: rendering %s for %s failed", path, client)
                 self.send_error(HTTPStatus.INTERNAL_SERVER_ERROR)
@@ -237,10 +230,14 @@ def self_signed_certificate(cfg: Config) -> tuple[Path, Path]:
     return cert, key
 
 
+class ProvisioningHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256  # a boot storm of a whole office; the default 5 drops SYNs (1 s retries)
+
+
 def http_server(cfg: Config, renderer: Renderer, misses: MissCounter, tls: bool) -> ThreadingHTTPServer:
     port = cfg.provisioning.https_port if tls else cfg.provisioning.http_port
-    server = ThreadingHTTPServer((cfg.network.bind, port), make_handler(cfg, renderer, misses, "https" if tls else "http"))
-    server.daemon_threads = True
+    server = ProvisioningHTTPServer((cfg.network.bind, port), make_handler(cfg, renderer, misses, "https" if tls else "http"))
     if tls:
         cert, key = self_signed_certificate(cfg)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

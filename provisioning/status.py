@@ -1,6 +1,7 @@
 """What `edgepbx devices` shows: configured and discovered phones, last fetch, registration."""
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 
@@ -43,6 +44,15 @@ def device_rows(cfg: Config) -> list[dict]:
             "registered": bool(reg and reg["expires_at"] > now),
             "user_agent": (reg["user_agent"] if reg else None) or (fetch["user_agent"] if fetch else None),
         })
+    enrolled_path = cfg.data_dir / "enrolled.json"
+    enrolled = json.loads(enrolled_path.read_text()) if enrolled_path.exists() else {}
+    for mac, entry in enrolled.items():
+        reg, fetch = registrations.get(entry["extension"]), last_fetch.get(mac)
+        rows.append({"mac": mac, "vendor": entry["vendor"], "model": entry["model"], "extension": entry["extension"],
+                     "configured": False, "enrolled": True, "ip": discovered[mac]["ip"] if mac in discovered else None,
+                     "last_fetch": {"at": fetch["at"], "protocol": fetch["protocol"], "file": fetch["file"]} if fetch else None,
+                     "registered": bool(reg and reg["expires_at"] > now),
+                     "user_agent": (reg["user_agent"] if reg else None) or (fetch["user_agent"] if fetch else None)})
     for mac, seen in discovered.items():
         if any(r["mac"] == mac for r in rows):
             continue

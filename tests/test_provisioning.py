@@ -133,3 +133,28 @@ def test_a_client_asking_for_many_unknown_files_is_refused_for_a_while(office):
     assert http_status(f"http://127.0.0.1:{office.http}/805ec0112233.cfg", "--interface", "127.0.0.9") == 429
     assert http_status(f"http://127.0.0.1:{office.http}/805ec0112233.cfg") == 200  # others are not affected
     assert "refusing it for a while" in office.log_text()
+
+
+def test_auto_enrolment_when_switched_on_gives_an_unknown_phone_the_next_free_extension(tmp_path):
+    base = free_port_block(40)
+    extensions = ('  - {number: "101", name: "Reception", password: "pw-101-secret", '
+                  'phone: {mac: "805ec0112233", vendor: yealink, model: T46U}}\n'
+                  '  - {number: "102", name: "Spare one", password: "pw-102-secret"}\n'
+                  '  - {number: "103", name: "Spare two", password: "pw-103-secret"}')
+    pbx = start_pbx(write_office(tmp_path, extensions=extensions, extra=(
+        f"provisioning: {{tftp_port: 0, http_port: {base + 31}, https_port: 0, auto_enrol: true, "
+        f"discovery: false, pnp: false}}")))
+    try:
+        wait_http(base + 31)
+        first = curl(f"http://127.0.0.1:{base + 31}/805ec0aaaaaa.cfg")
+        assert first.returncode == 0 and b"account.1.user_name = 102" in first.stdout
+        assert b"pw-102-secret" in first.stdout
+        # A second stranger right after gets nothing: one enrolment per 30 s.
+        assert http_status(f"http://127.0.0.1:{base + 31}/805ec0bbbbbb.cfg") == 404
+        out = subprocess.run(EDGEPBX + ["devices", "--config", str(pbx.config), "--json"], capture_output=True,
+                             text=True, check=True, cwd=ROOT)
+        row = next(r for r in json.loads(out.stdout) if r["mac"] == "805ec0aaaaaa")
+        assert row["extension"] == "102" and row["enrolled"] is True
+        assert "auto-enrolled yealink" in pbx.log_text()
+    finally:
+        pbx.stop()
