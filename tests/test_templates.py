@@ -62,7 +62,8 @@ ESSENTIALS = {  # per vendor: settings that must be there, as the vendor's manua
     "yealink": ["account.1.sip_server.1.address = 192.168.10.2", "account.1.password = pw-101-secret",
                 "account.1.dtmf.type = 1", "account.1.dtmf.dtmf_payload = 101", "dialplan.dialnow.rule.1 = 0",
                 "linekey.2.type = 16", "security.user_password = admin:admin-101"],
-    "grandstream": ["<P47>192.168.10.2:5060</P47>", "<P34>pw-102-secret</P34>", "<P79>101</P79>", "<P2>admin-102</P2>"],
+    "grandstream": ["<P47>192.168.10.2:5060</P47>", "<P34>pw-102-secret</P34>", "<P2302>1</P2302>", "<P79>101</P79>",
+                    "<P2>admin-102</P2>", "<P23000>1</P23000>", "<P23003>101</P23003>"],
     "polycom": ['reg.1.auth.password="pw-103-secret"', 'reg.1.server.1.address="192.168.10.2"',
                 'device.auth.localAdminPassword="admin-103"'],
     "cisco": ["<Password_1_ ua=\"na\">pw-104-secret</Password_1_>", "<DTMF_Tx_Method_1_ ua=\"na\">AVT</DTMF_Tx_Method_1_>",
@@ -92,7 +93,7 @@ def test_rendered_files_are_well_formed_complete_and_golden(renderer, case):
 
 def test_keys_default_to_blf_for_colleagues_then_transfer_within_the_models_key_count(renderer):
     text = renderer.resolve("cfg000b82aabbcc.xml").body.decode()  # GXP2170, 48 keys, 5 colleagues
-    assert re.findall(r"<!-- Key \d+: blf (\d+) -->", text) == ["101", "103", "104", "105", "106"]
+    assert re.findall(r"<!-- Key \d+: blf (\d+) ", text) == ["101", "103", "104", "105", "106"]
     assert "<!-- Key 6: transfer" in text
     cisco = renderer.resolve("spa5006ab112233.xml").body.decode()  # CP-8841: 5 keys
     assert len(re.findall(r"<Extended_Function_\d+_", cisco)) == 5 and "fnc=blf+cp;sub=101@" in cisco
