@@ -26,6 +26,7 @@ test: setup
 
 bench: setup
 	$(VENV)/bin/python bench/bench_calls.py
+	$(VENV)/bin/python bench/bench_provisioning.py
 
 clean:
 	rm -rf $(VENV) var

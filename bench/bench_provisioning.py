@@ -25,15 +25,19 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
 from conftest import free_port_block  # noqa: E402
 
 MODELS = ["T46U", "T54W", "T43U"]
+FIRMWARE_MB = 8
 
 
 def office(directory: Path, phones: int, base: int) -> Path:
     lines = [f'  - {{number: "{200 + i}", name: "Desk {i}", phone: {{mac: "805ec0{i:06x}", vendor: yealink, '
              f'model: {MODELS[i % len(MODELS)]}}}}}' for i in range(phones)]
+    (directory / "firmware").mkdir(exist_ok=True)
+    (directory / "firmware" / "T46U.rom").write_bytes(os.urandom(FIRMWARE_MB * 1024 * 1024))
     path = directory / "office.yaml"
     path.write_text(f"""data_dir: ./var
 network: {{bind: 127.0.0.1, sip_port: {base}, rtp_ports: [{base + 100}, {base + 199}]}}
-provisioning: {{tftp_port: {base + 30}, http_port: {base + 31}, https_port: 0, discovery: false, pnp: false}}
+provisioning: {{tftp_port: {base + 30}, http_port: {base + 31}, https_port: 0, discovery: false, pnp: false,
+               firmware_dir: ./firmware}}
 extensions:
 """ + "\n".join(lines) + "\n")
     return path
@@ -84,6 +88,8 @@ def main() -> None:
             if not (files / name).exists():
                 got = subprocess.run(["curl", "-s", f"http://127.0.0.1:{base + 31}/{name}"], capture_output=True, check=True)
                 (files / name).write_bytes(got.stdout)
+    (files / "firmware").mkdir()
+    (files / "firmware" / "T46U.rom").write_bytes((work / "firmware" / "T46U.rom").read_bytes())
     hpa_port = base + 40
     hpa = subprocess.Popen(["in.tftpd", "-L", "-s", str(files), "-a", f"127.0.0.1:{hpa_port}"])
     time.sleep(0.5)
@@ -100,6 +106,13 @@ def main() -> None:
         urls = [[f"{scheme}://127.0.0.1:{port}/{m}.cfg", f"{scheme}://127.0.0.1:{port}/{common[m]}"] for m in macs]
         wall, times, failed = storm(urls, "--tftp-blksize 1428" if blk else "")
         print(f"{label:<40} {wall:10.2f} {pct(times, 50):8.1f} {pct(times, 95):8.1f} {failed:7d}")
+    print(f"\nfirmware download, {FIRMWARE_MB} MB over TFTP (one phone):")
+    for label, port in (("edgepbx TFTP (tftpy)", base + 30), ("tftpd-hpa", hpa_port)):
+        for blksize in ("512", "1428"):
+            out = subprocess.run(["curl", "-s", "--tftp-blksize", blksize, "-o", "/dev/null", "-w", "%{time_total}",
+                                  f"tftp://127.0.0.1:{port}/firmware/T46U.rom"], capture_output=True, text=True)
+            seconds = float(out.stdout or "nan")
+            print(f"  {label:<24} blksize {blksize:>4}: {seconds:6.2f} s, {FIRMWARE_MB / seconds:6.2f} MB/s")
     hpa.terminate()
     service.send_signal(signal.SIGTERM)
     service.wait(timeout=10)
