@@ -6,11 +6,11 @@ reused; it is never the same for two extensions.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from pathlib import Path
 
 from .config import Config
+from .files import write_private_json
 
 FILE_NAME = "credentials.json"
 
@@ -40,12 +40,5 @@ def sip_passwords(cfg: Config) -> dict[str, str]:
                 changed = True
             result[ext.number] = stored[ext.number]
     if changed:
-        cfg.data_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(stored, fh, indent=1, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        write_private_json(path, stored)
     return result

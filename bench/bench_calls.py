@@ -18,7 +18,6 @@ import json
 import os
 import re
 import queue
-import statistics
 import subprocess
 import sys
 import tempfile

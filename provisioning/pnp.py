@@ -14,7 +14,7 @@ from urllib.parse import unquote
 
 from appliance.config import Config
 
-from .catalog import catalog, vendor_by_hint, vendor_by_oui
+from .catalog import vendor_by_hint, vendor_by_oui
 from .dhcp import provisioning_url
 from .macs import normalise_mac
 from .registry import Registry

@@ -7,20 +7,18 @@ data_dir/devices.sqlite so `edgepbx devices` can show what each phone did last.
 """
 from __future__ import annotations
 
+import ipaddress
 import json
-import os
+import logging
 import secrets
 import sqlite3
-from dataclasses import dataclass
-from pathlib import Path
-
-import ipaddress
-import logging
 import threading
 import time
+from dataclasses import dataclass
 
 from appliance.cdr import now
 from appliance.config import Config, Extension, Phone
+from appliance.files import write_private_json
 
 log = logging.getLogger("edgepbx.provisioning")
 ENROL_INTERVAL = 30.0  # seconds between two auto-enrolments: a flood of fake MACs takes no extensions
@@ -57,12 +55,7 @@ def _device_secrets(cfg: Config, extra_macs: list[str] = ()) -> dict[str, dict[s
             stored[mac] = {"admin": secrets.token_urlsafe(9), "http": secrets.token_urlsafe(12)}
             changed = True
     if changed:
-        cfg.data_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(stored, fh, indent=1, sort_keys=True)
-        os.replace(tmp, path)
+        write_private_json(path, stored)
     return stored
 
 
@@ -123,9 +116,7 @@ class Registry:
                 return None
             enrolled = self._enrolled()
             enrolled[mac] = {"extension": free.number, "vendor": vendor, "model": model}
-            tmp = self.enrolled_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(enrolled, indent=1, sort_keys=True))
-            os.replace(tmp, self.enrolled_path)
+            write_private_json(self.enrolled_path, enrolled)
             self.last_enrolment = time.monotonic()
             log.warning("provisioning: auto-enrolled %s %s %s (%s) as extension %s", vendor, model, mac, client,
                         free.number)

@@ -2,14 +2,11 @@
 HTTP and HTTPS, and tftp-hpa."""
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
 import subprocess
 import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 

@@ -54,7 +54,7 @@ def test_feature_server_crash_mid_call_keeps_the_record_and_the_recording(tmp_pa
     lab.port = pbx.sip_port
     try:
         a = lab.phone("101", "pw-101-secret", TONES["101"])
-        b = lab.phone("102", "pw-102-secret", TONES["102"])
+        lab.phone("102", "pw-102-secret", TONES["102"])  # the callee, answering
         call = a.dial("102")
         lab.wait_for(lambda: call.state == pj.PJSIP_INV_STATE_CONFIRMED, 10, "call to be answered")
         lab.poll(3.0)

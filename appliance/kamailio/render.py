@@ -6,12 +6,12 @@ The native kamailio.cfg only loads modules and sets parameters; all routing is P
 from __future__ import annotations
 
 import glob
-import json
 import os
 import secrets
 from pathlib import Path
 
 from ..config import Config
+from ..files import write_private, write_private_json
 
 KEMI_SCRIPT = Path(__file__).with_name("kemi_router.py")
 MODULES = ("kex", "corex", "tm", "tmx", "sl", "rr", "pv", "maxfwd", "usrloc", "registrar", "textops",
@@ -93,12 +93,8 @@ def write(cfg: Config, passwords: dict[str, str], direct_routing: bool = False) 
     out.mkdir(parents=True, exist_ok=True)
     cfg_path = out / "kamailio.cfg"
     routing_path = out / "routing.json"
-    for path, text in ((cfg_path, kamailio_cfg(cfg)),
-                       (routing_path, json.dumps(routing_data(cfg, passwords, direct_routing), indent=1))):
-        fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(path.with_suffix(".tmp"), path)
+    write_private(cfg_path, kamailio_cfg(cfg))
+    write_private_json(routing_path, routing_data(cfg, passwords, direct_routing))
     return cfg_path, routing_path
 
 

@@ -1,0 +1,23 @@
+"""Writing files that hold secrets: readable by the appliance only, never half-written."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+def write_private(path: Path, text: str) -> None:
+    """Writes `text` to `path` with mode 0600 via a temporary file, fsync and rename, so a power
+    cut leaves either the old or the new file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def write_private_json(path: Path, data: object) -> None:
+    write_private(path, json.dumps(data, indent=1, sort_keys=True))
