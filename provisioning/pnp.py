@@ -36,6 +36,9 @@ class PnpResponder:
         self.stopped = threading.Event()
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Only the group joined on our interface below: Linux would otherwise hand this socket the
+        # PnP requests of every interface where any other program joined the group.
+        self.sock.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_MULTICAST_ALL", 49), 0)
         self.sock.bind((PNP_GROUP, port))
         membership = socket.inet_aton(PNP_GROUP) + socket.inet_aton(cfg.network.bind)
         self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
