@@ -135,6 +135,7 @@ class Renderer:
             model = next((m for m, meta in vendor.models.items() if meta.get("hwid") == groups["hwid"]), None)
         firmware_url, firmware_file = self._firmware(vendor, model)
         ctx.update(model=model, hwid=groups.get("hwid", ""), firmware_url=firmware_url, firmware_file=firmware_file,
+                   firmware_version=Path(firmware_file).stem if firmware_file else None,
                    model_file=(model or groups.get("model", "")).lower())
         if device is not None:
             ext = device.extension

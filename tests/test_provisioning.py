@@ -124,6 +124,26 @@ def test_devices_shows_the_last_fetch(office):
     assert fanvil["registered"] is False
 
 
+def test_devices_shows_which_phones_are_registered_and_their_user_agent(office, tmp_path):
+    from sipp import run_sipp
+
+    result = run_sipp("register.xml", tmp_path, office.sip_port, service="101", user="101", password="pw-101-secret")
+    assert result.returncode == 0, result.output
+    out = subprocess.run(EDGEPBX + ["devices", "--config", str(office.config), "--json"], capture_output=True,
+                         text=True, check=True, cwd=ROOT)
+    rows = {r["mac"]: r for r in json.loads(out.stdout)}
+    assert rows["805ec0112233"]["registered"] is True
+    assert rows["805ec0112233"]["user_agent"] == "SIPp register test"
+    assert rows["000b82aabbcc"]["registered"] is False
+
+
+def test_the_common_file_points_at_firmware_only_when_the_firmware_folder_has_it(office):
+    with_firmware = curl(f"http://127.0.0.1:{office.http}/y000000000108.cfg").stdout.decode()   # T46U: has a .rom
+    without = curl(f"http://127.0.0.1:{office.http}/y000000000096.cfg").stdout.decode()         # T54W: none
+    assert f"static.firmware.url = http://127.0.0.1:{office.http}/firmware/T46U.rom" in with_firmware
+    assert "firmware" not in without
+
+
 def test_a_client_asking_for_many_unknown_files_is_refused_for_a_while(office):
     for i in range(30):
         curl(f"http://127.0.0.1:{office.http}/scan{i}.cfg", "--interface", "127.0.0.9")
