@@ -81,6 +81,23 @@ def cmd_devices(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dialplan_test(args: argparse.Namespace) -> int:
+    from .dialplan import DialPlan
+
+    cfg = _load(args.config)
+    if args.caller and cfg.extension(args.caller) is None:
+        print(f"edgepbx: {args.caller} is not an extension of {args.config}", file=sys.stderr)
+        return 2
+    route = DialPlan(cfg).route(args.number, args.caller)
+    if args.json:
+        print(json.dumps(route.as_dict()))
+        return 0
+    print(f"{route.dialled}: {route.klass}, sends {route.number}"
+          + (f" via {', '.join(route.trunks)}" if route.trunks else "")
+          + (f" ({route.rule})" if route.rule else "") + (f"; {route.reason}" if route.reason else ""))
+    return 0
+
+
 def cmd_extensions(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     if args.json:
@@ -131,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     ext = with_config(sub.add_parser("extensions", help="list extensions with their SIP passwords"))
     ext.add_argument("--json", action="store_true")
     ext.set_defaults(func=cmd_extensions)
+    dialplan = sub.add_parser("dialplan", help="the office dial plan").add_subparsers(dest="dialplan_command",
+                                                                                      required=True)
+    dp_test = with_config(dialplan.add_parser("test", help="how a dialled number is classified, rewritten, routed"))
+    dp_test.add_argument("number")
+    dp_test.add_argument("--from", dest="caller", help="the calling extension (applies its permissions)")
+    dp_test.add_argument("--json", action="store_true")
+    dp_test.set_defaults(func=cmd_dialplan_test)
     cdr = sub.add_parser("cdr", help="call records").add_subparsers(dest="cdr_command", required=True)
     cdr_list = with_config(cdr.add_parser("list", help="call records, newest first"))
     cdr_list.add_argument("--json", action="store_true")

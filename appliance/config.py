@@ -61,6 +61,9 @@ class Phone:
     line: int
 
 
+PERMISSIONS = ("internal", "city", "long_distance", "international")  # each allows what the previous does
+
+
 @dataclass
 class Extension:
     number: str
@@ -68,6 +71,31 @@ class Extension:
     password: str | None  # None: generated once and kept under data_dir (see credentials.py)
     line: int
     phone: Phone | None = None
+    permissions: str = "international"
+
+
+@dataclass
+class Trunk:
+    name: str
+    host: str
+    port: int = 5060
+    transport: str = "udp"
+    username: str = ""
+    password: str = ""
+    register: bool = True
+    caller_id: str = ""         # E.164 presented on outbound calls
+    number_format: str = "e164"  # how the provider wants numbers: e164 (+7...), national (8...), plain (7...)
+    dids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DialRule:
+    """An office's own dial-plan rule, tried before the country's."""
+    pattern: str
+    number: str
+    class_: str
+    trunks: list[str]
+    line: int
 
 
 @dataclass
@@ -128,6 +156,10 @@ class Config:
     site_name: str = "Office"
     timezone: str = "UTC"
     language: str = "English"
+    country: str = "RU"
+    area_code: str = ""
+    trunks: list[Trunk] = field(default_factory=list)
+    dial_rules: list[DialRule] = field(default_factory=list)
     features: Features = field(default_factory=Features)
     provisioning: Provisioning = field(default_factory=Provisioning)
     data_dir: Path = Path("var")
@@ -255,7 +287,7 @@ def _read_extensions(r: _Reader, node: Node) -> list[Extension]:
     macs: dict[str, int] = {}
     out: list[Extension] = []
     for item in r.sequence(node, "extensions"):
-        f = r.mapping(item, {"number", "name", "password", "phone"}, "extension")
+        f = r.mapping(item, {"number", "name", "password", "phone", "permissions"}, "extension")
         if "number" not in f:
             r.error(item, "extension needs a number")
             continue
@@ -277,8 +309,12 @@ def _read_extensions(r: _Reader, node: Node) -> list[Extension]:
             r.error(f["password"][1], f"extension {number}: password must have at least 8 characters")
             password = None
         phone = _read_phone(r, f["phone"][1], number, macs) if "phone" in f else None
+        permissions = r.text(f["permissions"][1], "extension permissions") if "permissions" in f else "international"
+        if permissions not in PERMISSIONS:
+            r.error(f["permissions"][1], f"extension {number}: permissions must be one of {', '.join(PERMISSIONS)}")
+            permissions = "internal"
         out.append(Extension(number=number, name=name or f"Extension {number}", password=password, line=line,
-                             phone=phone))
+                             phone=phone, permissions=permissions))
     return out
 
 
@@ -330,7 +366,68 @@ def _read_phone(r: _Reader, node: Node, number: str, macs: dict[str, int]) -> Ph
 
 
 TOP_LEVEL_KEYS = {"site", "data_dir", "network", "recording", "calls", "security", "extensions", "logging",
-                  "features", "provisioning"}
+                  "features", "provisioning", "trunks", "dialplan"}
+CALL_CLASSES = ("local", "national", "mobile", "international", "emergency")
+
+
+def _read_trunks(r: _Reader, node: Node) -> list[Trunk]:
+    out: list[Trunk] = []
+    for item in r.sequence(node, "trunks"):
+        f = r.mapping(item, {"name", "host", "port", "transport", "username", "password", "register", "caller_id",
+                             "number_format", "dids"}, "trunk")
+        if "name" not in f or "host" not in f:
+            r.error(item, "a trunk needs a name and a host")
+            continue
+        trunk = Trunk(name=r.text(f["name"][1], "trunk name") or "", host=r.text(f["host"][1], "trunk host") or "")
+        if any(t.name == trunk.name for t in out):
+            r.error(f["name"][1], f"duplicate trunk name '{trunk.name}'")
+            continue
+        _apply(f, "port", lambda n: r.integer(n, "trunk port", 1, 65535), lambda v: setattr(trunk, "port", v))
+        for key in ("username", "password", "caller_id"):
+            _apply(f, key, lambda n, key=key: r.text(n, f"trunk {key}"), lambda v, key=key: setattr(trunk, key, v))
+        _apply(f, "register", lambda n: r.boolean(n, "trunk register"), lambda v: setattr(trunk, "register", v))
+        for key, allowed in (("transport", ("udp", "tcp")), ("number_format", ("e164", "national", "plain"))):
+            if key in f:
+                value = (r.text(f[key][1], f"trunk {key}") or "").lower()
+                if value not in allowed:
+                    r.error(f[key][1], f"trunk {trunk.name}: {key} must be one of {', '.join(allowed)}")
+                else:
+                    setattr(trunk, key, value)
+        if trunk.caller_id and not re.fullmatch(r"\+[1-9][0-9]{6,14}", trunk.caller_id):
+            r.error(f["caller_id"][1], f"trunk {trunk.name}: caller_id must be E.164, e.g. +78312345678")
+        if "dids" in f:
+            trunk.dids = [d for d in (r.text(n, "trunk did") for n in r.sequence(f["dids"][1], "trunk dids")) if d]
+        out.append(trunk)
+    return out
+
+
+def _read_dialplan(r: _Reader, node: Node, cfg: Config) -> None:
+    f = r.mapping(node, {"rules"}, "dialplan")
+    if "rules" not in f:
+        return
+    names = {t.name for t in cfg.trunks}
+    for item in r.sequence(f["rules"][1], "dialplan.rules"):
+        rule = r.mapping(item, {"pattern", "number", "class", "trunks"}, "dial rule")
+        if "pattern" not in rule or "class" not in rule:
+            r.error(item, "a dial rule needs a pattern and a class")
+            continue
+        pattern = r.text(rule["pattern"][1], "dial rule pattern") or ""
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            r.error(rule["pattern"][1], f"dial rule pattern is not a regular expression: {exc}")
+            continue
+        class_ = r.text(rule["class"][1], "dial rule class")
+        if class_ not in CALL_CLASSES + ("denied",):
+            r.error(rule["class"][1], f"dial rule class must be one of {', '.join(CALL_CLASSES + ('denied',))}")
+            continue
+        trunks = [t for t in (r.text(n, "trunk") for n in r.sequence(rule["trunks"][1], "dial rule trunks"))
+                  if t] if "trunks" in rule else []
+        unknown = [t for t in trunks if t not in names]
+        if unknown:
+            r.error(rule["trunks"][1], f"dial rule names unknown trunk(s): {', '.join(unknown)}")
+        number = r.text(rule["number"][1], "dial rule number") if "number" in rule else "{0}"
+        cfg.dial_rules.append(DialRule(pattern, number or "{0}", class_, trunks, item.start_mark.line + 1))
 
 
 def _read_dhcp(r: _Reader, node: Node, dhcp: Dhcp) -> None:
@@ -414,7 +511,20 @@ def load(path: str | Path) -> Config:
     cfg = Config(path=path.resolve())
     top = r.mapping(root, TOP_LEVEL_KEYS, "config")
     if "site" in top:
-        site = r.mapping(top["site"][1], {"name", "timezone", "language"}, "site")
+        site = r.mapping(top["site"][1], {"name", "timezone", "language", "country", "area_code"}, "site")
+        if "country" in site:
+            country = (r.text(site["country"][1], "site.country") or "").upper()
+            from .dialplan import COUNTRIES
+            if country not in COUNTRIES:
+                r.error(site["country"][1], f"site.country: no dial plan for '{country}' (have: {', '.join(COUNTRIES)})")
+            else:
+                cfg.country = country
+        if "area_code" in site:
+            area = r.text(site["area_code"][1], "site.area_code")
+            if area is not None and not re.fullmatch(r"[0-9]{1,5}", area):
+                r.error(site["area_code"][1], "site.area_code must be 1 to 5 digits, e.g. \"831\"")
+            elif area:
+                cfg.area_code = area
         _apply(site, "name", lambda n: r.text(n, "site.name"), lambda v: setattr(cfg, "site_name", v))
         _apply(site, "language", lambda n: r.text(n, "site.language"), lambda v: setattr(cfg, "language", v))
         if "timezone" in site:
@@ -466,6 +576,10 @@ def load(path: str | Path) -> Config:
                 cfg.log_level = level
     if "extensions" in top:
         cfg.extensions = _read_extensions(r, top["extensions"][1])
+    if "trunks" in top:
+        cfg.trunks = _read_trunks(r, top["trunks"][1])
+    if "dialplan" in top:
+        _read_dialplan(r, top["dialplan"][1], cfg)
 
     net = cfg.network
     if net.feature_port == 0:
