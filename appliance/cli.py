@@ -98,6 +98,30 @@ def cmd_dialplan_test(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_trunks(args: argparse.Namespace) -> int:
+    from .trunks import run
+
+    cfg = _load(args.config)
+    _setup_logging(cfg.log_level)
+    run(cfg)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .trunks import trunk_states
+
+    cfg = _load(args.config)
+    trunks = trunk_states(cfg)
+    if args.json:
+        print(json.dumps({"trunks": trunks}, indent=1))
+        return 0
+    print(f"{'trunk':<16} {'server':<24} {'state':<16} last answer")
+    for t in trunks:
+        answer = f"{t['last_code']} {t['last_reason'] or ''}".strip() if t["last_code"] is not None else "-"
+        print(f"{t['name']:<16} {t['host']:<24} {t['state']:<16} {answer}")
+    return 0
+
+
 def cmd_extensions(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     if args.json:
@@ -148,6 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     ext = with_config(sub.add_parser("extensions", help="list extensions with their SIP passwords"))
     ext.add_argument("--json", action="store_true")
     ext.set_defaults(func=cmd_extensions)
+    with_config(sub.add_parser("trunks", help="keep the trunks registered (used by `run`)")).set_defaults(func=cmd_trunks)
+    status = with_config(sub.add_parser("status", help="trunk registration state"))
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
     dialplan = sub.add_parser("dialplan", help="the office dial plan").add_subparsers(dest="dialplan_command",
                                                                                       required=True)
     dp_test = with_config(dialplan.add_parser("test", help="how a dialled number is classified, rewritten, routed"))

@@ -593,6 +593,10 @@ def load(path: str | Path) -> Config:
     if feature_ports.stop - 1 > 65535:
         r.error(node, "network.feature_port: not enough ports above it for every feature-server worker")
     rtp = range(net.rtp_ports[0], net.rtp_ports[1] + 1)
+    trunk_registrar_port = net.feature_port - 1  # appliance/trunks.py
+    if trunk_registrar_port == net.sip_port or trunk_registrar_port in rtp:
+        r.error(node, f"network.feature_port: port {trunk_registrar_port} below it (trunk registration) "
+                      "must be free of network.sip_port and network.rtp_ports")
     if net.sip_port in rtp or any(p in rtp for p in feature_ports):
         r.error(node, "network.rtp_ports must not include the SIP ports")
     if len(rtp) < workers * MIN_RTP_PORTS_PER_WORKER:

@@ -80,7 +80,9 @@ def services(cfg: Config) -> list[Service]:
                                              "--config", str(cfg.path), "--worker", str(w.index)])
         for w in cfg.workers] + ([
         Service("provisioning", [sys.executable, "-m", "appliance.cli", "provision", "--config", str(cfg.path)])]
-        if cfg.provisioning.enabled else []) + extra
+        if cfg.provisioning.enabled else []) + extra + ([
+        Service("trunks", [sys.executable, "-m", "appliance.cli", "trunks", "--config", str(cfg.path)])]
+        if any(t.register for t in cfg.trunks) else [])
 
 
 class Supervisor:

@@ -36,6 +36,8 @@ class Router:
         self.ban_after = int(routing["ban_after"])
         self.direct = bool(routing.get("direct_routing", False))  # benchmark only: bypass the feature server
         self.registrations_path = routing.get("registrations_db")
+        registrar = routing.get("trunk_registrar") or {}
+        self.trunk_registrar = (registrar.get("host"), int(registrar.get("port", 0)))
         self.registrations = None  # opened per Kamailio process, on first use
 
     def child_init(self, rank):
@@ -46,7 +48,7 @@ class Router:
     def ksr_request_route(self, msg):
         method = KSR.pv.get("$rm")
         from_fs = self.from_feature_server()
-        if not from_fs and self.reject_abuse(method) == EXIT:
+        if not from_fs and not self.from_trunk_registrar() and self.reject_abuse(method) == EXIT:
             return 1
         if KSR.maxfwd.process_maxfwd(10) < 0:
             KSR.sl.sl_send_reply(483, "Too Many Hops")
@@ -73,7 +75,10 @@ class Router:
             KSR.sl.sl_send_reply(200, "OK")
             return 1
         if method == "REGISTER":
-            self.register()
+            if self.from_trunk_registrar():
+                self.relay()  # the box registering a trunk: on to the provider, from Kamailio's socket
+            else:
+                self.register()
             return 1
         if method != "INVITE":
             KSR.sl.sl_send_reply(405, "Method Not Allowed")
@@ -86,6 +91,9 @@ class Router:
 
     def from_feature_server(self) -> bool:
         return KSR.pv.get("$si") == self.fs_host and int(KSR.pv.get("$sp")) in self.fs_ports
+
+    def from_trunk_registrar(self) -> bool:
+        return (KSR.pv.get("$si"), int(KSR.pv.get("$sp"))) == self.trunk_registrar
 
     def reject_abuse(self, method):
         """Drops scanners silently and answers banned addresses with 403."""

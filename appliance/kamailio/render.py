@@ -83,6 +83,7 @@ def routing_data(cfg: Config, passwords: dict[str, str], direct_routing: bool = 
         "ban_after": cfg.security.auth_failures_before_ban,
         "direct_routing": direct_routing,
         "registrations_db": str(cfg.data_dir / "registrations.sqlite"),
+        "trunk_registrar": {"host": cfg.network.bind, "port": cfg.network.feature_port - 1},
         "extensions": {e.number: {"password": passwords[e.number], "name": e.name} for e in cfg.extensions},
     }
 

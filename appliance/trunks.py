@@ -1,0 +1,180 @@
+"""Trunk registration: `edgepbx trunks` keeps every trunk with `register: true` registered.
+
+A pjsua2 account per trunk sends REGISTER through Kamailio (outbound proxy) with Contact forced
+to Kamailio's own address, so the provider sees the box's SIP port and sends inbound calls there.
+pjsua2 re-registers before expiry; after a failure this module retries with back-off (5 s doubling
+to 5 min). The state of each trunk is kept in data_dir/trunks.sqlite for `edgepbx status`.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sqlite3
+import sys
+import time
+from dataclasses import dataclass
+
+import pjsua2 as pj
+
+from .cdr import now
+from .config import Config, Trunk
+
+log = logging.getLogger("edgepbx.trunks")
+FIRST_RETRY, MAX_RETRY = 5.0, 300.0
+REGISTER_EXPIRES = 300
+
+SCHEMA = """CREATE TABLE IF NOT EXISTS trunks (name TEXT PRIMARY KEY, state TEXT, code INTEGER, reason TEXT,
+updated_at TEXT, expires INTEGER)"""
+
+
+def trunk_port(cfg: Config) -> int:
+    """The registration process's own SIP port: just below the feature-server workers'."""
+    return cfg.network.feature_port - 1
+
+
+def state_db(cfg: Config) -> sqlite3.Connection:
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(str(cfg.data_dir / "trunks.sqlite"), timeout=2.0, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute(SCHEMA)
+    return db
+
+
+def trunk_states(cfg: Config) -> list[dict]:
+    """For `edgepbx status`: every trunk of the config with its registration state."""
+    rows = {}
+    path = cfg.data_dir / "trunks.sqlite"
+    if path.exists():
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2.0)
+        try:
+            rows = {r[0]: r for r in db.execute("SELECT name, state, code, reason, updated_at FROM trunks")}
+        except sqlite3.OperationalError:
+            rows = {}
+        finally:
+            db.close()
+    out = []
+    for trunk in cfg.trunks:
+        row = rows.get(trunk.name)
+        state = "not registering" if not trunk.register else (row[1] if row else "unknown")
+        out.append({"name": trunk.name, "host": f"{trunk.host}:{trunk.port}", "register": trunk.register,
+                    "state": state, "last_code": row[2] if row and trunk.register else None,
+                    "last_reason": row[3] if row and trunk.register else None,
+                    "updated_at": row[4] if row and trunk.register else None})
+    return out
+
+
+@dataclass
+class Retry:
+    failures: int = 0
+    due: float | None = None
+
+
+class TrunkAccount(pj.Account):
+    def __init__(self, registrar: "TrunkRegistrar", trunk: Trunk):
+        super().__init__()
+        self.registrar, self.trunk = registrar, trunk
+        self.retry = Retry()
+
+    def onRegState(self, prm: pj.OnRegStateParam) -> None:
+        self.registrar.on_reg_state(self, prm.code, prm.reason, prm.expiration)
+
+
+class TrunkRegistrar:
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.db = state_db(cfg)
+        self.ep = pj.Endpoint()
+        self.accounts: list[TrunkAccount] = []
+        self.stopping = False
+
+    def start(self) -> None:
+        net = self.cfg.network
+        self.ep.libCreate()
+        ec = pj.EpConfig()
+        ec.uaConfig.threadCnt = 0
+        ec.uaConfig.mainThreadOnly = True
+        ec.uaConfig.maxCalls = 1
+        ec.uaConfig.userAgent = "edgepbx"
+        ec.logConfig.level = 2
+        ec.logConfig.consoleLevel = 2
+        self.ep.libInit(ec)
+        self.ep.audDevManager().setNullDev()
+        tc = pj.TransportConfig()
+        tc.port = trunk_port(self.cfg)
+        tc.boundAddress = net.bind
+        self.ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tc)
+        self.ep.libStart()
+        for trunk in self.cfg.trunks:
+            if trunk.register:
+                self.accounts.append(self.register(trunk))
+        log.info("trunk registration on %s:%d for %s", net.bind, trunk_port(self.cfg),
+                 ", ".join(a.trunk.name for a in self.accounts) or "no trunk")
+
+    def register(self, trunk: Trunk) -> TrunkAccount:
+        net = self.cfg.network
+        ac = pj.AccountConfig()
+        ac.idUri = f"sip:{trunk.username}@{trunk.host}"
+        ac.regConfig.registrarUri = f"sip:{trunk.host}:{trunk.port}" + (";transport=tcp" if trunk.transport == "tcp" else "")
+        ac.regConfig.timeoutSec = REGISTER_EXPIRES
+        ac.regConfig.retryIntervalSec = 0  # our own back-off below
+        ac.sipConfig.proxies.append(f"sip:{net.bind}:{net.sip_port};lr")
+        # The provider must reach the box at Kamailio's port, never at this process's.
+        ac.sipConfig.contactForced = f"<sip:{trunk.username}@{net.bind}:{net.sip_port}>"
+        ac.sipConfig.authCreds.append(pj.AuthCredInfo("digest", "*", trunk.username, 0, trunk.password))
+        account = TrunkAccount(self, trunk)
+        account.create(ac)
+        self.store(trunk.name, "registering", None, None, None)
+        return account
+
+    def on_reg_state(self, account: TrunkAccount, code: int, reason: str, expires: int) -> None:
+        name = account.trunk.name
+        if 200 <= code < 300 and expires > 0:
+            account.retry = Retry()
+            self.store(name, "registered", code, reason, expires)
+            log.info("trunk %s registered (%d %s, expires %d s)", name, code, reason, expires)
+            return
+        if self.stopping:
+            return
+        account.retry.failures += 1
+        delay = min(MAX_RETRY, FIRST_RETRY * 2 ** (account.retry.failures - 1))
+        account.retry.due = time.monotonic() + delay
+        self.store(name, "failing", code, reason, None)
+        log.warning("trunk %s: registration failed with %d %s; retrying in %.0f s", name, code, reason, delay)
+
+    def store(self, name: str, state: str, code: int | None, reason: str | None, expires: int | None) -> None:
+        try:
+            self.db.execute("INSERT OR REPLACE INTO trunks VALUES (?,?,?,?,?,?)", (name, state, code, reason, now(), expires))
+        except sqlite3.Error as exc:
+            log.error("trunk state not saved: %s", exc)
+
+    def loop(self) -> None:
+        while not self.stopping:
+            self.ep.libHandleEvents(50)
+            for account in self.accounts:
+                if account.retry.due is not None and time.monotonic() >= account.retry.due:
+                    account.retry.due = None
+                    try:
+                        account.setRegistration(True)
+                    except pj.Error as exc:
+                        self.on_reg_state(account, 0, exc.info(), 0)
+        for account in self.accounts:  # un-register cleanly
+            try:
+                account.setRegistration(False)
+            except pj.Error:
+                pass
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:
+            self.ep.libHandleEvents(50)
+
+
+def run(cfg: Config) -> None:
+    registrar = TrunkRegistrar(cfg)
+    signal.signal(signal.SIGTERM, lambda *_: setattr(registrar, "stopping", True))
+    signal.signal(signal.SIGINT, lambda *_: setattr(registrar, "stopping", True))
+    registrar.start()
+    print("trunks ready", flush=True)
+    registrar.loop()
+    logging.shutdown()
+    sys.stdout.flush()
+    os._exit(0)  # as the feature server: no pjsua2 teardown by Python's finalizer
