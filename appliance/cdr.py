@@ -31,13 +31,16 @@ CREATE TABLE IF NOT EXISTS cdr (
     duration INTEGER,
     billsec INTEGER,
     recording TEXT,
-    worker INTEGER NOT NULL DEFAULT 0
+    worker INTEGER NOT NULL DEFAULT 0,
+    dst_number TEXT,
+    trunk TEXT
 );
 CREATE INDEX IF NOT EXISTS cdr_started ON cdr(started_at);
 """
 
 COLUMNS = ("id", "sip_call_id", "started_at", "answered_at", "ended_at", "direction", "src", "src_name",
-           "dst", "disposition", "sip_code", "duration", "billsec", "recording", "worker")
+           "dst", "dst_number", "trunk", "disposition", "sip_code", "duration", "billsec", "recording", "worker")
+ADDED_COLUMNS = {"worker": "INTEGER NOT NULL DEFAULT 0", "dst_number": "TEXT", "trunk": "TEXT"}
 
 
 def now() -> str:
@@ -68,20 +71,26 @@ class CdrStore:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
         columns = {row[1] for row in self.db.execute("PRAGMA table_info(cdr)")}
-        if "worker" not in columns:  # databases from before feature-server workers
-            self.db.execute("ALTER TABLE cdr ADD COLUMN worker INTEGER NOT NULL DEFAULT 0")
+        for column, kind in ADDED_COLUMNS.items():  # databases from older versions
+            if column not in columns:
+                self.db.execute(f"ALTER TABLE cdr ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         self.db.close()
 
     def start(self, *, direction: str, src: str, dst: str, src_name: str | None = None,
-              sip_call_id: str | None = None) -> str:
+              sip_call_id: str | None = None, dst_number: str | None = None) -> str:
+        """`dst` is what was dialled, `dst_number` the normalised number sent out (external calls)."""
         assert direction in DIRECTIONS
         cdr_id = str(uuid.uuid4())
         self.db.execute(
-            "INSERT INTO cdr (id, sip_call_id, started_at, direction, src, src_name, dst, worker) VALUES (?,?,?,?,?,?,?,?)",
-            (cdr_id, sip_call_id, now(), direction, src, src_name, dst, self.worker))
+            "INSERT INTO cdr (id, sip_call_id, started_at, direction, src, src_name, dst, dst_number, worker) "
+            "VALUES (?,?,?,?,?,?,?,?,?)",
+            (cdr_id, sip_call_id, now(), direction, src, src_name, dst, dst_number, self.worker))
         return cdr_id
+
+    def trunk(self, cdr_id: str, name: str) -> None:
+        self.db.execute("UPDATE cdr SET trunk=? WHERE id=?", (name, cdr_id))
 
     def answered(self, cdr_id: str, recording: str | None) -> None:
         self.db.execute("UPDATE cdr SET answered_at=?, recording=? WHERE id=? AND ended_at IS NULL",

@@ -368,6 +368,7 @@ def _read_phone(r: _Reader, node: Node, number: str, macs: dict[str, int]) -> Ph
 TOP_LEVEL_KEYS = {"site", "data_dir", "network", "recording", "calls", "security", "extensions", "logging",
                   "features", "provisioning", "trunks", "dialplan"}
 CALL_CLASSES = ("local", "national", "mobile", "international", "emergency")
+MAX_TRUNKS = 6
 
 
 def _read_trunks(r: _Reader, node: Node) -> list[Trunk]:
@@ -398,6 +399,8 @@ def _read_trunks(r: _Reader, node: Node) -> list[Trunk]:
         if "dids" in f:
             trunk.dids = [d for d in (r.text(n, "trunk did") for n in r.sequence(f["dids"][1], "trunk dids")) if d]
         out.append(trunk)
+    if len(out) > MAX_TRUNKS:
+        r.error(node, f"at most {MAX_TRUNKS} trunks (each is a pjsua2 account; the wheel allows 8 per process)")
     return out
 
 

@@ -46,8 +46,8 @@ def write_office(directory: Path, extra: str = "", no_answer_timeout: int = 30, 
     extensions = extensions or "\n".join(
         f'  - {{number: "{n}", name: "Phone {n}", password: "pw-{n}-secret"}}' for n in TONES)
     path = directory / "office.yaml"
-    path.write_text(f"""site: {{name: "Test office"}}
-data_dir: ./var
+    site = "" if re.search(r"^site:", extra, re.M) else 'site: {name: "Test office"}\n'
+    path.write_text(f"""{site}data_dir: ./var
 network: {{bind: 127.0.0.1, sip_port: {base}, rtp_ports: [{base + 100}, {base + 99 + rtp_count}]}}
 {extra or f"calls: {{no_answer_timeout: {no_answer_timeout}}}"}
 extensions:

@@ -73,3 +73,73 @@ def test_status_lists_trunks_that_do_not_register(tmp_path):
         assert trunk_state(pbx)["state"] == "not registering"
     finally:
         pbx.stop()
+
+
+def provider_calls(tmp_path: Path, scenario: str, name: str) -> tuple[subprocess.Popen, int, Path]:
+    port = free_udp_port()
+    script = tmp_path / f"{name}.xml"
+    script.write_text((SCENARIOS / scenario).read_text().replace("@USER@", "nn-office").replace("@PASSWORD@", "trunk-pass-2"))
+    trace = tmp_path / f"{name}.messages"
+    proc = subprocess.Popen(["sipp", "-sf", str(script), "-nostdin", "-i", "127.0.0.1", "-p", str(port), "-m", "1",
+                             "-trace_msg", "-message_file", str(trace)], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return proc, port, trace
+
+
+def test_outbound_call_fails_over_to_the_next_trunk_which_authenticates_it(tmp_path, lab):
+    import pjsua2 as pj
+
+    from conftest import TONES
+
+    down, down_port, down_trace = provider_calls(tmp_path, "provider_503.xml", "down")
+    backup, backup_port, backup_trace = provider_calls(tmp_path, "provider_call.xml", "backup")
+    extra = f"""site: {{name: "NN", area_code: "831"}}
+trunks:
+  - {{name: main, host: 127.0.0.1, port: {down_port}, register: false, caller_id: "+78312000000"}}
+  - {{name: backup, host: 127.0.0.1, port: {backup_port}, register: false, username: nn-office, password: trunk-pass-2,
+     caller_id: "+78312000001", number_format: national}}"""
+    pbx = start_pbx(write_office(tmp_path, extra=extra))
+    lab.port = pbx.sip_port
+    try:
+        phone = lab.phone("101", "pw-101-secret", TONES["101"])
+        call = phone.dial("89101234567")
+        lab.wait_for(lambda: call.state == pj.PJSIP_INV_STATE_CONFIRMED, 15, "the call out to be answered")
+        lab.poll(1.0)
+        call.hangup_now()
+        lab.wait_for(lambda: call.state == pj.PJSIP_INV_STATE_DISCONNECTED, 5, "hang-up")
+
+        assert "INVITE sip:+79101234567@127.0.0.1" in down_trace.read_text()       # main: E.164, got 503
+        sent = backup_trace.read_text()
+        assert "INVITE sip:89101234567@127.0.0.1" in sent                          # backup: national format
+        assert re.search(r"^From: <sip:\+78312000001@", sent, re.M)                 # the trunk's caller ID
+        assert "\nAuthorization: Digest" in sent                                     # answered the challenge
+        record = pbx.wait_cdr(lambda r: r["dst"] == "89101234567")
+        assert record["direction"] == "outbound" and record["dst_number"] == "+79101234567"
+        assert record["trunk"] == "backup" and record["disposition"] == "answered"
+    finally:
+        lab.ep.hangupAllCalls()
+        lab.poll(0.3)
+        for p in lab.phones:
+            p.calls.clear()
+            p.shutdown()
+        lab.phones.clear()
+        pbx.stop()
+        down.kill()
+        backup.kill()
+
+
+def test_a_call_the_extension_may_not_make_is_refused(tmp_path):
+    from sipp import run_sipp
+
+    extensions = ('  - {number: "101", name: "Reception", password: "pw-101-secret", permissions: city}\n'
+                  '  - {number: "102", name: "Sales", password: "pw-102-secret"}')
+    extra = 'site: {name: "NN", area_code: "831"}\ntrunks:\n  - {name: main, host: 127.0.0.1, port: 5099, register: false}'
+    pbx = start_pbx(write_office(tmp_path, extra=extra, extensions=extensions))
+    try:
+        result = run_sipp("call_expect_failure.xml", tmp_path, pbx.sip_port, service="89101234567", user="101",
+                          password="pw-101-secret", expected="403")
+        assert result.returncode == 0, result.output
+        record = pbx.wait_cdr(lambda r: r["dst"] == "89101234567")
+        assert record["disposition"] == "failed" and record["trunk"] is None
+    finally:
+        pbx.stop()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pjsua2 as pj
@@ -18,6 +19,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BUSY_CODES = {486, 600, 603}  # the callee (or its user) refused: the caller hears busy
+# A trunk answering these (or not at all) is the trunk's problem, not the callee's: try the next one.
+FAILOVER_CODES = {0, 408, 480} | set(range(500, 600))
+
+
+@dataclass
+class Target:
+    """One way to reach the callee: an extension through the edge, or a number over a trunk."""
+    uri: str
+    from_uri: str
+    account: pj.Account
+    trunk: str | None = None
+    number: str | None = None
 
 
 def disposition_for_failure(code: int) -> str:
@@ -80,18 +93,20 @@ class Leg(pj.Call):
 
 class CallPair:
     def __init__(self, server: "FeatureServer", caller_leg_id: int, *, src: str, src_name: str, dst: str,
-                 sip_call_id: str):
+                 sip_call_id: str, direction: str = "internal", dst_number: str | None = None):
         self.server = server
         self.src, self.src_name, self.dst = src, src_name, dst
         self.caller = Leg(server.account, self, "caller", caller_leg_id)
         self.callee: Leg | None = None
+        self.spent: list[Leg] = []  # callee legs of trunks that failed over; kept until they are gone
+        self.targets: list[Target] = []
         self.state = "routing"  # routing -> ringing -> answered -> ended
         self.no_answer_deadline: float | None = None
         self.recorder: pj.AudioMediaRecorder | None = None
         self.recording_path: str | None = None
         self.bridged = False
-        self.cdr_id = server.cdr_start(direction="internal", src=src, src_name=src_name, dst=dst,
-                                       sip_call_id=sip_call_id)
+        self.cdr_id = server.cdr_start(direction=direction, src=src, src_name=src_name, dst=dst,
+                                       sip_call_id=sip_call_id, dst_number=dst_number)
 
     # -- call control ---------------------------------------------------------------------
 
@@ -102,20 +117,33 @@ class CallPair:
         self.finish(disposition, code)
         safe_hangup(self.caller, code)
 
-    def dial(self, target_uri: str, from_uri: str) -> None:
-        """Places the callee leg; the caller hears ringing once the callee rings."""
-        self.callee = Leg(self.server.account, self, "callee")
+    def dial(self, targets: list[Target]) -> None:
+        """Places the callee leg on the first target, the next ones being failovers; the caller
+        hears ringing once the callee rings."""
+        self.targets = list(targets)
+        self.no_answer_deadline = time.monotonic() + self.server.cfg.no_answer_timeout
+        self.dial_next()
+
+    def dial_next(self) -> None:
+        if not self.targets:
+            self.reject(503, "failed")
+            return
+        target = self.targets.pop(0)
+        if self.callee is not None:
+            self.spent.append(self.callee)
+        self.callee = Leg(target.account, self, "callee")
         prm = pj.CallOpParam(True)
         prm.opt.audioCount = 1
         prm.opt.videoCount = 0
-        prm.txOption.localUri = from_uri
+        prm.txOption.localUri = target.from_uri
+        if target.trunk:
+            self.server.cdr_trunk(self.cdr_id, target.trunk)
         try:
-            self.callee.makeCall(target_uri, prm)
+            self.callee.makeCall(target.uri, prm)
         except pj.Error as exc:
-            log.error("call %s: cannot dial %s: %s", self.cdr_id, target_uri, exc.info())
-            self.reject(503, "failed")
-            return
-        self.no_answer_deadline = time.monotonic() + self.server.cfg.no_answer_timeout
+            log.error("call %s: cannot dial %s: %s", self.cdr_id, target.uri, exc.info())
+            self.callee.disconnected = True
+            self.dial_next()
 
     def on_no_answer_timeout(self) -> None:
         log.info("call %s: %s did not answer in %d s", self.cdr_id, self.dst, self.server.cfg.no_answer_timeout)
@@ -124,6 +152,9 @@ class CallPair:
             safe_hangup(self.callee)  # CANCEL towards the phone
 
     def on_leg_state(self, leg: Leg, info: pj.CallInfo) -> None:
+        if leg in self.spent:  # a failed-over trunk leg winding down
+            self.server.retire_if_done(self)
+            return
         if self.state == "ended":
             self.server.retire_if_done(self)
             return
@@ -148,6 +179,10 @@ class CallPair:
             if self.state == "answered":
                 self.finish("answered", info.lastStatusCode)
                 safe_hangup(self.caller)
+            elif self.targets and info.lastStatusCode in FAILOVER_CODES:
+                log.warning("call %s: %s answered %d; trying the next trunk", self.cdr_id, info.remoteUri,
+                            info.lastStatusCode)
+                self.dial_next()
             else:
                 code = info.lastStatusCode if info.lastStatusCode >= 300 else 500
                 self.reject(code, disposition_for_failure(code))
@@ -205,4 +240,5 @@ class CallPair:
         self.server.retire_if_done(self)
 
     def legs_gone(self) -> bool:
-        return self.caller.disconnected and (self.callee is None or self.callee.disconnected)
+        return (self.caller.disconnected and (self.callee is None or self.callee.disconnected)
+                and all(leg.disconnected for leg in self.spent))

@@ -21,9 +21,11 @@ from typing import Callable
 import pjsua2 as pj
 
 from ..cdr import CdrStore
-from ..config import CALLS_PER_WORKER, Config
+from ..config import CALLS_PER_WORKER, Config, Trunk
+from ..dialplan import DialPlan, format_for_trunk
 from ..recordings import recording_path, recover_after_crash
-from .b2bua import CallPair, safe_hangup
+from ..trunks import trunk_states
+from .b2bua import CallPair, Target, safe_hangup
 
 log = logging.getLogger("edgepbx.featureserver")
 
@@ -55,6 +57,8 @@ class FeatureServer:
         recover_after_crash(self.store)
         self.ep = pj.Endpoint()
         self.account: Account | None = None
+        self.trunk_accounts: dict[str, pj.Account] = {}  # one per trunk: its credentials for 401/407
+        self.dialplan = DialPlan(cfg)
 
     # -- library setup ----------------------------------------------------------------------
 
@@ -92,8 +96,25 @@ class FeatureServer:
         ac.mediaConfig.transportConfig.boundAddress = net.bind
         self.account = Account(self)
         self.account.create(ac, True)
+        for trunk in self.cfg.trunks:
+            self.trunk_accounts[trunk.name] = self.trunk_account(trunk, ac)
         log.info("feature server worker %d listening on %s:%d (RTP %d-%d)", self.worker.index, net.bind,
                  self.worker.sip_port, *self.worker.rtp_ports)
+
+    def trunk_account(self, trunk: Trunk, base: pj.AccountConfig) -> pj.Account:
+        """No registration here (appliance/trunks.py does it once); calls go out through the edge."""
+        net = self.cfg.network
+        tc = pj.AccountConfig()
+        tc.idUri = f"sip:{trunk.username or 'edgepbx'}@{trunk.host}"
+        tc.mediaConfig.transportConfig.port = base.mediaConfig.transportConfig.port
+        tc.mediaConfig.transportConfig.portRange = base.mediaConfig.transportConfig.portRange
+        tc.mediaConfig.transportConfig.boundAddress = net.bind
+        tc.sipConfig.proxies.append(f"sip:{net.bind}:{net.sip_port};lr")
+        if trunk.username:
+            tc.sipConfig.authCreds.append(pj.AuthCredInfo("digest", "*", trunk.username, 0, trunk.password))
+        account = pj.Account()
+        account.create(tc)
+        return account
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -171,20 +192,46 @@ class FeatureServer:
             safe_hangup(refused, 503)
             self.retired.append(refused)
             return
+        route = self.dialplan.route(dst, src)
+        external = route.klass not in ("internal", "feature", "denied")
         pair = CallPair(self, prm.callId, src=src, src_name=src_name, dst=dst,
-                        sip_call_id=call_id.group(1) if call_id else "")
+                        sip_call_id=call_id.group(1) if call_id else "",
+                        direction="outbound" if external else "internal", dst_number=route.number if external else None)
         self.pairs[id(pair)] = pair
-        target = self.cfg.extension(dst)
-        if target is None:
-            log.info("call %s: %s dialled unknown number %r", pair.cdr_id, src, dst)
+        if route.klass == "denied":
+            log.info("call %s: %s may not call %r: %s", pair.cdr_id, src, dst, route.reason)
+            pair.reject(403 if route.reason.startswith("extension") else 404, "failed")
+            return
+        if route.klass == "feature":  # pickup is issue 3's
             pair.reject(404, "failed")
             return
         if dst == src:
             pair.reject(486, "busy")
             return
+        if external:
+            targets = self.trunk_targets(route.number, route.trunks)
+            if not targets:
+                log.warning("call %s: no usable trunk for %s", pair.cdr_id, route.number)
+                pair.reject(503, "failed")
+                return
+            pair.dial(targets)
+            return
         net = self.cfg.network
         from_uri = f'"{src_name}" <sip:{src}@{self.cfg.domain}>'
-        pair.dial(f"sip:{dst}@{net.bind}:{net.sip_port}", from_uri)
+        pair.dial([Target(f"sip:{route.number}@{net.bind}:{net.sip_port}", from_uri, self.account)])
+
+    def trunk_targets(self, number: str, names: list[str]) -> list[Target]:
+        """The route's trunks in order, those whose registration is failing last (still tried)."""
+        failing = {t["name"] for t in trunk_states(self.cfg) if t["state"] == "failing"}
+        trunks = [t for n in names for t in self.cfg.trunks if t.name == n]
+        trunks.sort(key=lambda t: t.name in failing)
+        targets = []
+        for trunk in trunks:
+            sent = format_for_trunk(number, trunk.number_format, self.dialplan.country_code)
+            caller = trunk.caller_id or trunk.username or "anonymous"
+            targets.append(Target(f"sip:{sent}@{trunk.host}:{trunk.port}", f"<sip:{caller}@{trunk.host}>",
+                                  self.trunk_accounts[trunk.name], trunk.name, sent))
+        return targets
 
     def retire_if_done(self, pair: CallPair) -> None:
         if pair.state == "ended" and pair.legs_gone() and self.pairs.pop(id(pair), None) is not None:
@@ -205,6 +252,9 @@ class FeatureServer:
     def cdr_start(self, **fields: str) -> str:
         cdr_id = self._cdr(lambda: self.store.start(**fields), "insert")
         return cdr_id if isinstance(cdr_id, str) else "unrecorded"
+
+    def cdr_trunk(self, cdr_id: str, name: str) -> None:
+        self._cdr(lambda: self.store.trunk(cdr_id, name), "trunk update")
 
     def cdr_answered(self, cdr_id: str, recording: str | None) -> None:
         self._cdr(lambda: self.store.answered(cdr_id, recording), "answer update")

@@ -246,6 +246,10 @@ class Router:
         return 1
 
     def to_phone(self):
+        if not KSR.is_myself(KSR.pv.get("$ru")):
+            KSR.rr.record_route()  # a call out over a trunk: straight to the provider
+            self.relay()
+            return
         rc = KSR.registrar.lookup("location")
         if rc < 0:
             KSR.tm.t_newtran()
