@@ -88,6 +88,31 @@ class Trunk:
     dids: list[str] = field(default_factory=list)
 
 
+SOUNDS = Path(__file__).resolve().parent / "sounds"
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+MAX_PARALLEL_RING = 3  # the caller's leg plus 3 ringing phones: the 4 legs one worker holds
+
+
+@dataclass
+class Step:
+    """One step of an inbound scenario: ring extensions at once, or call a number out."""
+    kind: str                  # "ring" or "external"
+    targets: list[str]
+    timeout: int
+
+
+@dataclass
+class Inbound:
+    greeting: Path = SOUNDS / "greeting.wav"
+    night_greeting: Path = SOUNDS / "greeting-closed.wav"
+    invalid_prompt: Path = SOUNDS / "invalid-extension.wav"
+    digit_timeout: int = 5
+    hours: dict[str, tuple[str, str]] | None = None  # weekday -> (open, close) "HH:MM"; None: always open
+    holidays: set[str] = field(default_factory=set)  # "YYYY-MM-DD", closed all day
+    day: list[Step] | None = None    # None: every extension in turn
+    night: list[Step] = field(default_factory=list)  # default: the night greeting, then hang up
+
+
 @dataclass
 class DialRule:
     """An office's own dial-plan rule, tried before the country's."""
@@ -160,6 +185,7 @@ class Config:
     area_code: str = ""
     trunks: list[Trunk] = field(default_factory=list)
     dial_rules: list[DialRule] = field(default_factory=list)
+    inbound: Inbound = field(default_factory=Inbound)
     features: Features = field(default_factory=Features)
     provisioning: Provisioning = field(default_factory=Provisioning)
     data_dir: Path = Path("var")
@@ -366,7 +392,82 @@ def _read_phone(r: _Reader, node: Node, number: str, macs: dict[str, int]) -> Ph
 
 
 TOP_LEVEL_KEYS = {"site", "data_dir", "network", "recording", "calls", "security", "extensions", "logging",
-                  "features", "provisioning", "trunks", "dialplan"}
+                  "features", "provisioning", "trunks", "dialplan", "inbound"}
+
+
+def _read_steps(r: _Reader, node: Node, where: str, extensions: set[str], default_timeout: int) -> list[Step]:
+    steps = []
+    for item in r.sequence(node, where):
+        f = r.mapping(item, {"ring", "strategy", "timeout", "forward", "forward_external"}, f"{where} step")
+        timeout = default_timeout
+        if "timeout" in f:
+            timeout = r.integer(f["timeout"][1], f"{where} step timeout", 1, 600) or default_timeout
+        if "forward_external" in f:
+            number = r.text(f["forward_external"][1], "forward_external")
+            if number:
+                steps.append(Step("external", [number], timeout))
+            continue
+        members_node = f.get("ring") or f.get("forward")
+        if members_node is None:
+            r.error(item, f"{where} step needs ring, forward or forward_external")
+            continue
+        value = members_node[1]
+        members = ([r.text(n, "ring member") for n in r.sequence(value, "ring")] if isinstance(value, SequenceNode)
+                   else [r.text(value, "forward")])
+        unknown = [m for m in members if m not in extensions]
+        if unknown:
+            r.error(value, f"{where}: not an extension: {', '.join(str(m) for m in unknown)}")
+            continue
+        strategy = r.text(f["strategy"][1], "strategy") if "strategy" in f else "all"
+        if strategy not in ("all", "order"):
+            r.error(f["strategy"][1], f"{where}: strategy must be all (at once) or order (one after another)")
+            continue
+        if strategy == "order":
+            steps += [Step("ring", [m], timeout) for m in members]
+        elif len(members) > MAX_PARALLEL_RING:
+            r.error(value, f"{where}: at most {MAX_PARALLEL_RING} phones can ring at once (a feature-server "
+                           f"worker holds 4 call legs); use strategy: order or split the group into steps")
+        else:
+            steps.append(Step("ring", members, timeout))
+    return steps
+
+
+def _read_inbound(r: _Reader, node: Node, cfg: Config) -> None:
+    inbound = cfg.inbound
+    f = r.mapping(node, {"greeting", "night_greeting", "invalid_prompt", "digit_timeout", "hours", "holidays",
+                         "day", "night"}, "inbound")
+    for key in ("greeting", "night_greeting", "invalid_prompt"):
+        if key in f:
+            name = r.text(f[key][1], f"inbound.{key}")
+            path = (cfg.path.parent / (name or "")).resolve()
+            if not path.is_file():
+                r.error(f[key][1], f"inbound.{key}: no such WAV file {path}")
+            else:
+                setattr(inbound, key, path)
+    _apply(f, "digit_timeout", lambda n: r.integer(n, "inbound.digit_timeout", 1, 60),
+           lambda v: setattr(inbound, "digit_timeout", v))
+    if "hours" in f:
+        hours = {}
+        for day, (key_node, value) in r.mapping(f["hours"][1], set(WEEKDAYS), "inbound.hours").items():
+            span = r.text(value, f"inbound.hours.{day}") or ""
+            found = re.fullmatch(r"([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)", span)
+            if not found or span[:5] >= span[6:]:
+                r.error(value, f"inbound.hours.{day} must look like 09:00-18:00")
+            else:
+                hours[day] = (span[:5], span[6:])
+        inbound.hours = hours
+    if "holidays" in f:
+        for n in r.sequence(f["holidays"][1], "inbound.holidays"):
+            day = r.text(n, "holiday")
+            if day and re.fullmatch(r"\d{4}-\d{2}-\d{2}", day):
+                inbound.holidays.add(day)
+            else:
+                r.error(n, "inbound.holidays: dates look like 2026-12-31")
+    numbers = {e.number for e in cfg.extensions}
+    if "day" in f:
+        inbound.day = _read_steps(r, f["day"][1], "inbound.day", numbers, cfg.no_answer_timeout)
+    if "night" in f:
+        inbound.night = _read_steps(r, f["night"][1], "inbound.night", numbers, cfg.no_answer_timeout)
 CALL_CLASSES = ("local", "national", "mobile", "international", "emergency")
 MAX_TRUNKS = 6
 
@@ -583,6 +684,8 @@ def load(path: str | Path) -> Config:
         cfg.trunks = _read_trunks(r, top["trunks"][1])
     if "dialplan" in top:
         _read_dialplan(r, top["dialplan"][1], cfg)
+    if "inbound" in top:
+        _read_inbound(r, top["inbound"][1], cfg)
 
     net = cfg.network
     if net.feature_port == 0:

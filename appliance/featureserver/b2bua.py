@@ -88,7 +88,10 @@ class Leg(pj.Call):
         self.pair.on_leg_state(self, info)
 
     def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:
-        self.pair.connect_media()
+        self.pair.on_media()
+
+    def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:  # RFC 2833 and SIP INFO alike
+        self.pair.on_dtmf(self, prm.digit)
 
 
 class CallPair:
@@ -144,6 +147,24 @@ class CallPair:
             log.error("call %s: cannot dial %s: %s", self.cdr_id, target.uri, exc.info())
             self.callee.disconnected = True
             self.dial_next()
+
+    def on_timer(self) -> None:
+        if self.no_answer_deadline is not None and time.monotonic() >= self.no_answer_deadline:
+            self.no_answer_deadline = None
+            self.on_no_answer_timeout()
+
+    def on_dtmf(self, leg: Leg, digit: str) -> None:
+        """Digits during an internal call: transfer by # is issue 3's; nothing yet."""
+
+    def on_media(self) -> None:
+        self.connect_media()
+
+    def abort(self) -> None:
+        """The feature server is stopping: end the call and close its record."""
+        self.finish("answered" if self.state == "answered" else "failed", 503)
+        safe_hangup(self.caller, 503)
+        if self.callee is not None:
+            safe_hangup(self.callee)
 
     def on_no_answer_timeout(self) -> None:
         log.info("call %s: %s did not answer in %d s", self.cdr_id, self.dst, self.server.cfg.no_answer_timeout)

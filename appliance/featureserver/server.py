@@ -26,12 +26,15 @@ from ..dialplan import DialPlan, format_for_trunk
 from ..recordings import recording_path, recover_after_crash
 from ..trunks import trunk_states
 from .b2bua import CallPair, Target, safe_hangup
+from .inbound import InboundCall
 
 log = logging.getLogger("edgepbx.featureserver")
 
 CODEC_PRIORITIES = {"G722/16000": 240, "PCMA/8000": 230, "PCMU/8000": 220}  # others disabled
 MAX_LEGS = CALLS_PER_WORKER * 2  # the wheel's PJSUA_MAX_CALLS (4); config.py explains
 REQUEST_LINE = re.compile(r"^INVITE\s+sips?:([^@;>\s]+)@", re.IGNORECASE)
+TRUNK_HEADER = re.compile(r"^X-Edgepbx-Trunk:\s*(\S+)", re.IGNORECASE | re.MULTILINE)
+FROM_USER = re.compile(r"^(?:From|f):[^\r\n]*?<?sips?:([^@;>\s]+)@", re.IGNORECASE | re.MULTILINE)
 ASSERTED_ID = re.compile(r'^P-Asserted-Identity:\s*(?:"([^"]*)"\s*)?<?sips?:([^@;>\s]+)@', re.IGNORECASE | re.MULTILINE)
 
 
@@ -142,11 +145,8 @@ class FeatureServer:
                 log.exception("feature server task failed")
 
     def fire_timers(self) -> None:
-        now = time.monotonic()
         for pair in list(self.pairs.values()):
-            if pair.no_answer_deadline is not None and now >= pair.no_answer_deadline:
-                pair.no_answer_deadline = None
-                pair.on_no_answer_timeout()
+            pair.on_timer()
 
     def request_stop(self, *_args: object) -> None:
         self.stopping = True
@@ -154,12 +154,9 @@ class FeatureServer:
     def shutdown(self) -> None:
         """Hangs up every call, closes their records, and releases the library (about 1 s)."""
         for pair in list(self.pairs.values()):
-            safe_hangup(pair.caller, 503)
-            if pair.callee is not None:
-                safe_hangup(pair.callee)
-            pair.finish("answered" if pair.state == "answered" else "failed", 503)
+            pair.abort()
         deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline and any(isinstance(p, CallPair) and not p.legs_gone() for p in self.retired + list(self.pairs.values())):
+        while time.monotonic() < deadline and any(hasattr(p, "legs_gone") and not p.legs_gone() for p in self.retired + list(self.pairs.values())):
             self.ep.libHandleEvents(20)
         self.pairs.clear()
         self.retired.clear()
@@ -179,7 +176,15 @@ class FeatureServer:
         src = asserted.group(2) if asserted else ""
         src_name = asserted.group(1) if asserted and asserted.group(1) else src
         call_id = re.search(r"^(?:Call-ID|i):\s*(\S+)", msg, re.IGNORECASE | re.MULTILINE)
-        if source != self.kamailio_addr or not src:
+        trunk = TRUNK_HEADER.search(msg)
+        if source == self.kamailio_addr and trunk and len(self.pairs) < CALLS_PER_WORKER:
+            caller = FROM_USER.search(msg)
+            inbound = InboundCall(self, prm.callId, src=caller.group(1) if caller else "anonymous", did=dst,
+                                  trunk=trunk.group(1), sip_call_id=call_id.group(1) if call_id else "")
+            self.pairs[id(inbound)] = inbound
+            inbound.start()
+            return
+        if source != self.kamailio_addr or not (src or trunk):
             # Only Kamailio, which has authenticated the caller, may place calls here.
             log.warning("rejecting INVITE from %s (not the SIP edge or no asserted caller)", source)
             intruder = pj.Call(self.account, prm.callId)

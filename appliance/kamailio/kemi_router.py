@@ -36,6 +36,7 @@ class Router:
         self.ban_after = int(routing["ban_after"])
         self.direct = bool(routing.get("direct_routing", False))  # benchmark only: bypass the feature server
         self.registrations_path = routing.get("registrations_db")
+        self.trunks = {(t["ip"], int(t["port"])): t["name"] for t in routing.get("trunks", [])}
         registrar = routing.get("trunk_registrar") or {}
         self.trunk_registrar = (registrar.get("host"), int(registrar.get("port", 0)))
         self.registrations = None  # opened per Kamailio process, on first use
@@ -48,7 +49,8 @@ class Router:
     def ksr_request_route(self, msg):
         method = KSR.pv.get("$rm")
         from_fs = self.from_feature_server()
-        if not from_fs and not self.from_trunk_registrar() and self.reject_abuse(method) == EXIT:
+        trunk = self.trunks.get((KSR.pv.get("$si"), int(KSR.pv.get("$sp"))))
+        if not from_fs and not trunk and not self.from_trunk_registrar() and self.reject_abuse(method) == EXIT:
             return 1
         if KSR.maxfwd.process_maxfwd(10) < 0:
             KSR.sl.sl_send_reply(483, "Too Many Hops")
@@ -83,8 +85,14 @@ class Router:
         if method != "INVITE":
             KSR.sl.sl_send_reply(405, "Method Not Allowed")
             return 1
+        KSR.hdr.remove("X-Edgepbx-Trunk")  # only this edge says a call came in on a trunk
         if from_fs:
             self.to_phone()
+        elif trunk:
+            KSR.hdr.remove("P-Asserted-Identity")
+            KSR.hdr.append(f"X-Edgepbx-Trunk: {trunk}\r\n")
+            KSR.rr.record_route()
+            self.to_worker()
         else:
             self.to_feature_server()
         return 1
@@ -209,6 +217,9 @@ class Router:
             self.to_phone()
             return
         KSR.rr.record_route()
+        self.to_worker()
+
+    def to_worker(self):
         # Round robin over the feature-server workers; a full worker answers 503 and the
         # failure route tries the next one, so a call fails only when every worker is full.
         # Not atomic across Kamailio's processes: two calls may now and then start at the same

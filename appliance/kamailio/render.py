@@ -8,6 +8,7 @@ from __future__ import annotations
 import glob
 import os
 import secrets
+import socket
 from pathlib import Path
 
 from ..config import Config
@@ -76,6 +77,14 @@ cfgengine "python"
 """
 
 
+def _resolve(host: str) -> str:
+    """The trunk's address as Kamailio sees it in $si (a name is resolved once, at start)."""
+    try:
+        return socket.gethostbyname(host)
+    except OSError:
+        return host
+
+
 def routing_data(cfg: Config, passwords: dict[str, str], direct_routing: bool = False) -> dict:
     return {
         "realm": cfg.domain,
@@ -84,6 +93,7 @@ def routing_data(cfg: Config, passwords: dict[str, str], direct_routing: bool = 
         "direct_routing": direct_routing,
         "registrations_db": str(cfg.data_dir / "registrations.sqlite"),
         "trunk_registrar": {"host": cfg.network.bind, "port": cfg.network.feature_port - 1},
+        "trunks": [{"name": t.name, "ip": _resolve(t.host), "port": t.port} for t in cfg.trunks],
         "extensions": {e.number: {"password": passwords[e.number], "name": e.name} for e in cfg.extensions},
     }
 

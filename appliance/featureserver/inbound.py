@@ -1,0 +1,284 @@
+"""An inbound call from a trunk, as the memo has it: the caller hears the greeting and may dial an
+extension (RFC 2833 or SIP INFO); without digits the office's scenario runs (ring phones at once
+or in turn, or forward to an outside number). Office hours pick the day or the night scenario.
+
+Runs on the feature server's library thread like CallPair, and shares its bridging and recording.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import zoneinfo
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import pjsua2 as pj
+
+from ..config import Config, Inbound, Step, WEEKDAYS
+from .b2bua import Leg, Target, active_audio, safe_hangup
+
+if TYPE_CHECKING:
+    from .server import FeatureServer
+
+log = logging.getLogger(__name__)
+RINGBACK_HZ, RING_ON_MS, RING_OFF_MS = 425, 1000, 4000  # the Russian/European ringback tone
+
+
+def office_open(inbound: Inbound, timezone: str, when: datetime | None = None) -> bool:
+    """True in office hours (always, without `inbound.hours`); holidays are closed."""
+    now = (when or datetime.now()).astimezone(zoneinfo.ZoneInfo(timezone))
+    if now.strftime("%Y-%m-%d") in inbound.holidays:
+        return False
+    if inbound.hours is None:
+        return True
+    span = inbound.hours.get(WEEKDAYS[now.weekday()])
+    return span is not None and span[0] <= now.strftime("%H:%M") < span[1]
+
+
+def default_day(cfg: Config) -> list[Step]:
+    return [Step("ring", [e.number], cfg.no_answer_timeout) for e in cfg.extensions]
+
+
+class Prompt(pj.AudioMediaPlayer):
+    """A prompt played once; tells the call when it has finished."""
+
+    def __init__(self, call: "InboundCall"):
+        super().__init__()
+        self.call = call
+
+    def onEof2(self) -> None:
+        self.call.server.call_soon(self.call.on_prompt_end)
+
+
+class InboundCall:
+    def __init__(self, server: "FeatureServer", caller_leg_id: int, *, src: str, did: str, trunk: str,
+                 sip_call_id: str):
+        self.server, self.cfg = server, server.cfg
+        self.src, self.src_name, self.dst, self.trunk = src, src, did, trunk
+        self.caller = Leg(server.account, self, "caller", caller_leg_id)
+        self.callees: list[Leg] = []
+        self.spent: list[Leg] = []
+        self.winner: Leg | None = None
+        self.answered_by: str | None = None
+        self.state = "greeting"  # greeting -> waiting (digits) -> ringing -> answered -> ended
+        self.digits = ""
+        self.deadline: float | None = None  # digit timeout, or the ringing step's timeout
+        self.no_answer_deadline = None      # the server's timer loop looks at this (CallPair's); unused here
+        self.prompt: Prompt | None = None
+        self.ringback: pj.ToneGenerator | None = None
+        self.recorder: pj.AudioMediaRecorder | None = None
+        self.recording_path: str | None = None
+        self.open = office_open(self.cfg.inbound, self.cfg.timezone)
+        self.steps = list((self.cfg.inbound.day if self.cfg.inbound.day is not None else default_day(self.cfg))
+                          if self.open else self.cfg.inbound.night)
+        self.cdr_id = server.cdr_start(direction="inbound", src=src, src_name=src, dst=did,
+                                       sip_call_id=sip_call_id)
+        server.cdr_trunk(self.cdr_id, trunk)
+
+    # -- the caller: answer, greet, listen for digits ---------------------------------------
+
+    def start(self) -> None:
+        prm = pj.CallOpParam()
+        prm.statusCode = 200
+        try:
+            self.caller.answer(prm)
+        except pj.Error as exc:
+            log.error("inbound %s: cannot answer: %s", self.cdr_id, exc.info())
+            self.finish("failed", 500)
+
+    def play(self, path) -> None:
+        audio = active_audio(self.caller)
+        if audio is None:
+            return
+        self.stop_prompt()
+        self.prompt = Prompt(self)
+        try:
+            self.prompt.createPlayer(str(path), pj.PJMEDIA_FILE_NO_LOOP)
+            self.prompt.startTransmit(audio)
+        except pj.Error as exc:
+            log.error("inbound %s: cannot play %s: %s", self.cdr_id, path, exc.info())
+            self.prompt = None
+            self.on_prompt_end()
+
+    def stop_prompt(self) -> None:
+        self.prompt = None  # destroying the player takes it off the bridge
+
+    def on_prompt_end(self) -> None:
+        self.stop_prompt()
+        if self.state == "waiting":  # after the "no such extension" prompt: listen again
+            self.deadline = time.monotonic() + self.cfg.inbound.digit_timeout
+        if self.state == "greeting":
+            if not self.open and not self.steps:
+                self.finish("no_answer", 480)  # closed, nothing configured: the night greeting was it
+                return
+            self.state = "waiting"
+            self.deadline = time.monotonic() + self.cfg.inbound.digit_timeout
+
+    def on_dtmf(self, leg: Leg, digit: str) -> None:
+        if leg is not self.caller or self.state not in ("greeting", "waiting"):
+            return
+        self.stop_prompt()
+        self.state = "waiting"
+        if digit == "#":
+            self.check_digits(final=True)
+            return
+        self.digits += digit
+        self.deadline = time.monotonic() + self.cfg.inbound.digit_timeout
+        self.check_digits(final=False)
+
+    def check_digits(self, final: bool) -> None:
+        numbers = [e.number for e in self.cfg.extensions]
+        if self.digits in numbers and (final or not any(n != self.digits and n.startswith(self.digits)
+                                                          for n in numbers)):
+            log.info("inbound %s: caller dialled extension %s", self.cdr_id, self.digits)
+            self.steps.insert(0, Step("ring", [self.digits], self.cfg.no_answer_timeout))
+            self.next_step()
+        elif final or not any(n.startswith(self.digits) for n in numbers):
+            log.info("inbound %s: caller dialled %r, no such extension", self.cdr_id, self.digits)
+            self.digits = ""
+            self.deadline = None  # the timer starts again when the prompt has been heard
+            self.play(self.cfg.inbound.invalid_prompt)
+
+    def on_timer(self) -> None:
+        if self.deadline is None or time.monotonic() < self.deadline:
+            return
+        self.deadline = None
+        if self.state == "waiting":
+            if self.digits:
+                self.check_digits(final=True)
+            else:
+                self.next_step()
+        elif self.state == "ringing":
+            log.info("inbound %s: nobody answered in time; next step", self.cdr_id)
+            self.drop_callees()
+            self.next_step()
+
+    # -- the scenario ---------------------------------------------------------------------
+
+    def next_step(self) -> None:
+        if not self.steps:
+            self.finish("no_answer", 480)
+            return
+        step = self.steps.pop(0)
+        self.state = "ringing"
+        self.deadline = time.monotonic() + step.timeout
+        self.start_ringback()
+        net = self.cfg.network
+        if step.kind == "external":
+            route = self.server.dialplan.route(step.targets[0])
+            targets = self.server.trunk_targets(route.number, route.trunks)[:1]
+        else:
+            from_uri = f'"{self.src}" <sip:{self.src}@{self.cfg.domain}>'
+            targets = [Target(f"sip:{n}@{net.bind}:{net.sip_port}", from_uri, self.server.account) for n in step.targets]
+        for target in targets:
+            leg = Leg(target.account, self, "callee")
+            prm = pj.CallOpParam(True)
+            prm.opt.audioCount, prm.opt.videoCount = 1, 0
+            prm.txOption.localUri = target.from_uri
+            try:
+                leg.makeCall(target.uri, prm)
+                leg.target = target
+                self.callees.append(leg)
+            except pj.Error as exc:
+                log.warning("inbound %s: cannot ring %s: %s", self.cdr_id, target.uri, exc.info())
+        if not self.callees:
+            self.next_step()
+
+    def start_ringback(self) -> None:
+        audio = active_audio(self.caller)
+        if audio is None or self.ringback is not None:
+            return
+        tone = pj.ToneDesc()
+        tone.freq1, tone.freq2, tone.on_msec, tone.off_msec = RINGBACK_HZ, 0, RING_ON_MS, RING_OFF_MS
+        tone.volume = 0
+        tones = pj.ToneDescVector()
+        tones.append(tone)
+        self.ringback = pj.ToneGenerator()
+        self.ringback.createToneGenerator()
+        self.ringback.play(tones, True)
+        self.ringback.startTransmit(audio)
+
+    def drop_callees(self) -> None:
+        # Moved aside first: pjsua2 may report a leg's end from inside hangup().
+        legs, self.callees = self.callees, []
+        self.spent.extend(legs)
+        for leg in legs:
+            safe_hangup(leg)  # CANCEL the ringing phones
+
+    # -- legs -----------------------------------------------------------------------------
+
+    def on_leg_state(self, leg: Leg, info: pj.CallInfo) -> None:
+        if self.state == "ended" or leg in self.spent:
+            self.server.retire_if_done(self)
+            return
+        disconnected = info.state == pj.PJSIP_INV_STATE_DISCONNECTED
+        if leg is self.caller:
+            if disconnected:
+                self.finish("answered" if self.winner else "no_answer", info.lastStatusCode)
+            return
+        if info.state == pj.PJSIP_INV_STATE_CONFIRMED and self.winner is None:
+            self.winner = leg
+            self.state = "answered"
+            self.deadline = None
+            self.callees.remove(leg)
+            self.drop_callees()
+            self.ringback = None
+            self.stop_prompt()
+            target = getattr(leg, "target", None)
+            self.answered_by = target.number or target.uri if target and target.trunk else info.remoteUri
+            self.start_recording()
+            self.server.cdr_answered(self.cdr_id, self.recording_path)
+            self.connect_media()
+        elif disconnected:
+            if leg is self.winner:
+                self.finish("answered", info.lastStatusCode)
+                return
+            if leg in self.callees:
+                self.callees.remove(leg)
+                self.spent.append(leg)
+            if not self.callees and self.state == "ringing":
+                self.next_step()
+
+    def on_media(self) -> None:
+        if self.state == "greeting" and self.prompt is None and active_audio(self.caller) is not None:
+            self.play(self.cfg.inbound.greeting if self.open else self.cfg.inbound.night_greeting)
+        self.connect_media()
+
+    def start_recording(self) -> None:
+        from .b2bua import CallPair
+        CallPair.start_recording(self)  # same files, same failure handling
+
+    def connect_media(self) -> None:
+        if self.winner is None or self.state != "answered":
+            return
+        a, b = active_audio(self.caller), active_audio(self.winner)
+        if a is None or b is None:
+            return
+        a.startTransmit(b)
+        b.startTransmit(a)
+        if self.recorder is not None:
+            a.startTransmit(self.recorder)
+            b.startTransmit(self.recorder)
+
+    # -- end ------------------------------------------------------------------------------
+
+    def finish(self, disposition: str, code: int | None) -> None:
+        if self.state == "ended":
+            return
+        self.state = "ended"
+        self.deadline = None
+        self.prompt = self.ringback = self.recorder = None
+        self.server.cdr_ended(self.cdr_id, disposition, code)
+        log.info("inbound %s from %s to %s ended: %s (%s)", self.cdr_id, self.src, self.dst, disposition, code)
+        self.drop_callees()
+        if self.winner is not None:
+            safe_hangup(self.winner)
+        safe_hangup(self.caller, 480 if disposition == "no_answer" else 0)
+        self.server.retire_if_done(self)
+
+    def abort(self) -> None:
+        self.finish("answered" if self.winner else "failed", 503)
+
+    def legs_gone(self) -> bool:
+        legs = [self.caller, *self.callees, *self.spent] + ([self.winner] if self.winner else [])
+        return all(leg.disconnected for leg in legs)

@@ -1,0 +1,150 @@
+"""Inbound calls from a trunk: greeting, an extension dialled by DTMF during it, the day scenario
+(ring group), the night greeting after hours, and the missed call's record. The outside caller is a
+pjsua2 UA sending from the trunk's own address, as the provider would."""
+from __future__ import annotations
+
+import datetime
+import time
+
+import pjsua2 as pj
+import pytest
+
+from audio import has_tone, lacks_tone
+from conftest import TONES, start_pbx, write_office
+from phones import Phone, write_tone
+from sipp import free_udp_port
+
+GREETING_HZ, NIGHT_HZ, INVALID_HZ, CALLER_HZ = 3100.0, 700.0, 2500.0, 1700.0
+DID = "78312000000"
+
+
+class OutsideCaller(Phone):
+    """An outside phone calling the office's number through the 'provider' address."""
+
+    def __init__(self, lab, transport_id: int):
+        super().__init__(lab, "79101234567", "", CALLER_HZ)
+        cfg = pj.AccountConfig()
+        cfg.idUri = f"sip:{self.number}@provider.test"
+        cfg.sipConfig.transportId = transport_id
+        self.create(cfg)
+
+
+@pytest.fixture
+def inbound_office(tmp_path, lab):
+    def start(inbound_yaml: str):
+        provider_port = free_udp_port()
+        greeting = write_tone(tmp_path / "greeting.wav", GREETING_HZ, seconds=1.5)
+        night = write_tone(tmp_path / "night.wav", NIGHT_HZ, seconds=1.5)
+        invalid = write_tone(tmp_path / "invalid.wav", INVALID_HZ, seconds=0.8)
+        extra = f"""trunks:
+  - {{name: main, host: 127.0.0.1, port: {provider_port}, register: false, dids: ["{DID}"]}}
+inbound:
+  greeting: {greeting}
+  night_greeting: {night}
+  invalid_prompt: {invalid}
+  digit_timeout: 1
+{inbound_yaml}"""
+        pbx = start_pbx(write_office(tmp_path, extra=extra, no_answer_timeout=8))
+        lab.port = pbx.sip_port
+        tc = pj.TransportConfig()
+        tc.port = provider_port
+        tc.boundAddress = "127.0.0.1"
+        state["transport"] = lab.ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tc)
+        caller = OutsideCaller(lab, state["transport"])
+        lab.phones.append(caller)
+        state["pbx"] = pbx
+        return pbx, caller
+
+    state: dict = {}
+    yield start
+    lab.ep.hangupAllCalls()
+    lab.poll(0.5)
+    for phone in lab.phones:
+        phone.calls.clear()
+        try:
+            phone.shutdown()
+        except pj.Error:
+            pass
+    lab.phones.clear()
+    lab.poll(0.2)
+    if "transport" in state:
+        lab.ep.transportClose(state["transport"])
+    if "pbx" in state:
+        state["pbx"].stop()
+
+
+def test_caller_dials_an_extension_during_the_greeting(inbound_office, lab):
+    pbx, caller = inbound_office("  day: [{ring: ['101']}]")
+    callee = lab.phone("102", "pw-102-secret", TONES["102"])
+    call = caller.dial(DID)
+    lab.wait_for(lambda: call.state == pj.PJSIP_INV_STATE_CONFIRMED and call.media_active, 10, "the office to answer")
+    lab.poll(1.0)  # a second of the 1.5 s greeting, then the digits cut it short
+    call.dialDtmf("102")
+    lab.wait_for(lambda: callee.calls and callee.last_call.state == pj.PJSIP_INV_STATE_CONFIRMED, 10, "102 to answer")
+    lab.poll(2.0)
+    call.hangup_now()
+    lab.wait_for(lambda: callee.last_call.state == pj.PJSIP_INV_STATE_DISCONNECTED, 5, "hang-up")
+    heard = call.record_path
+    assert has_tone(heard, GREETING_HZ) and has_tone(heard, TONES["102"])
+    assert has_tone(callee.last_call.record_path, CALLER_HZ)
+    record = pbx.wait_cdr(lambda r: r["direction"] == "inbound")
+    assert record["src"] == "79101234567" and record["dst"] == DID and record["trunk"] == "main"
+    assert record["disposition"] == "answered" and record["recording"]
+
+
+def test_without_digits_the_ring_group_rings_and_one_answers(inbound_office, lab):
+    pbx, caller = inbound_office("  day: [{ring: ['103', '104'], strategy: all, timeout: 10}]")
+    silent = lab.phone("103", "pw-103-secret", TONES["103"])
+    silent.answer = "never"
+    answering = lab.phone("104", "pw-104-secret", TONES["104"])
+    answering.answer_delay = 1.0
+    call = caller.dial(DID)
+    lab.wait_for(lambda: answering.calls and answering.last_call.state == pj.PJSIP_INV_STATE_CONFIRMED, 15,
+                 "104 to answer after the greeting and the digit timeout")
+    assert silent.calls, "103 never rang"
+    lab.wait_for(lambda: silent.last_call.state == pj.PJSIP_INV_STATE_DISCONNECTED, 5, "103 to stop ringing")
+    lab.poll(2.0)
+    call.hangup_now()
+    lab.wait_for(lambda: answering.last_call.state == pj.PJSIP_INV_STATE_DISCONNECTED, 5, "hang-up")
+    assert has_tone(call.record_path, TONES["104"]) and lacks_tone(call.record_path, TONES["103"])
+    assert pbx.wait_cdr(lambda r: r["direction"] == "inbound")["disposition"] == "answered"
+
+
+def test_after_hours_the_caller_hears_the_night_greeting_and_the_call_ends(inbound_office, lab):
+    today = datetime.date.today().isoformat()
+    pbx, caller = inbound_office(f"  holidays: ['{today}', '{(datetime.date.today() + datetime.timedelta(days=1)).isoformat()}']\n"
+                                 "  day: [{ring: ['101']}]")
+    call = caller.dial(DID)
+    lab.wait_for(lambda: call.state == pj.PJSIP_INV_STATE_DISCONNECTED, 15, "the office to hang up")
+    lab.poll(0.5)  # the phone's recorder writes its WAV header as it closes
+    assert has_tone(call.record_path, NIGHT_HZ) and lacks_tone(call.record_path, GREETING_HZ)
+    record = pbx.wait_cdr(lambda r: r["direction"] == "inbound")
+    assert record["disposition"] == "no_answer" and record["src"] == "79101234567"
+
+
+def test_a_caller_who_hangs_up_while_it_rings_leaves_a_missed_call(inbound_office, lab):
+    pbx, caller = inbound_office("  day: [{ring: ['101'], timeout: 20}]")
+    ringing = lab.phone("101", "pw-101-secret", TONES["101"])
+    ringing.answer = "never"
+    call = caller.dial(DID)
+    lab.wait_for(lambda: ringing.calls, 15, "101 to ring")
+    call.hangup_now()
+    lab.wait_for(lambda: ringing.last_call.state == pj.PJSIP_INV_STATE_DISCONNECTED, 5, "101 to stop ringing")
+    record = pbx.wait_cdr(lambda r: r["direction"] == "inbound")
+    assert record["disposition"] == "no_answer" and record["src"] == "79101234567" and record["answered_at"] is None
+
+
+def test_a_wrong_extension_replays_the_prompt_and_the_caller_can_try_again(inbound_office, lab):
+    pbx, caller = inbound_office("  day: [{ring: ['101']}]")
+    callee = lab.phone("102", "pw-102-secret", TONES["102"])
+    call = caller.dial(DID)
+    lab.wait_for(lambda: call.state == pj.PJSIP_INV_STATE_CONFIRMED and call.media_active, 10, "the office to answer")
+    lab.poll(0.3)
+    call.dialDtmf("9")       # no extension starts with 9
+    lab.poll(1.2)
+    call.dialDtmf("102")
+    lab.wait_for(lambda: callee.calls and callee.last_call.state == pj.PJSIP_INV_STATE_CONFIRMED, 10, "102 to answer")
+    lab.poll(1.0)
+    call.hangup_now()
+    lab.poll(0.5)
+    assert has_tone(call.record_path, INVALID_HZ)
