@@ -4,7 +4,7 @@ pjsua2 UA sending from the trunk's own address, as the provider would."""
 from __future__ import annotations
 
 import datetime
-import time
+import subprocess
 
 import pjsua2 as pj
 import pytest
@@ -31,14 +31,14 @@ class OutsideCaller(Phone):
 
 @pytest.fixture
 def inbound_office(tmp_path, lab):
-    def start(inbound_yaml: str):
+    def start(inbound_yaml: str, more_trunks: str = ""):
         provider_port = free_udp_port()
         greeting = write_tone(tmp_path / "greeting.wav", GREETING_HZ, seconds=1.5)
         night = write_tone(tmp_path / "night.wav", NIGHT_HZ, seconds=1.5)
         invalid = write_tone(tmp_path / "invalid.wav", INVALID_HZ, seconds=0.8)
         extra = f"""trunks:
   - {{name: main, host: 127.0.0.1, port: {provider_port}, register: false, dids: ["{DID}"]}}
-inbound:
+{more_trunks}inbound:
   greeting: {greeting}
   night_greeting: {night}
   invalid_prompt: {invalid}
@@ -148,3 +148,33 @@ def test_a_wrong_extension_replays_the_prompt_and_the_caller_can_try_again(inbou
     call.hangup_now()
     lab.poll(0.5)
     assert has_tone(call.record_path, INVALID_HZ)
+
+
+def test_the_scenario_can_forward_to_an_outside_number(inbound_office, lab, tmp_path):
+    from sipp import SCENARIOS
+
+    out_port = free_udp_port()
+    script = tmp_path / "mobile.xml"
+    script.write_text((SCENARIOS / "provider_call.xml").read_text().replace("@USER@", "office")
+                      .replace("@PASSWORD@", "out-pass-1"))
+    trace = tmp_path / "mobile.messages"
+    mobile = subprocess.Popen(["sipp", "-sf", str(script), "-nostdin", "-i", "127.0.0.1", "-p", str(out_port),
+                               "-m", "1", "-trace_msg", "-message_file", str(trace)], cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        pbx, caller = inbound_office(
+            "  day: [{forward_external: '89161234567', timeout: 10}]\n"
+            "dialplan: {rules: [{pattern: '^8(9\\d{9})$', number: '+7{1}', class: mobile, trunks: [out]}]}\n",
+            more_trunks=f"  - {{name: out, host: 127.0.0.1, port: {out_port}, register: false, username: office, "
+                        f"password: out-pass-1}}\n")
+        call = caller.dial(DID)
+        lab.wait_for(lambda: "ACK sip:" in (trace.read_text() if trace.exists() else ""), 15,
+                     "the outside number to answer")
+        lab.poll(1.0)
+        call.hangup_now()
+        lab.poll(0.5)
+        assert "INVITE sip:+79161234567@127.0.0.1" in trace.read_text()
+        record = pbx.wait_cdr(lambda r: r["direction"] == "inbound")
+        assert record["disposition"] == "answered" and record["src"] == "79101234567"
+    finally:
+        mobile.kill()

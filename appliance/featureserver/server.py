@@ -234,7 +234,8 @@ class FeatureServer:
         for trunk in trunks:
             sent = format_for_trunk(number, trunk.number_format, self.dialplan.country_code)
             caller = trunk.caller_id or trunk.username or "anonymous"
-            targets.append(Target(f"sip:{sent}@{trunk.host}:{trunk.port}", f"<sip:{caller}@{trunk.host}>",
+            transport = ";transport=tcp" if trunk.transport == "tcp" else ""
+            targets.append(Target(f"sip:{sent}@{trunk.host}:{trunk.port}{transport}", f"<sip:{caller}@{trunk.host}>",
                                   self.trunk_accounts[trunk.name], trunk.name, sent))
         return targets
 
