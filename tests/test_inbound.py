@@ -150,9 +150,13 @@ def test_a_wrong_extension_replays_the_prompt_and_the_caller_can_try_again(inbou
     assert has_tone(call.record_path, INVALID_HZ)
 
 
-def test_the_scenario_can_forward_to_an_outside_number(inbound_office, lab, tmp_path):
+def test_the_scenario_can_forward_to_an_outside_number_over_the_trunk_that_works(inbound_office, lab, tmp_path):
     from sipp import SCENARIOS
 
+    down_port = free_udp_port()
+    down = subprocess.Popen(["sipp", "-sf", str(SCENARIOS / "provider_503.xml"), "-nostdin", "-i", "127.0.0.1",
+                             "-p", str(down_port), "-m", "1"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     out_port = free_udp_port()
     script = tmp_path / "mobile.xml"
     script.write_text((SCENARIOS / "provider_call.xml").read_text().replace("@USER@", "office")
@@ -164,8 +168,9 @@ def test_the_scenario_can_forward_to_an_outside_number(inbound_office, lab, tmp_
     try:
         pbx, caller = inbound_office(
             "  day: [{forward_external: '89161234567', timeout: 10}]\n"
-            "dialplan: {rules: [{pattern: '^8(9\\d{9})$', number: '+7{1}', class: mobile, trunks: [out]}]}\n",
-            more_trunks=f"  - {{name: out, host: 127.0.0.1, port: {out_port}, register: false, username: office, "
+            "dialplan: {rules: [{pattern: '^8(9\\d{9})$', number: '+7{1}', class: mobile, trunks: [down, out]}]}\n",
+            more_trunks=f"  - {{name: down, host: 127.0.0.1, port: {down_port}, register: false}}\n"
+                        f"  - {{name: out, host: 127.0.0.1, port: {out_port}, register: false, username: office, "
                         f"password: out-pass-1}}\n")
         call = caller.dial(DID)
         lab.wait_for(lambda: "ACK sip:" in (trace.read_text() if trace.exists() else ""), 15,
@@ -176,5 +181,7 @@ def test_the_scenario_can_forward_to_an_outside_number(inbound_office, lab, tmp_
         assert "INVITE sip:+79161234567@127.0.0.1" in trace.read_text()
         record = pbx.wait_cdr(lambda r: r["direction"] == "inbound")
         assert record["disposition"] == "answered" and record["src"] == "79101234567"
+        assert "forwarding over trunk out instead" in pbx.log_text()  # the down trunk was tried first
     finally:
         mobile.kill()
+        down.kill()

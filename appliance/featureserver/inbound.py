@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import pjsua2 as pj
 
 from ..config import Config, Inbound, Step, WEEKDAYS
-from .b2bua import Leg, Target, active_audio, safe_hangup
+from .b2bua import FAILOVER_CODES, Leg, Target, active_audio, safe_hangup
 
 if TYPE_CHECKING:
     from .server import FeatureServer
@@ -69,6 +69,7 @@ class InboundCall:
         self.recorder: pj.AudioMediaRecorder | None = None
         self.recording_path: str | None = None
         self.open = office_open(self.cfg.inbound, self.cfg.timezone)
+        self.failover: list[Target] = []  # the other trunks of a forward_external step still to try
         self.steps = list((self.cfg.inbound.day if self.cfg.inbound.day is not None else default_day(self.cfg))
                           if self.open else self.cfg.inbound.night)
         self.cdr_id = server.cdr_start(direction="inbound", src=src, src_name=src, dst=did,
@@ -156,6 +157,7 @@ class InboundCall:
     # -- the scenario ---------------------------------------------------------------------
 
     def next_step(self) -> None:
+        self.failover = []
         if not self.steps:
             self.finish("no_answer", 480)
             return
@@ -166,10 +168,14 @@ class InboundCall:
         net = self.cfg.network
         if step.kind == "external":
             route = self.server.dialplan.route(step.targets[0])
-            targets = self.server.trunk_targets(route.number, route.trunks)[:1]
+            targets = self.server.trunk_targets(route.number, route.trunks)
+            targets, self.failover = targets[:1], targets[1:]
         else:
             from_uri = f'"{self.src}" <sip:{self.src}@{self.cfg.domain}>'
             targets = [Target(f"sip:{n}@{net.bind}:{net.sip_port}", from_uri, self.server.account) for n in step.targets]
+        self.ring(targets)
+
+    def ring(self, targets: list[Target]) -> None:
         for target in targets:
             leg = Leg(target.account, self, "callee")
             prm = pj.CallOpParam(True)
@@ -181,8 +187,16 @@ class InboundCall:
                 self.callees.append(leg)
             except pj.Error as exc:
                 log.warning("inbound %s: cannot ring %s: %s", self.cdr_id, target.uri, exc.info())
-        if not self.callees:
+        if not self.callees and not self.try_next_trunk():
             self.next_step()
+
+    def try_next_trunk(self) -> bool:
+        if not self.failover:
+            return False
+        target = self.failover.pop(0)
+        log.warning("inbound %s: forwarding over trunk %s instead", self.cdr_id, target.trunk)
+        self.ring([target])
+        return True
 
     def start_ringback(self) -> None:
         audio = active_audio(self.caller)
@@ -237,7 +251,8 @@ class InboundCall:
                 self.callees.remove(leg)
                 self.spent.append(leg)
             if not self.callees and self.state == "ringing":
-                self.next_step()
+                if not (info.lastStatusCode in FAILOVER_CODES and self.try_next_trunk()):
+                    self.next_step()
 
     def on_media(self) -> None:
         if self.state == "greeting" and self.prompt is None and active_audio(self.caller) is not None:
