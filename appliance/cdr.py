@@ -33,14 +33,15 @@ CREATE TABLE IF NOT EXISTS cdr (
     recording TEXT,
     worker INTEGER NOT NULL DEFAULT 0,
     dst_number TEXT,
-    trunk TEXT
+    trunk TEXT,
+    picked_up_by TEXT
 );
 CREATE INDEX IF NOT EXISTS cdr_started ON cdr(started_at);
 """
 
 COLUMNS = ("id", "sip_call_id", "started_at", "answered_at", "ended_at", "direction", "src", "src_name",
-           "dst", "dst_number", "trunk", "disposition", "sip_code", "duration", "billsec", "recording", "worker")
-ADDED_COLUMNS = {"worker": "INTEGER NOT NULL DEFAULT 0", "dst_number": "TEXT", "trunk": "TEXT"}
+           "dst", "dst_number", "trunk", "picked_up_by", "disposition", "sip_code", "duration", "billsec", "recording", "worker")
+ADDED_COLUMNS = {"worker": "INTEGER NOT NULL DEFAULT 0", "dst_number": "TEXT", "trunk": "TEXT", "picked_up_by": "TEXT"}
 
 
 def now() -> str:
@@ -88,6 +89,9 @@ class CdrStore:
             "VALUES (?,?,?,?,?,?,?,?,?)",
             (cdr_id, sip_call_id, now(), direction, src, src_name, dst, dst_number, self.worker))
         return cdr_id
+
+    def picked_up(self, cdr_id: str, extension: str) -> None:
+        self.db.execute("UPDATE cdr SET picked_up_by=? WHERE id=?", (extension, cdr_id))
 
     def trunk(self, cdr_id: str, name: str) -> None:
         self.db.execute("UPDATE cdr SET trunk=? WHERE id=?", (name, cdr_id))

@@ -72,6 +72,7 @@ class Extension:
     line: int
     phone: Phone | None = None
     permissions: str = "international"
+    pickup_group: str = "office"  # "0" picks up calls ringing on the phones of the same group
 
 
 @dataclass
@@ -313,7 +314,7 @@ def _read_extensions(r: _Reader, node: Node) -> list[Extension]:
     macs: dict[str, int] = {}
     out: list[Extension] = []
     for item in r.sequence(node, "extensions"):
-        f = r.mapping(item, {"number", "name", "password", "phone", "permissions"}, "extension")
+        f = r.mapping(item, {"number", "name", "password", "phone", "permissions", "pickup_group"}, "extension")
         if "number" not in f:
             r.error(item, "extension needs a number")
             continue
@@ -339,8 +340,9 @@ def _read_extensions(r: _Reader, node: Node) -> list[Extension]:
         if permissions not in PERMISSIONS:
             r.error(f["permissions"][1], f"extension {number}: permissions must be one of {', '.join(PERMISSIONS)}")
             permissions = "internal"
+        group = (r.text(f["pickup_group"][1], "pickup_group") if "pickup_group" in f else None) or "office"
         out.append(Extension(number=number, name=name or f"Extension {number}", password=password, line=line,
-                             phone=phone, permissions=permissions))
+                             phone=phone, permissions=permissions, pickup_group=group))
     return out
 
 

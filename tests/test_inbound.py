@@ -185,3 +185,22 @@ def test_the_scenario_can_forward_to_an_outside_number_over_the_trunk_that_works
     finally:
         mobile.kill()
         down.kill()
+
+
+def test_an_incoming_call_ringing_on_one_phone_is_picked_up_with_0_on_another(inbound_office, lab):
+    pbx, caller = inbound_office("  day: [{ring: ['101'], timeout: 20}]")
+    ringing = lab.phone("101", "pw-101-secret", TONES["101"])
+    ringing.answer = "never"
+    picker = lab.phone("103", "pw-103-secret", TONES["103"])
+    call = caller.dial(DID)
+    lab.wait_for(lambda: ringing.calls, 15, "101 to ring")
+    pick = picker.dial("0")
+    lab.wait_for(lambda: pick.state == pj.PJSIP_INV_STATE_CONFIRMED, 5, "the pickup")
+    lab.wait_for(lambda: ringing.last_call.state == pj.PJSIP_INV_STATE_DISCONNECTED, 5, "101 to stop ringing")
+    lab.poll(2.0)
+    call.hangup_now()
+    lab.wait_for(lambda: pick.state == pj.PJSIP_INV_STATE_DISCONNECTED, 5, "hang-up")
+    lab.poll(0.3)
+    assert has_tone(call.record_path, TONES["103"]) and has_tone(pick.record_path, CALLER_HZ)
+    record = pbx.wait_cdr(lambda r: r["direction"] == "inbound")
+    assert record["picked_up_by"] == "103" and record["disposition"] == "answered"

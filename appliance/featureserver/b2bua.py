@@ -102,6 +102,7 @@ class CallPair:
         self.caller = Leg(server.account, self, "caller", caller_leg_id)
         self.callee: Leg | None = None
         self.spent: list[Leg] = []  # callee legs of trunks that failed over; kept until they are gone
+        self.direction_out = direction == "outbound"  # a call out over a trunk rings no office phone
         self.targets: list[Target] = []
         self.state = "routing"  # routing -> ringing -> answered -> ended
         self.no_answer_deadline: float | None = None
@@ -191,6 +192,7 @@ class CallPair:
             self.answer_caller(180)
         elif info.state == pj.PJSIP_INV_STATE_CONFIRMED and self.state in ("routing", "ringing"):
             self.state = "answered"
+            self.server.board.stopped(self.cdr_id)
             self.no_answer_deadline = None
             self.answer_caller(200)
             self.start_recording()
@@ -207,6 +209,34 @@ class CallPair:
             else:
                 code = info.lastStatusCode if info.lastStatusCode >= 300 else 500
                 self.reject(code, disposition_for_failure(code))
+
+    def pick_up(self, leg_id: int, picker: str) -> bool:
+        """Another phone dialled the pickup code: it takes the caller over, the ringing phone
+        gets CANCEL, and the call goes on as one call (one CDR, one recording)."""
+        if self.state not in ("routing", "ringing") or self.direction_out:
+            return False
+        self.state = "answered"
+        self.no_answer_deadline = None
+        self.targets = []
+        self.server.board.stopped(self.cdr_id)
+        ringing, self.callee = self.callee, Leg(self.server.account, self, "picker", leg_id)
+        if ringing is not None:
+            self.spent.append(ringing)
+        prm = pj.CallOpParam()
+        prm.statusCode = 200
+        try:
+            self.callee.answer(prm)
+        except pj.Error as exc:
+            log.error("call %s: answering the pickup of %s failed: %s", self.cdr_id, picker, exc.info())
+        if ringing is not None:
+            safe_hangup(ringing)  # CANCEL: the phone stops ringing
+        self.answer_caller(200)
+        self.start_recording()
+        self.server.cdr_answered(self.cdr_id, self.recording_path)
+        self.server.cdr_picked_up(self.cdr_id, picker)
+        log.info("call %s %s -> %s picked up by %s", self.cdr_id, self.src, self.dst, picker)
+        self.connect_media()
+        return True
 
     def answer_caller(self, code: int) -> None:
         prm = pj.CallOpParam()
@@ -256,6 +286,7 @@ class CallPair:
         self.state = "ended"
         self.no_answer_deadline = None
         self.recorder = None  # closing the WAV writes its final header
+        self.server.board.stopped(self.cdr_id)
         self.server.cdr_ended(self.cdr_id, disposition, code)
         log.info("call %s %s -> %s ended: %s (%s)", self.cdr_id, self.src, self.dst, disposition, code)
         self.server.retire_if_done(self)

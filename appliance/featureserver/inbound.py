@@ -173,7 +173,34 @@ class InboundCall:
         else:
             from_uri = f'"{self.src}" <sip:{self.src}@{self.cfg.domain}>'
             targets = [Target(f"sip:{n}@{net.bind}:{net.sip_port}", from_uri, self.server.account) for n in step.targets]
+            self.server.board.stopped(self.cdr_id)
+            self.server.board.ringing(self.cdr_id, step.targets)
         self.ring(targets)
+
+    def pick_up(self, leg_id: int, picker: str) -> bool:
+        """The pickup code from another phone while office phones ring for this caller."""
+        if self.state != "ringing" or self.winner is not None:
+            return False
+        self.state = "answered"
+        self.deadline = None
+        self.failover = []
+        self.server.board.stopped(self.cdr_id)
+        self.winner = Leg(self.server.account, self, "picker", leg_id)
+        self.answered_by = picker
+        self.drop_callees()
+        self.ringback = None
+        prm = pj.CallOpParam()
+        prm.statusCode = 200
+        try:
+            self.winner.answer(prm)
+        except pj.Error as exc:
+            log.error("inbound %s: answering the pickup of %s failed: %s", self.cdr_id, picker, exc.info())
+        self.start_recording()
+        self.server.cdr_answered(self.cdr_id, self.recording_path)
+        self.server.cdr_picked_up(self.cdr_id, picker)
+        log.info("inbound %s picked up by %s", self.cdr_id, picker)
+        self.connect_media()
+        return True
 
     def ring(self, targets: list[Target]) -> None:
         for target in targets:
@@ -233,6 +260,7 @@ class InboundCall:
         if info.state == pj.PJSIP_INV_STATE_CONFIRMED and self.winner is None:
             self.winner = leg
             self.state = "answered"
+            self.server.board.stopped(self.cdr_id)
             self.deadline = None
             self.callees.remove(leg)
             self.drop_callees()
@@ -283,6 +311,7 @@ class InboundCall:
         self.state = "ended"
         self.deadline = None
         self.prompt = self.ringback = self.recorder = None
+        self.server.board.stopped(self.cdr_id)
         self.server.cdr_ended(self.cdr_id, disposition, code)
         log.info("inbound %s from %s to %s ended: %s (%s)", self.cdr_id, self.src, self.dst, disposition, code)
         self.drop_callees()

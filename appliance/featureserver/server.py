@@ -24,6 +24,7 @@ from ..cdr import CdrStore
 from ..config import CALLS_PER_WORKER, Config, Trunk
 from ..dialplan import DialPlan, format_for_trunk
 from ..recordings import recording_path, recover_after_crash
+from ..ringing import RingingBoard
 from ..trunks import trunk_states
 from .b2bua import CallPair, Target, safe_hangup
 from .inbound import InboundCall
@@ -33,6 +34,7 @@ log = logging.getLogger("edgepbx.featureserver")
 CODEC_PRIORITIES = {"G722/16000": 240, "PCMA/8000": 230, "PCMU/8000": 220}  # others disabled
 MAX_LEGS = CALLS_PER_WORKER * 2  # the wheel's PJSUA_MAX_CALLS (4); config.py explains
 REQUEST_LINE = re.compile(r"^INVITE\s+sips?:([^@;>\s]+)@", re.IGNORECASE)
+PICKUP_HEADER = re.compile(r"^X-Edgepbx-Pickup:\s*(\S+)", re.IGNORECASE | re.MULTILINE)
 TRUNK_HEADER = re.compile(r"^X-Edgepbx-Trunk:\s*(\S+)", re.IGNORECASE | re.MULTILINE)
 FROM_USER = re.compile(r"^(?:From|f):[^\r\n]*?<?sips?:([^@;>\s]+)@", re.IGNORECASE | re.MULTILINE)
 ASSERTED_ID = re.compile(r'^P-Asserted-Identity:\s*(?:"([^"]*)"\s*)?<?sips?:([^@;>\s]+)@', re.IGNORECASE | re.MULTILINE)
@@ -62,6 +64,7 @@ class FeatureServer:
         self.account: Account | None = None
         self.trunk_accounts: dict[str, pj.Account] = {}  # one per trunk: its credentials for 401/407
         self.dialplan = DialPlan(cfg)
+        self.board = RingingBoard(cfg.data_dir, worker)
 
     # -- library setup ----------------------------------------------------------------------
 
@@ -197,7 +200,17 @@ class FeatureServer:
             safe_hangup(refused, 503)
             self.retired.append(refused)
             return
-        route = self.dialplan.route(dst, src)
+        route = self.dialplan.route(dst.replace("%23", "#"), src)
+        if route.klass == "feature":
+            wanted = PICKUP_HEADER.search(msg)
+            target = next((p for p in self.pairs.values() if wanted and p.cdr_id == wanted.group(1)), None)
+            if target is not None and target.pick_up(prm.callId, src):
+                return
+            log.info("%s dialled %s: nothing to pick up", src, dst)
+            nothing = pj.Call(self.account, prm.callId)
+            safe_hangup(nothing, 480)  # the phone plays its own short error tone
+            self.retired.append(nothing)
+            return
         external = route.klass not in ("internal", "feature", "denied")
         pair = CallPair(self, prm.callId, src=src, src_name=src_name, dst=dst,
                         sip_call_id=call_id.group(1) if call_id else "",
@@ -206,9 +219,6 @@ class FeatureServer:
         if route.klass == "denied":
             log.info("call %s: %s may not call %r: %s", pair.cdr_id, src, dst, route.reason)
             pair.reject(403 if route.reason.startswith("extension") else 404, "failed")
-            return
-        if route.klass == "feature":  # pickup is issue 3's
-            pair.reject(404, "failed")
             return
         if dst == src:
             pair.reject(486, "busy")
@@ -223,6 +233,7 @@ class FeatureServer:
             return
         net = self.cfg.network
         from_uri = f'"{src_name}" <sip:{src}@{self.cfg.domain}>'
+        self.board.ringing(pair.cdr_id, [route.number])
         pair.dial([Target(f"sip:{route.number}@{net.bind}:{net.sip_port}", from_uri, self.account)])
 
     def trunk_targets(self, number: str, names: list[str]) -> list[Target]:
@@ -258,6 +269,9 @@ class FeatureServer:
     def cdr_start(self, **fields: str) -> str:
         cdr_id = self._cdr(lambda: self.store.start(**fields), "insert")
         return cdr_id if isinstance(cdr_id, str) else "unrecorded"
+
+    def cdr_picked_up(self, cdr_id: str, extension: str) -> None:
+        self._cdr(lambda: self.store.picked_up(cdr_id, extension), "pickup update")
 
     def cdr_trunk(self, cdr_id: str, name: str) -> None:
         self._cdr(lambda: self.store.trunk(cdr_id, name), "trunk update")

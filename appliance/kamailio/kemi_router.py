@@ -37,6 +37,10 @@ class Router:
         self.direct = bool(routing.get("direct_routing", False))  # benchmark only: bypass the feature server
         self.registrations_path = routing.get("registrations_db")
         self.trunks = {(t["ip"], int(t["port"])): t["name"] for t in routing.get("trunks", [])}
+        self.pickup_code = routing.get("pickup_code", "0")
+        self.directed_prefix = routing.get("directed_pickup_prefix", "**")
+        self.ringing_path = routing.get("ringing_db")
+        self.ringing = None
         registrar = routing.get("trunk_registrar") or {}
         self.trunk_registrar = (registrar.get("host"), int(registrar.get("port", 0)))
         self.registrations = None  # opened per Kamailio process, on first use
@@ -85,7 +89,8 @@ class Router:
         if method != "INVITE":
             KSR.sl.sl_send_reply(405, "Method Not Allowed")
             return 1
-        KSR.hdr.remove("X-Edgepbx-Trunk")  # only this edge says a call came in on a trunk
+        KSR.hdr.remove("X-Edgepbx-Trunk")  # only this edge says a call came in on a trunk, or what to pick up
+        KSR.hdr.remove("X-Edgepbx-Pickup")
         if from_fs:
             self.to_phone()
         elif trunk:
@@ -217,7 +222,38 @@ class Router:
             self.to_phone()
             return
         KSR.rr.record_route()
+        worker = self.pickup_worker(caller)
+        if worker is not None:
+            KSR.setdsturi(f"sip:{self.fs_host}:{worker}")
+            self.relay()
+            return
         self.to_worker()
+
+    def pickup_worker(self, picker):
+        """For a pickup code: the worker port holding the oldest call ringing in the picker's group
+        (or on the directed extension), with X-Edgepbx-Pickup naming the call; else None."""
+        dialled = (KSR.pv.gete("$rU") or "").replace("%23", "#").rstrip("#")
+        if dialled == self.pickup_code:
+            group = self.extensions[picker].get("group", "office")
+            members = [n for n, e in self.extensions.items() if e.get("group", "office") == group and n != picker]
+        elif dialled.startswith(self.directed_prefix) and dialled[len(self.directed_prefix):] in self.extensions:
+            members = [dialled[len(self.directed_prefix):]]
+        else:
+            return None
+        row = None
+        try:
+            if self.ringing is None and self.ringing_path and os.path.exists(self.ringing_path):
+                self.ringing = sqlite3.connect(self.ringing_path, timeout=0.5, isolation_level=None)
+            if self.ringing is not None and members:
+                marks = ",".join("?" * len(members))
+                row = self.ringing.execute(f"SELECT cdr_id, worker FROM ringing WHERE extension IN ({marks}) "
+                                           "ORDER BY started LIMIT 1", members).fetchone()
+        except sqlite3.Error as exc:
+            KSR.warn(f"edgepbx: pickup lookup failed: {exc}\n")
+        if row is None:
+            return None  # any worker answers "nothing to pick up"
+        KSR.hdr.append(f"X-Edgepbx-Pickup: {row[0]}\r\n")
+        return self.fs_ports[int(row[1])]
 
     def to_worker(self):
         # Round robin over the feature-server workers; a full worker answers 503 and the

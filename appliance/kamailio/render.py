@@ -94,7 +94,11 @@ def routing_data(cfg: Config, passwords: dict[str, str], direct_routing: bool = 
         "registrations_db": str(cfg.data_dir / "registrations.sqlite"),
         "trunk_registrar": {"host": cfg.network.bind, "port": cfg.network.feature_port - 1},
         "trunks": [{"name": t.name, "ip": _resolve(t.host), "port": t.port} for t in cfg.trunks],
-        "extensions": {e.number: {"password": passwords[e.number], "name": e.name} for e in cfg.extensions},
+        "extensions": {e.number: {"password": passwords[e.number], "name": e.name, "group": e.pickup_group}
+                       for e in cfg.extensions},
+        "pickup_code": cfg.features.pickup_code,
+        "directed_pickup_prefix": cfg.features.directed_pickup_prefix,
+        "ringing_db": str(cfg.data_dir / "ringing.sqlite"),
     }
 
 
