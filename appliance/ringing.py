@@ -18,11 +18,19 @@ def board_path(data_dir: Path) -> Path:
     return data_dir / "ringing.sqlite"
 
 
+def create_board(data_dir: Path) -> None:
+    """Creates the board (WAL mode) once, before the workers start and open it together."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(str(board_path(data_dir)), timeout=5.0, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute(SCHEMA)
+    db.close()
+
+
 class RingingBoard:
     def __init__(self, data_dir: Path, worker: int):
         self.worker = worker
-        self.db = sqlite3.connect(str(board_path(data_dir)), timeout=1.0, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db = sqlite3.connect(str(board_path(data_dir)), timeout=5.0, isolation_level=None)
         self.db.execute(SCHEMA)
         self.db.execute("DELETE FROM ringing WHERE worker=?", (worker,))  # left by a crash
 

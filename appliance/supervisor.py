@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 
 from . import credentials
 from .config import Config
+from .cdr import CdrStore
 from .kamailio import render
+from .ringing import create_board
 from .sipprobe import options_ping
 
 log = logging.getLogger("edgepbx.supervisor")
@@ -65,7 +67,15 @@ class Service:
                 pass
 
 
+def prepare_databases(cfg: Config) -> None:
+    """Creates the shared SQLite files (WAL) in one process: several workers switching a new
+    file to WAL at the same moment can meet 'database is locked'."""
+    CdrStore(cfg.data_dir / "cdr.sqlite").close()
+    create_board(cfg.data_dir)
+
+
 def services(cfg: Config) -> list[Service]:
+    prepare_databases(cfg)
     passwords = credentials.sip_passwords(cfg)
     extra: list[Service] = []
     if cfg.provisioning.enabled and cfg.provisioning.dhcp.mode == "serve":
