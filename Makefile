@@ -27,6 +27,7 @@ test: setup
 bench: setup
 	$(VENV)/bin/python bench/bench_calls.py
 	$(VENV)/bin/python bench/bench_provisioning.py
+	$(VENV)/bin/python bench/bench_pickup.py
 
 clean:
 	rm -rf $(VENV) var
