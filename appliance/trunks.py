@@ -19,6 +19,7 @@ import pjsua2 as pj
 
 from .cdr import now
 from .config import Config, Trunk
+from .pjlib import endpoint_config, start_udp
 
 log = logging.getLogger("edgepbx.trunks")
 FIRST_RETRY, MAX_RETRY = 5.0, 300.0
@@ -91,19 +92,8 @@ class TrunkRegistrar:
     def start(self) -> None:
         net = self.cfg.network
         self.ep.libCreate()
-        ec = pj.EpConfig()
-        ec.uaConfig.threadCnt = 0
-        ec.uaConfig.mainThreadOnly = True
-        ec.uaConfig.maxCalls = 1
-        ec.uaConfig.userAgent = "edgepbx"
-        ec.logConfig.level = 2
-        ec.logConfig.consoleLevel = 2
-        self.ep.libInit(ec)
-        self.ep.audDevManager().setNullDev()
-        tc = pj.TransportConfig()
-        tc.port = trunk_port(self.cfg)
-        tc.boundAddress = net.bind
-        self.ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tc)
+        self.ep.libInit(endpoint_config(1, 5 if self.cfg.log_level == "debug" else 2))
+        start_udp(self.ep, net.bind, trunk_port(self.cfg))
         self.ep.libStart()
         for trunk in self.cfg.trunks:
             if trunk.register:

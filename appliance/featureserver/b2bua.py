@@ -57,6 +57,30 @@ def safe_hangup(call: pj.Call, code: int = 0) -> None:
         pass
 
 
+def answer(call: pj.Call, code: int) -> str | None:
+    """Answers an incoming leg with `code` (180, 200...); returns pjsua's error text if it refused."""
+    prm = pj.CallOpParam()
+    prm.statusCode = code
+    try:
+        call.answer(prm)
+        return None
+    except pj.Error as exc:
+        return exc.info()
+
+
+def bridge(one: pj.Call, other: pj.Call, recorder: pj.AudioMediaRecorder | None) -> bool:
+    """Connects two legs' audio both ways (and into the recorder) once both are active."""
+    a, b = active_audio(one), active_audio(other)
+    if a is None or b is None:
+        return False
+    a.startTransmit(b)
+    b.startTransmit(a)
+    if recorder is not None:
+        a.startTransmit(recorder)
+        b.startTransmit(recorder)
+    return True
+
+
 def active_audio(call: pj.Call) -> pj.AudioMedia | None:
     try:
         info = call.getInfo()
@@ -108,7 +132,6 @@ class CallPair:
         self.no_answer_deadline: float | None = None
         self.recorder: pj.AudioMediaRecorder | None = None
         self.recording_path: str | None = None
-        self.bridged = False
         self.cdr_id = server.cdr_start(direction=direction, src=src, src_name=src_name, dst=dst,
                                        sip_call_id=sip_call_id, dst_number=dst_number)
 
@@ -222,12 +245,9 @@ class CallPair:
         ringing, self.callee = self.callee, Leg(self.server.account, self, "picker", leg_id)
         if ringing is not None:
             self.spent.append(ringing)
-        prm = pj.CallOpParam()
-        prm.statusCode = 200
-        try:
-            self.callee.answer(prm)
-        except pj.Error as exc:
-            log.error("call %s: answering the pickup of %s failed: %s", self.cdr_id, picker, exc.info())
+        error = answer(self.callee, 200)
+        if error:
+            log.error("call %s: answering the pickup of %s failed: %s", self.cdr_id, picker, error)
         if ringing is not None:
             safe_hangup(ringing)  # CANCEL: the phone stops ringing
         self.answer_caller(200)
@@ -239,12 +259,9 @@ class CallPair:
         return True
 
     def answer_caller(self, code: int) -> None:
-        prm = pj.CallOpParam()
-        prm.statusCode = code
-        try:
-            self.caller.answer(prm)
-        except pj.Error as exc:
-            log.warning("call %s: answering caller with %d failed: %s", self.cdr_id, code, exc.info())
+        error = answer(self.caller, code)
+        if error:
+            log.warning("call %s: answering caller with %d failed: %s", self.cdr_id, code, error)
 
     # -- media ----------------------------------------------------------------------------
 
@@ -266,17 +283,8 @@ class CallPair:
 
     def connect_media(self) -> None:
         """Bridges both legs (and the recorder) once both have active audio; idempotent."""
-        if self.state != "answered" or self.callee is None:
-            return
-        a, b = active_audio(self.caller), active_audio(self.callee)
-        if a is None or b is None:
-            return
-        a.startTransmit(b)
-        b.startTransmit(a)
-        if self.recorder is not None:
-            a.startTransmit(self.recorder)
-            b.startTransmit(self.recorder)
-        self.bridged = True
+        if self.state == "answered" and self.callee is not None:
+            bridge(self.caller, self.callee, self.recorder)
 
     # -- end ------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import pjsua2 as pj
 
 from ..config import Config, Inbound, Step, WEEKDAYS
-from .b2bua import FAILOVER_CODES, Leg, Target, active_audio, safe_hangup
+from .b2bua import FAILOVER_CODES, Leg, Target, active_audio, answer, bridge, safe_hangup
 
 if TYPE_CHECKING:
     from .server import FeatureServer
@@ -79,12 +79,9 @@ class InboundCall:
     # -- the caller: answer, greet, listen for digits ---------------------------------------
 
     def start(self) -> None:
-        prm = pj.CallOpParam()
-        prm.statusCode = 200
-        try:
-            self.caller.answer(prm)
-        except pj.Error as exc:
-            log.error("inbound %s: cannot answer: %s", self.cdr_id, exc.info())
+        error = answer(self.caller, 200)
+        if error:
+            log.error("inbound %s: cannot answer: %s", self.cdr_id, error)
             self.finish("failed", 500)
 
     def play(self, path) -> None:
@@ -189,12 +186,9 @@ class InboundCall:
         self.answered_by = picker
         self.drop_callees()
         self.ringback = None
-        prm = pj.CallOpParam()
-        prm.statusCode = 200
-        try:
-            self.winner.answer(prm)
-        except pj.Error as exc:
-            log.error("inbound %s: answering the pickup of %s failed: %s", self.cdr_id, picker, exc.info())
+        error = answer(self.winner, 200)
+        if error:
+            log.error("inbound %s: answering the pickup of %s failed: %s", self.cdr_id, picker, error)
         self.start_recording()
         self.server.cdr_answered(self.cdr_id, self.recording_path)
         self.server.cdr_picked_up(self.cdr_id, picker)
@@ -292,16 +286,8 @@ class InboundCall:
         CallPair.start_recording(self)  # same files, same failure handling
 
     def connect_media(self) -> None:
-        if self.winner is None or self.state != "answered":
-            return
-        a, b = active_audio(self.caller), active_audio(self.winner)
-        if a is None or b is None:
-            return
-        a.startTransmit(b)
-        b.startTransmit(a)
-        if self.recorder is not None:
-            a.startTransmit(self.recorder)
-            b.startTransmit(self.recorder)
+        if self.winner is not None and self.state == "answered":
+            bridge(self.caller, self.winner, self.recorder)
 
     # -- end ------------------------------------------------------------------------------
 

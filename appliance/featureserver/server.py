@@ -24,6 +24,7 @@ from ..cdr import CdrStore
 from ..config import CALLS_PER_WORKER, Config, Trunk
 from ..dialplan import DialPlan, format_for_trunk
 from ..recordings import recording_path, recover_after_crash
+from ..pjlib import endpoint_config, start_udp
 from ..ringing import RingingBoard
 from ..trunks import trunk_states
 from .b2bua import CallPair, Target, safe_hangup
@@ -71,14 +72,7 @@ class FeatureServer:
     def start(self) -> None:
         net = self.cfg.network
         self.ep.libCreate()
-        ec = pj.EpConfig()
-        ec.uaConfig.threadCnt = 0
-        ec.uaConfig.mainThreadOnly = True
-        ec.uaConfig.maxCalls = MAX_LEGS
-        ec.uaConfig.userAgent = "edgepbx"
-        ec.logConfig.level = 3
-        ec.logConfig.consoleLevel = 2 if self.cfg.log_level != "debug" else 5
-        ec.logConfig.msgLogging = self.cfg.log_level == "debug"
+        ec = endpoint_config(MAX_LEGS, 5 if self.cfg.log_level == "debug" else 2)
         ec.medConfig.clockRate = 16000
         ec.medConfig.sndClockRate = 16000
         ec.medConfig.channelCount = 1
@@ -86,11 +80,7 @@ class FeatureServer:
         ec.medConfig.noVad = True
         ec.medConfig.ecTailLen = 0
         self.ep.libInit(ec)
-        self.ep.audDevManager().setNullDev()  # the null device clocks the conference bridge
-        tc = pj.TransportConfig()
-        tc.port = self.worker.sip_port
-        tc.boundAddress = net.bind
-        self.ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tc)
+        start_udp(self.ep, net.bind, self.worker.sip_port)
         self.ep.libStart()
         for codec in self.ep.codecEnum2():  # ids look like "PCMA/8000/1"
             name = "/".join(codec.codecId.split("/")[:2])
