@@ -115,6 +115,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"trunks": trunks}, indent=1))
         return 0
+    if not trunks:
+        print(f"{args.config}: no trunks configured")
+        return 0
     print(f"{'trunk':<16} {'server':<24} {'state':<16} last answer")
     for t in trunks:
         answer = f"{t['last_code']} {t['last_reason'] or ''}".strip() if t["last_code"] is not None else "-"
