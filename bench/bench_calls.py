@@ -52,10 +52,9 @@ def setup_times(direct: bool, calls: int, rate: int, workdir: Path) -> dict[str,
         reg = run_sipp("register.xml", workdir, pbx.sip_port, service="102", user="102", password="pw-102-secret",
                        local_port=uas_port)
         assert reg.returncode == 0, reg.output
-        uas = subprocess.Popen(["sipp", "-sf", str(ROOT / "tests" / "sipp" / "uas_answer.xml"), "-nostdin", "-i", "127.0.0.1",
-                                "-p", str(uas_port), "-bg"], cwd=workdir, stdout=subprocess.DEVNULL,
+        uas = subprocess.Popen(["sipp", "-sf", str(ROOT / "tests" / "sipp" / "uas_answer.xml"), "-nostdin", "-i",
+                                "127.0.0.1", "-p", str(uas_port)], cwd=workdir, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
-        uas.wait()
         time.sleep(0.5)
         trace = workdir / "uac_setup.messages"
         uac = subprocess.run(["sipp", "-sf", str(SIPP_DIR / "uac_setup.xml"), "-nostdin", "-i", "127.0.0.1",
@@ -65,7 +64,7 @@ def setup_times(direct: bool, calls: int, rate: int, workdir: Path) -> dict[str,
                               f"127.0.0.1:{pbx.sip_port}"], cwd=workdir, capture_output=True, text=True)
         result = setup_delays(trace.read_text())
         result["failed"] = [] if uac.returncode == 0 else [float(uac.returncode)]
-        subprocess.run(["pkill", "-f", "--", f"-p {uas_port} -bg"], check=False)
+        uas.kill()
         return result
     finally:
         pbx.stop()

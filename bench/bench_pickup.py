@@ -65,7 +65,7 @@ def main() -> None:
         ringing = lab.phone("102", "pw-102-secret", TONES["102"])
         ringing.answer = "never"
         picker = lab.phone("103", "pw-103-secret", TONES["103"])
-        answering = lab.phone("104", "pw-104-secret", TONES["104"])
+        lab.phone("104", "pw-104-secret", TONES["104"])  # answers the plain calls at once
         pickup, plain = [], []
         for _ in range(args.rounds):
             call = caller.dial("102")
