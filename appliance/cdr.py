@@ -34,14 +34,17 @@ CREATE TABLE IF NOT EXISTS cdr (
     worker INTEGER NOT NULL DEFAULT 0,
     dst_number TEXT,
     trunk TEXT,
-    picked_up_by TEXT
+    picked_up_by TEXT,
+    transferred_to TEXT,
+    linked_id TEXT
 );
 CREATE INDEX IF NOT EXISTS cdr_started ON cdr(started_at);
 """
 
 COLUMNS = ("id", "sip_call_id", "started_at", "answered_at", "ended_at", "direction", "src", "src_name",
-           "dst", "dst_number", "trunk", "picked_up_by", "disposition", "sip_code", "duration", "billsec", "recording", "worker")
-ADDED_COLUMNS = {"worker": "INTEGER NOT NULL DEFAULT 0", "dst_number": "TEXT", "trunk": "TEXT", "picked_up_by": "TEXT"}
+           "dst", "dst_number", "trunk", "picked_up_by", "transferred_to", "linked_id", "disposition", "sip_code", "duration", "billsec", "recording", "worker")
+ADDED_COLUMNS = {"worker": "INTEGER NOT NULL DEFAULT 0", "dst_number": "TEXT", "trunk": "TEXT", "picked_up_by": "TEXT",
+                 "transferred_to": "TEXT", "linked_id": "TEXT"}
 
 
 def now() -> str:
@@ -80,15 +83,19 @@ class CdrStore:
         self.db.close()
 
     def start(self, *, direction: str, src: str, dst: str, src_name: str | None = None,
-              sip_call_id: str | None = None, dst_number: str | None = None) -> str:
-        """`dst` is what was dialled, `dst_number` the normalised number sent out (external calls)."""
+              sip_call_id: str | None = None, dst_number: str | None = None, linked_id: str | None = None) -> str:
+        """`dst` is what was dialled, `dst_number` the normalised number sent out (external calls);
+        `linked_id` the record of the call this one was transferred from."""
         assert direction in DIRECTIONS
         cdr_id = str(uuid.uuid4())
         self.db.execute(
-            "INSERT INTO cdr (id, sip_call_id, started_at, direction, src, src_name, dst, dst_number, worker) "
-            "VALUES (?,?,?,?,?,?,?,?,?)",
-            (cdr_id, sip_call_id, now(), direction, src, src_name, dst, dst_number, self.worker))
+            "INSERT INTO cdr (id, sip_call_id, started_at, direction, src, src_name, dst, dst_number, worker, linked_id) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (cdr_id, sip_call_id, now(), direction, src, src_name, dst, dst_number, self.worker, linked_id))
         return cdr_id
+
+    def transferred(self, cdr_id: str, target: str) -> None:
+        self.db.execute("UPDATE cdr SET transferred_to=? WHERE id=?", (target, cdr_id))
 
     def picked_up(self, cdr_id: str, extension: str) -> None:
         self.db.execute("UPDATE cdr SET picked_up_by=? WHERE id=?", (extension, cdr_id))

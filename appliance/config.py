@@ -128,6 +128,10 @@ class DialRule:
 class Features:
     pickup_code: str = "0"
     directed_pickup_prefix: str = "**"
+    transfer_key: str = "#"          # pressed during a call: attended transfer (the memo's #)
+    transfer_cancel_key: str = "*"   # during a transfer: back to the held party
+    transfer_digit_timeout: int = 3  # seconds after the last digit before the number is dialled
+    music_on_hold: Path = SOUNDS / "music-on-hold.wav"
 
 
 @dataclass
@@ -434,6 +438,36 @@ def _read_steps(r: _Reader, node: Node, where: str, extensions: set[str], defaul
     return steps
 
 
+def _read_features(r: _Reader, node: Node, cfg: Config) -> None:
+    feat = r.mapping(node, {"pickup_code", "directed_pickup_prefix", "transfer_key", "transfer_cancel_key",
+                            "transfer_digit_timeout", "music_on_hold"}, "features")
+    for key in ("pickup_code", "directed_pickup_prefix"):
+        if key in feat:
+            code = r.text(feat[key][1], f"features.{key}")
+            if code is not None and not re.fullmatch(r"[0-9*#]{1,4}", code):
+                r.error(feat[key][1], f"features.{key} must be 1 to 4 of 0-9 * #")
+            elif code is not None:
+                setattr(cfg.features, key, code)
+    for key in ("transfer_key", "transfer_cancel_key"):
+        if key in feat:
+            key_value = r.text(feat[key][1], f"features.{key}")
+            if key_value is not None and not re.fullmatch(r"[0-9*#ABCD]", key_value):
+                r.error(feat[key][1], f"features.{key} must be one DTMF key (0-9 * # A-D)")
+            elif key_value is not None:
+                setattr(cfg.features, key, key_value)
+    if cfg.features.transfer_key == cfg.features.transfer_cancel_key:
+        r.error(node, "features.transfer_key and features.transfer_cancel_key must differ")
+    _apply(feat, "transfer_digit_timeout", lambda n: r.integer(n, "features.transfer_digit_timeout", 1, 30),
+           lambda v: setattr(cfg.features, "transfer_digit_timeout", v))
+    if "music_on_hold" in feat:
+        name = r.text(feat["music_on_hold"][1], "features.music_on_hold")
+        path = (cfg.path.parent / (name or "")).resolve()
+        if not path.is_file():
+            r.error(feat["music_on_hold"][1], f"features.music_on_hold: no such WAV file {path}")
+        else:
+            cfg.features.music_on_hold = path
+
+
 def _read_inbound(r: _Reader, node: Node, cfg: Config) -> None:
     inbound = cfg.inbound
     f = r.mapping(node, {"greeting", "night_greeting", "invalid_prompt", "digit_timeout", "hours", "holidays",
@@ -642,14 +676,7 @@ def load(path: str | Path) -> Config:
             except (zoneinfo.ZoneInfoNotFoundError, ValueError):
                 r.error(site["timezone"][1], f"site.timezone: unknown time zone '{tz}' (e.g. Europe/Moscow)")
     if "features" in top:
-        feat = r.mapping(top["features"][1], {"pickup_code", "directed_pickup_prefix"}, "features")
-        for key in ("pickup_code", "directed_pickup_prefix"):
-            if key in feat:
-                code = r.text(feat[key][1], f"features.{key}")
-                if code is not None and not re.fullmatch(r"[0-9*#]{1,4}", code):
-                    r.error(feat[key][1], f"features.{key} must be 1 to 4 of 0-9 * #")
-                elif code is not None:
-                    setattr(cfg.features, key, code)
+        _read_features(r, top["features"][1], cfg)
     if "provisioning" in top:
         _read_provisioning(r, top["provisioning"][1], cfg)
     data_dir = r.text(top["data_dir"][1], "data_dir") if "data_dir" in top else "./var"

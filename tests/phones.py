@@ -82,6 +82,29 @@ class TestCall(pj.Call):
     def stop_recording(self) -> None:
         self.recorder = None
 
+    def record_phase(self, name: str) -> Path:
+        """Starts a fresh WAV of what this phone hears from now on (closing the previous one), so
+        a test can tell who was heard in each phase of a call."""
+        path = self.phone.lab.tmp / f"heard-{self.phone.number}-{name}-{len(self.phone.lab.recordings)}.wav"
+        self.phone.lab.recordings.append(path)
+        recorder = pj.AudioMediaRecorder()
+        recorder.createRecorder(str(path))
+        info = self.getInfo()  # kept: its media vector dies with it
+        for index, media in enumerate(info.media):
+            if media.type == pj.PJMEDIA_TYPE_AUDIO and media.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
+                self.getAudioMedia(index).startTransmit(recorder)
+        self.recorder, self.record_path = recorder, path
+        return path
+
+    def send_info_dtmf(self, digits: str) -> None:
+        """DTMF as SIP INFO (application/dtmf-relay), as some phones are set up to send it."""
+        for digit in digits:  # one key press at a time, as a person dials
+            prm = pj.CallSendDtmfParam()
+            prm.method = pj.PJSUA_DTMF_METHOD_SIP_INFO
+            prm.digits = digit
+            self.sendDtmf(prm)
+            self.phone.lab.poll(0.2)
+
     def hangup_now(self) -> None:
         try:
             self.hangup(pj.CallOpParam())

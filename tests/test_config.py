@@ -51,6 +51,9 @@ def test_a_good_config_passes(tmp_path):
     (GOOD.replace("s3cret-101", "short"), 9, "password must have at least 8 characters"),
     (GOOD.replace("enabled: true", "enabled: maybe"), 7, "recording.enabled must be true or false"),
     (GOOD.replace("  sip_port: 5090\n", "  sip_port: 5090\n  sip_port: 5091\n"), 6, "duplicate key 'sip_port'"),
+    (GOOD + "features: {transfer_key: '##'}\n", 11, "features.transfer_key must be one DTMF key"),
+    (GOOD + "features:\n  transfer_digit_timeout: 0\n", 12, "features.transfer_digit_timeout must be between 1 and 30"),
+    (GOOD + "features:\n  music_on_hold: moh.wav\n", 12, "features.music_on_hold: no such WAV file"),
 ])
 def test_each_kind_of_error_names_file_and_line(tmp_path, broken, line, words):
     path = write(tmp_path, broken)

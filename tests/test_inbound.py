@@ -204,3 +204,40 @@ def test_an_incoming_call_ringing_on_one_phone_is_picked_up_with_0_on_another(in
     assert has_tone(call.record_path, TONES["103"]) and has_tone(pick.record_path, CALLER_HZ)
     record = pbx.wait_cdr(lambda r: r["direction"] == "inbound")
     assert record["picked_up_by"] == "103" and record["disposition"] == "answered"
+
+
+def test_receptionist_transfers_the_caller_with_info_dtmf(inbound_office, lab):
+    """The memo's main case: the office answers an outside call and transfers it with #; the phone
+    sends SIP INFO DTMF here. The outside caller's own # does nothing (no dialling out on the office)."""
+    pbx, caller = inbound_office("  day: [{ring: ['101']}]")
+    receptionist = lab.phone("101", "pw-101-secret", TONES["101"])
+    colleague = lab.phone("103", "pw-103-secret", TONES["103"])
+    call = caller.dial(DID)
+    lab.wait_for(lambda: receptionist.calls and receptionist.last_call.state == pj.PJSIP_INV_STATE_CONFIRMED,
+                 15, "101 to answer after the greeting")
+    lab.poll(0.5)
+    call.dialDtmf("#103#")  # the outside caller tries: ignored
+    lab.poll(1.0)
+    assert not colleague.calls
+    receptionist.last_call.send_info_dtmf("#103#")
+    lab.wait_for(lambda: colleague.calls and colleague.last_call.state == pj.PJSIP_INV_STATE_CONFIRMED, 8,
+                 "103 to answer the consultation")
+    path = call.record_phase("held")
+    lab.poll(1.2)
+    call.stop_recording()
+    lab.poll(0.1)
+    assert has_tone(path, 659.26) and lacks_tone(path, TONES["101"]), "the caller hears music on hold"
+    receptionist.last_call.hangup_now()
+    lab.wait_for(lambda: receptionist.last_call.state == pj.PJSIP_INV_STATE_DISCONNECTED, 5, "101 to hang up")
+    lab.poll(0.3)
+    path = call.record_phase("transferred")
+    lab.poll(1.2)
+    call.stop_recording()
+    lab.poll(0.1)
+    assert has_tone(path, TONES["103"]) and lacks_tone(path, 659.26), "the caller talks to 103"
+    call.hangup_now()
+    lab.wait_for(lambda: colleague.last_call.state == pj.PJSIP_INV_STATE_DISCONNECTED, 5, "103 to be hung up")
+    inbound = pbx.wait_cdr(lambda r: r["direction"] == "inbound")
+    assert inbound["transferred_to"] == "103" and inbound["disposition"] == "answered"
+    linked = pbx.wait_cdr(lambda r: r["linked_id"] == inbound["id"])
+    assert (linked["src"], linked["dst"], linked["disposition"]) == ("101", "103", "answered")

@@ -15,6 +15,7 @@ import pjsua2 as pj
 
 if TYPE_CHECKING:
     from .server import FeatureServer
+    from .transfer import Transfer
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,37 @@ def bridge(one: pj.Call, other: pj.Call, recorder: pj.AudioMediaRecorder | None)
     return True
 
 
+def unbridge(one: pj.Call, other: pj.Call) -> None:
+    """Stops audio between two legs both ways (one is being put on hold)."""
+    a, b = active_audio(one), active_audio(other)
+    if a is not None and b is not None:
+        for src, dst in ((a, b), (b, a)):
+            try:
+                src.stopTransmit(dst)
+            except pj.Error:
+                pass
+
+
+RINGBACK_HZ, RING_ON_MS, RING_OFF_MS = 425, 1000, 4000  # the Russian/European ringback tone
+
+
+def ringback_to(call: pj.Call) -> pj.ToneGenerator | None:
+    """Plays ringback into a leg until the returned generator is dropped; None without audio."""
+    audio = active_audio(call)
+    if audio is None:
+        return None
+    tone = pj.ToneDesc()
+    tone.freq1, tone.freq2, tone.on_msec, tone.off_msec = RINGBACK_HZ, 0, RING_ON_MS, RING_OFF_MS
+    tone.volume = 0
+    tones = pj.ToneDescVector()
+    tones.append(tone)
+    generator = pj.ToneGenerator()
+    generator.createToneGenerator()
+    generator.play(tones, True)
+    generator.startTransmit(audio)
+    return generator
+
+
 def active_audio(call: pj.Call) -> pj.AudioMedia | None:
     try:
         info = call.getInfo()
@@ -94,12 +126,17 @@ def active_audio(call: pj.Call) -> pj.AudioMedia | None:
 
 
 class Leg(pj.Call):
-    """One side of a bridged call; forwards its events to the pair that owns it."""
+    """One side of a bridged call; forwards its events to the call that owns it (`pair`, which a
+    transfer may change). `number` is the extension or outside number on this side; `office` says
+    it is an office phone, which may start a transfer."""
 
-    def __init__(self, account: pj.Account, pair: "CallPair", role: str, call_id: int = pj.PJSUA_INVALID_ID):
+    def __init__(self, account: pj.Account, pair, role: str, call_id: int = pj.PJSUA_INVALID_ID, *,
+                 number: str = "", office: bool = False):
         super().__init__(account, call_id)
         self.pair = pair
         self.role = role
+        self.number = number
+        self.office = office
         self.disconnected = False
 
     def onCallState(self, prm: pj.OnCallStateParam) -> None:
@@ -123,17 +160,48 @@ class CallPair:
                  sip_call_id: str, direction: str = "internal", dst_number: str | None = None):
         self.server = server
         self.src, self.src_name, self.dst = src, src_name, dst
-        self.caller = Leg(server.account, self, "caller", caller_leg_id)
+        self._setup(server, src, src_name, dst, direction == "outbound")
+        self.caller = Leg(server.account, self, "caller", caller_leg_id, number=src, office=True)
+        self.cdr_id = server.cdr_start(direction=direction, src=src, src_name=src_name, dst=dst,
+                                       sip_call_id=sip_call_id, dst_number=dst_number)
+
+    def _setup(self, server: "FeatureServer", src: str, src_name: str, dst: str, direction_out: bool) -> None:
+        self.server = server
+        self.src, self.src_name, self.dst = src, src_name, dst
         self.callee: Leg | None = None
         self.spent: list[Leg] = []  # callee legs of trunks that failed over; kept until they are gone
-        self.direction_out = direction == "outbound"  # a call out over a trunk rings no office phone
+        self.direction_out = direction_out  # a call out over a trunk rings no office phone
         self.targets: list[Target] = []
         self.state = "routing"  # routing -> ringing -> answered -> ended
         self.no_answer_deadline: float | None = None
         self.recorder: pj.AudioMediaRecorder | None = None
         self.recording_path: str | None = None
-        self.cdr_id = server.cdr_start(direction=direction, src=src, src_name=src_name, dst=dst,
-                                       sip_call_id=sip_call_id, dst_number=dst_number)
+        self.caller_answered = False
+        self.ringback: pj.ToneGenerator | None = None
+        self.transfer: Transfer | None = None
+
+    @classmethod
+    def adopt(cls, server: "FeatureServer", caller: Leg, callee: Leg, *, cdr_id: str, dst: str, answered: bool,
+              recorder: pj.AudioMediaRecorder | None, recording_path: str | None,
+              targets: list[Target]) -> "CallPair":
+        """A call made of two legs already up (a completed transfer): `caller` is answered,
+        `callee` answered or still ringing; the record `cdr_id` is already open."""
+        pair = cls.__new__(cls)
+        pair._setup(server, caller.number, caller.number, dst, not callee.office)
+        pair.caller, pair.callee, pair.cdr_id = caller, callee, cdr_id
+        caller.pair = callee.pair = pair
+        pair.caller_answered = True
+        pair.targets = targets
+        pair.recorder, pair.recording_path = recorder, recording_path
+        if answered:
+            pair.state = "answered"
+        else:
+            pair.state = "ringing"
+            pair.no_answer_deadline = time.monotonic() + server.cfg.no_answer_timeout
+            pair.ringback = ringback_to(caller)
+        server.pairs[id(pair)] = pair
+        pair.connect_media()
+        return pair
 
     # -- call control ---------------------------------------------------------------------
 
@@ -158,7 +226,8 @@ class CallPair:
         target = self.targets.pop(0)
         if self.callee is not None:
             self.spent.append(self.callee)
-        self.callee = Leg(target.account, self, "callee")
+        self.callee = Leg(target.account, self, "callee", number=target.number or self.dst,
+                          office=target.trunk is None)
         prm = pj.CallOpParam(True)
         prm.opt.audioCount = 1
         prm.opt.videoCount = 0
@@ -176,19 +245,39 @@ class CallPair:
         if self.no_answer_deadline is not None and time.monotonic() >= self.no_answer_deadline:
             self.no_answer_deadline = None
             self.on_no_answer_timeout()
+        if self.transfer is not None:
+            self.transfer.on_timer()
 
     def on_dtmf(self, leg: Leg, digit: str) -> None:
-        """Digits during an internal call: transfer by # is issue 3's; nothing yet."""
+        """The transfer key from an office phone during an answered call starts a transfer."""
+        if self.transfer is not None:
+            self.transfer.on_dtmf(leg, digit)
+        elif self.state == "answered" and self.callee is not None:
+            from .transfer import Transfer  # imports this module
+            self.transfer = Transfer.start_if_asked(self, leg, digit, self.caller, self.callee)
 
     def on_media(self) -> None:
-        self.connect_media()
+        if self.transfer is not None:
+            self.transfer.on_media()
+        else:
+            self.connect_media()
 
     def abort(self) -> None:
         """The feature server is stopping: end the call and close its record."""
         self.finish("answered" if self.state == "answered" else "failed", 503)
-        safe_hangup(self.caller, 503)
-        if self.callee is not None:
-            safe_hangup(self.callee)
+        for leg in self.owned((self.caller, self.callee)):
+            safe_hangup(leg, 503 if leg is self.caller else 0)
+
+    def live_legs(self) -> int:
+        """Legs of this call still up (the worker has MAX_LEGS in all), a transfer's included."""
+        legs = self.owned((self.caller, self.callee, *self.spent))
+        if self.transfer is not None:
+            legs += self.transfer.legs()
+        return sum(not leg.disconnected for leg in legs)
+
+    def owned(self, legs) -> list[Leg]:
+        """The legs still this call's (a transfer hands legs on to another call)."""
+        return [leg for leg in legs if leg is not None and leg.pair is self]
 
     def on_no_answer_timeout(self) -> None:
         log.info("call %s: %s did not answer in %d s", self.cdr_id, self.dst, self.server.cfg.no_answer_timeout)
@@ -200,9 +289,12 @@ class CallPair:
         if leg in self.spent:  # a failed-over trunk leg winding down
             self.server.retire_if_done(self)
             return
-        if self.state == "ended":
+        if self.state == "ended" or leg.pair is not self:
             self.server.retire_if_done(self)
             return
+        if (self.transfer is not None and info.state == pj.PJSIP_INV_STATE_DISCONNECTED
+                and self.transfer.party_left(leg, info.lastStatusCode)):
+            return  # the transfer went on without this leg
         if leg is self.caller:
             if info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
                 self.finish("answered" if self.state == "answered" else "cancelled", info.lastStatusCode)
@@ -217,8 +309,10 @@ class CallPair:
             self.state = "answered"
             self.server.board.stopped(self.cdr_id)
             self.no_answer_deadline = None
+            self.ringback = None
             self.answer_caller(200)
-            self.start_recording()
+            if self.recorder is None:
+                self.start_recording()
             self.server.cdr_answered(self.cdr_id, self.recording_path)
             self.connect_media()
         elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
@@ -242,7 +336,8 @@ class CallPair:
         self.no_answer_deadline = None
         self.targets = []
         self.server.board.stopped(self.cdr_id)
-        ringing, self.callee = self.callee, Leg(self.server.account, self, "picker", leg_id)
+        ringing, self.callee = self.callee, Leg(self.server.account, self, "picker", leg_id, number=picker,
+                                                office=True)
         if ringing is not None:
             self.spent.append(ringing)
         error = answer(self.callee, 200)
@@ -259,9 +354,13 @@ class CallPair:
         return True
 
     def answer_caller(self, code: int) -> None:
+        if self.caller_answered:
+            return  # a transferred caller, answered long ago
         error = answer(self.caller, code)
         if error:
             log.warning("call %s: answering caller with %d failed: %s", self.cdr_id, code, error)
+        elif code == 200:
+            self.caller_answered = True
 
     # -- media ----------------------------------------------------------------------------
 
@@ -283,7 +382,7 @@ class CallPair:
 
     def connect_media(self) -> None:
         """Bridges both legs (and the recorder) once both have active audio; idempotent."""
-        if self.state == "answered" and self.callee is not None:
+        if self.state == "answered" and self.callee is not None and self.transfer is None:
             bridge(self.caller, self.callee, self.recorder)
 
     # -- end ------------------------------------------------------------------------------
@@ -293,6 +392,9 @@ class CallPair:
             return
         self.state = "ended"
         self.no_answer_deadline = None
+        self.ringback = None
+        if self.transfer is not None:
+            self.transfer.abort()
         self.recorder = None  # closing the WAV writes its final header
         self.server.board.stopped(self.cdr_id)
         self.server.cdr_ended(self.cdr_id, disposition, code)
@@ -300,5 +402,4 @@ class CallPair:
         self.server.retire_if_done(self)
 
     def legs_gone(self) -> bool:
-        return (self.caller.disconnected and (self.callee is None or self.callee.disconnected)
-                and all(leg.disconnected for leg in self.spent))
+        return all(leg.disconnected for leg in self.owned((self.caller, self.callee, *self.spent)))

@@ -15,13 +15,12 @@ from typing import TYPE_CHECKING
 import pjsua2 as pj
 
 from ..config import Config, Inbound, Step, WEEKDAYS
-from .b2bua import FAILOVER_CODES, Leg, Target, active_audio, answer, bridge, safe_hangup
+from .b2bua import FAILOVER_CODES, Leg, Target, active_audio, answer, bridge, ringback_to, safe_hangup
 
 if TYPE_CHECKING:
     from .server import FeatureServer
 
 log = logging.getLogger(__name__)
-RINGBACK_HZ, RING_ON_MS, RING_OFF_MS = 425, 1000, 4000  # the Russian/European ringback tone
 
 
 def office_open(inbound: Inbound, timezone: str, when: datetime | None = None) -> bool:
@@ -55,7 +54,7 @@ class InboundCall:
                  sip_call_id: str):
         self.server, self.cfg = server, server.cfg
         self.src, self.src_name, self.dst, self.trunk = src, src, did, trunk
-        self.caller = Leg(server.account, self, "caller", caller_leg_id)
+        self.caller = Leg(server.account, self, "caller", caller_leg_id, number=src)
         self.callees: list[Leg] = []
         self.spent: list[Leg] = []
         self.winner: Leg | None = None
@@ -68,6 +67,7 @@ class InboundCall:
         self.ringback: pj.ToneGenerator | None = None
         self.recorder: pj.AudioMediaRecorder | None = None
         self.recording_path: str | None = None
+        self.transfer = None  # a Transfer while an office phone transfers this caller
         self.open = office_open(self.cfg.inbound, self.cfg.timezone)
         self.failover: list[Target] = []  # the other trunks of a forward_external step still to try
         self.steps = list((self.cfg.inbound.day if self.cfg.inbound.day is not None else default_day(self.cfg))
@@ -113,6 +113,13 @@ class InboundCall:
             self.deadline = time.monotonic() + self.cfg.inbound.digit_timeout
 
     def on_dtmf(self, leg: Leg, digit: str) -> None:
+        if self.transfer is not None:
+            self.transfer.on_dtmf(leg, digit)
+            return
+        if self.state == "answered" and self.winner is not None:
+            from .transfer import Transfer  # imports b2bua, as this module does
+            self.transfer = Transfer.start_if_asked(self, leg, digit, self.caller, self.winner)
+            return
         if leg is not self.caller or self.state not in ("greeting", "waiting"):
             return
         self.stop_prompt()
@@ -138,6 +145,8 @@ class InboundCall:
             self.play(self.cfg.inbound.invalid_prompt)
 
     def on_timer(self) -> None:
+        if self.transfer is not None:
+            self.transfer.on_timer()
         if self.deadline is None or time.monotonic() < self.deadline:
             return
         self.deadline = None
@@ -169,7 +178,8 @@ class InboundCall:
             targets, self.failover = targets[:1], targets[1:]
         else:
             from_uri = f'"{self.src}" <sip:{self.src}@{self.cfg.domain}>'
-            targets = [Target(f"sip:{n}@{net.bind}:{net.sip_port}", from_uri, self.server.account) for n in step.targets]
+            targets = [Target(f"sip:{n}@{net.bind}:{net.sip_port}", from_uri, self.server.account, number=n)
+                       for n in step.targets]
             self.server.board.stopped(self.cdr_id)
             self.server.board.ringing(self.cdr_id, step.targets)
         self.ring(targets)
@@ -182,7 +192,7 @@ class InboundCall:
         self.deadline = None
         self.failover = []
         self.server.board.stopped(self.cdr_id)
-        self.winner = Leg(self.server.account, self, "picker", leg_id)
+        self.winner = Leg(self.server.account, self, "picker", leg_id, number=picker, office=True)
         self.answered_by = picker
         self.drop_callees()
         self.ringback = None
@@ -198,7 +208,7 @@ class InboundCall:
 
     def ring(self, targets: list[Target]) -> None:
         for target in targets:
-            leg = Leg(target.account, self, "callee")
+            leg = Leg(target.account, self, "callee", number=target.number or "", office=target.trunk is None)
             prm = pj.CallOpParam(True)
             prm.opt.audioCount, prm.opt.videoCount = 1, 0
             prm.txOption.localUri = target.from_uri
@@ -220,18 +230,8 @@ class InboundCall:
         return True
 
     def start_ringback(self) -> None:
-        audio = active_audio(self.caller)
-        if audio is None or self.ringback is not None:
-            return
-        tone = pj.ToneDesc()
-        tone.freq1, tone.freq2, tone.on_msec, tone.off_msec = RINGBACK_HZ, 0, RING_ON_MS, RING_OFF_MS
-        tone.volume = 0
-        tones = pj.ToneDescVector()
-        tones.append(tone)
-        self.ringback = pj.ToneGenerator()
-        self.ringback.createToneGenerator()
-        self.ringback.play(tones, True)
-        self.ringback.startTransmit(audio)
+        if self.ringback is None:
+            self.ringback = ringback_to(self.caller)
 
     def drop_callees(self) -> None:
         # Moved aside first: pjsua2 may report a leg's end from inside hangup().
@@ -243,10 +243,12 @@ class InboundCall:
     # -- legs -----------------------------------------------------------------------------
 
     def on_leg_state(self, leg: Leg, info: pj.CallInfo) -> None:
-        if self.state == "ended" or leg in self.spent:
+        if self.state == "ended" or leg in self.spent or leg.pair is not self:
             self.server.retire_if_done(self)
             return
         disconnected = info.state == pj.PJSIP_INV_STATE_DISCONNECTED
+        if disconnected and self.transfer is not None and self.transfer.party_left(leg, info.lastStatusCode):
+            return  # the transfer went on without this leg
         if leg is self.caller:
             if disconnected:
                 self.finish("answered" if self.winner else "no_answer", info.lastStatusCode)
@@ -279,14 +281,17 @@ class InboundCall:
     def on_media(self) -> None:
         if self.state == "greeting" and self.prompt is None and active_audio(self.caller) is not None:
             self.play(self.cfg.inbound.greeting if self.open else self.cfg.inbound.night_greeting)
-        self.connect_media()
+        if self.transfer is not None:
+            self.transfer.on_media()
+        else:
+            self.connect_media()
 
     def start_recording(self) -> None:
         from .b2bua import CallPair
         CallPair.start_recording(self)  # same files, same failure handling
 
     def connect_media(self) -> None:
-        if self.winner is not None and self.state == "answered":
+        if self.winner is not None and self.state == "answered" and self.transfer is None:
             bridge(self.caller, self.winner, self.recorder)
 
     # -- end ------------------------------------------------------------------------------
@@ -296,19 +301,28 @@ class InboundCall:
             return
         self.state = "ended"
         self.deadline = None
+        if self.transfer is not None:
+            self.transfer.abort()
         self.prompt = self.ringback = self.recorder = None
         self.server.board.stopped(self.cdr_id)
         self.server.cdr_ended(self.cdr_id, disposition, code)
         log.info("inbound %s from %s to %s ended: %s (%s)", self.cdr_id, self.src, self.dst, disposition, code)
         self.drop_callees()
-        if self.winner is not None:
+        if self.winner is not None and self.winner.pair is self:
             safe_hangup(self.winner)
-        safe_hangup(self.caller, 480 if disposition == "no_answer" else 0)
+        if self.caller.pair is self:  # not handed on by a transfer
+            safe_hangup(self.caller, 480 if disposition == "no_answer" else 0)
         self.server.retire_if_done(self)
 
     def abort(self) -> None:
         self.finish("answered" if self.winner else "failed", 503)
 
+    def live_legs(self) -> int:
+        legs = [leg for leg in [self.caller, *self.callees, *self.spent, self.winner] if leg and leg.pair is self]
+        if self.transfer is not None:
+            legs += self.transfer.legs()
+        return sum(not leg.disconnected for leg in legs)
+
     def legs_gone(self) -> bool:
         legs = [self.caller, *self.callees, *self.spent] + ([self.winner] if self.winner else [])
-        return all(leg.disconnected for leg in legs)
+        return all(leg.disconnected for leg in legs if leg.pair is self)

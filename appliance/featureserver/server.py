@@ -170,7 +170,8 @@ class FeatureServer:
         src_name = asserted.group(1) if asserted and asserted.group(1) else src
         call_id = re.search(r"^(?:Call-ID|i):\s*(\S+)", msg, re.IGNORECASE | re.MULTILINE)
         trunk = TRUNK_HEADER.search(msg)
-        if source == self.kamailio_addr and trunk and len(self.pairs) < CALLS_PER_WORKER:
+        full = self.legs_in_use() + 2 > MAX_LEGS  # this caller's leg, and one to reach someone
+        if source == self.kamailio_addr and trunk and not full:
             caller = FROM_USER.search(msg)
             inbound = InboundCall(self, prm.callId, src=caller.group(1) if caller else "anonymous", did=dst,
                                   trunk=trunk.group(1), sip_call_id=call_id.group(1) if call_id else "")
@@ -184,7 +185,7 @@ class FeatureServer:
             safe_hangup(intruder, 403)
             self.retired.append(intruder)  # freed on the next loop turn, outside this callback
             return
-        if len(self.pairs) >= CALLS_PER_WORKER:
+        if full:
             # Full: Kamailio tries the next worker on this 503 (never 486: that means "callee busy").
             refused = pj.Call(self.account, prm.callId)
             safe_hangup(refused, 503)
@@ -226,6 +227,9 @@ class FeatureServer:
         self.board.ringing(pair.cdr_id, [route.number])
         pair.dial([Target(f"sip:{route.number}@{net.bind}:{net.sip_port}", from_uri, self.account)])
 
+    def legs_in_use(self) -> int:
+        return sum(pair.live_legs() for pair in self.pairs.values())
+
     def trunk_targets(self, number: str, names: list[str]) -> list[Target]:
         """The route's trunks in order, those whose registration is failing last (still tried)."""
         failing = {t["name"] for t in trunk_states(self.cfg) if t["state"] == "failing"}
@@ -262,6 +266,9 @@ class FeatureServer:
 
     def cdr_picked_up(self, cdr_id: str, extension: str) -> None:
         self._cdr(lambda: self.store.picked_up(cdr_id, extension), "pickup update")
+
+    def cdr_transferred(self, cdr_id: str, target: str) -> None:
+        self._cdr(lambda: self.store.transferred(cdr_id, target), "transfer update")
 
     def cdr_trunk(self, cdr_id: str, name: str) -> None:
         self._cdr(lambda: self.store.trunk(cdr_id, name), "trunk update")

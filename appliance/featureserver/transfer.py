@@ -1,0 +1,250 @@
+"""Attended transfer by DTMF, as in the memo: during a call an office phone presses `#`
+(features.transfer_key) and dials an extension or number (ended by `#` or a pause of
+features.transfer_digit_timeout seconds); the other party hears music on hold meanwhile.
+Hanging up hands the held party to the target; `*` (features.transfer_cancel_key), a busy or
+unanswered target, or a failed dial bring the held party back. If the held party hangs up, the
+consultation call goes on as an ordinary call.
+
+A Transfer lives inside the call that holds both parties (a CallPair or an InboundCall, "the
+call") on the feature server's library thread; the target's leg is a third leg of the same
+worker. Records: the consultation call gets its own CDR (src = the transferring phone,
+linked_id = the call's record); on completion the call's record gets `transferred_to` and ends,
+and the consultation record goes on with the held party and the target.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import pjsua2 as pj
+
+from .b2bua import (FAILOVER_CODES, CallPair, Leg, Target, active_audio, bridge, disposition_for_failure,
+                    ringback_to, safe_hangup, unbridge)
+
+if TYPE_CHECKING:
+    from .server import FeatureServer
+
+log = logging.getLogger(__name__)
+
+
+class MusicOnHold(pj.AudioMediaPlayer):
+    """The configured WAV, looped into the held party's leg for as long as the object lives."""
+
+    def __init__(self, path, leg: pj.Call):
+        super().__init__()
+        audio = active_audio(leg)
+        if audio is not None:
+            self.createPlayer(str(path))  # loops by default
+            self.startTransmit(audio)
+
+
+class Transfer:
+    def __init__(self, call, transferor: Leg, held: Leg):
+        self.call = call
+        self.server: FeatureServer = call.server
+        self.features = self.server.cfg.features
+        self.transferor, self.held = transferor, held
+        self.state = "dialling"  # dialling -> ringing -> talking; the call's `transfer` is None after
+        self.digits = ""
+        self.deadline: float | None = time.monotonic() + self.features.transfer_digit_timeout * 3
+        self.target: Leg | None = None
+        self.targets: list[Target] = []
+        self.cdr_id: str | None = None
+        self.recorder: pj.AudioMediaRecorder | None = None
+        self.recording_path: str | None = None
+        self.ringback: pj.ToneGenerator | None = None
+        self.spent: list[Leg] = []
+        unbridge(transferor, held)
+        self.stop_recording_of(transferor)
+        self.music: MusicOnHold | None = self.start_music()
+        log.info("call %s: %s started a transfer; %s on hold", call.cdr_id, transferor.number, held.number)
+
+    @classmethod
+    def start_if_asked(cls, call, leg: Leg, digit: str, *legs: Leg) -> "Transfer | None":
+        """A Transfer if `digit` is the transfer key from an office phone of the call, else None.
+        Outside parties cannot transfer: it would let them dial out at the office's expense."""
+        if digit != call.server.cfg.features.transfer_key or not leg.office or leg not in legs:
+            return None
+        held = next(other for other in legs if other is not leg)
+        return cls(call, leg, held)
+
+    # -- media ------------------------------------------------------------------------------
+
+    def start_music(self) -> MusicOnHold | None:
+        try:
+            return MusicOnHold(self.features.music_on_hold, self.held)
+        except pj.Error as exc:
+            log.error("call %s: cannot play music on hold %s: %s", self.call.cdr_id, self.features.music_on_hold,
+                      exc.info())
+            return None
+
+    def stop_recording_of(self, leg: Leg) -> None:
+        """The call's recording keeps the held party; the consultation goes into its own."""
+        audio = active_audio(leg)
+        if audio is not None and self.call.recorder is not None:
+            try:
+                audio.stopTransmit(self.call.recorder)
+            except pj.Error:
+                pass
+
+    def on_media(self) -> None:
+        if self.state == "talking" and self.target is not None:
+            bridge(self.transferor, self.target, self.recorder)
+
+    # -- digits and timers --------------------------------------------------------------------
+
+    def on_dtmf(self, leg: Leg, digit: str) -> None:
+        log.debug("call %s: transfer digit %r from %s", self.call.cdr_id, digit, leg.number)
+        if leg is not self.transferor:
+            return
+        if digit == self.features.transfer_cancel_key:
+            self.cancel("cancelled by the transferring phone", "cancelled")
+        elif self.state != "dialling":
+            return
+        elif digit in ("#", self.features.transfer_key):
+            self.dial() if self.digits else self.cancel("no number dialled", None)
+        else:
+            self.digits += digit
+            self.deadline = time.monotonic() + self.features.transfer_digit_timeout
+
+    def on_timer(self) -> None:
+        if self.deadline is None or time.monotonic() < self.deadline:
+            return
+        self.deadline = None
+        if self.state == "dialling":
+            self.dial() if self.digits else self.cancel("no number dialled", None)
+        elif self.state == "ringing":
+            self.cancel(f"{self.digits} did not answer", "no_answer")
+
+    # -- the consultation call --------------------------------------------------------------
+
+    def dial(self) -> None:
+        server = self.server
+        route = server.dialplan.route(self.digits, self.transferor.number)
+        external = route.klass not in ("internal", "feature", "denied")
+        if route.klass == "internal" and route.number not in (self.transferor.number, self.held.number):
+            net = server.cfg.network
+            name = next((e.name for e in server.cfg.extensions if e.number == self.transferor.number),
+                        self.transferor.number).replace('"', "")
+            self.targets = [Target(f"sip:{route.number}@{net.bind}:{net.sip_port}",
+                                   f'"{name}" <sip:{self.transferor.number}@{server.cfg.domain}>', server.account,
+                                   number=route.number)]
+        elif external:
+            self.targets = server.trunk_targets(route.number, route.trunks)
+        if not self.targets:
+            self.cancel(f"cannot transfer to {self.digits!r}: {route.reason or route.klass}", None)
+            return
+        self.cdr_id = server.cdr_start(direction="outbound" if external else "internal", src=self.transferor.number,
+                                       src_name=self.transferor.number, dst=self.digits, sip_call_id="",
+                                       dst_number=route.number if external else None, linked_id=self.call.cdr_id)
+        self.src, self.dst = self.transferor.number, self.digits  # for the recording's file name
+        self.state = "ringing"
+        self.deadline = time.monotonic() + server.cfg.no_answer_timeout
+        self.ringback = ringback_to(self.transferor)
+        log.info("call %s: transfer by %s to %s (record %s)", self.call.cdr_id, self.transferor.number,
+                 self.digits, self.cdr_id)
+        self.dial_next()
+
+    def dial_next(self) -> None:
+        while self.targets:
+            target = self.targets.pop(0)
+            if self.target is not None:
+                self.spent.append(self.target)
+            self.target = Leg(target.account, self, "target", number=target.number or self.digits,
+                              office=target.trunk is None)
+            if target.trunk:
+                self.server.cdr_trunk(self.cdr_id, target.trunk)
+            prm = pj.CallOpParam(True)
+            prm.opt.audioCount, prm.opt.videoCount = 1, 0
+            prm.txOption.localUri = target.from_uri
+            try:
+                self.target.makeCall(target.uri, prm)
+                return
+            except pj.Error as exc:  # e.g. every leg of this worker in use
+                log.error("call %s: transfer cannot dial %s: %s", self.call.cdr_id, target.uri, exc.info())
+                self.target.disconnected = True
+        self.cancel(f"no line free to reach {self.digits}", "failed")
+
+    def legs(self) -> list[Leg]:
+        return self.spent + ([self.target] if self.target is not None else [])
+
+    def on_leg_state(self, leg: Leg, info: pj.CallInfo) -> None:
+        if leg is not self.target:  # a failed-over trunk leg winding down
+            return
+        if info.state == pj.PJSIP_INV_STATE_CONFIRMED and self.state == "ringing":
+            self.state = "talking"
+            self.deadline = None
+            self.ringback = None
+            CallPair.start_recording(self)  # same files and failure handling as any call
+            self.server.cdr_answered(self.cdr_id, self.recording_path)
+            self.on_media()
+        elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
+            code = info.lastStatusCode
+            if self.state == "talking":
+                self.cancel(f"{self.digits} hung up", "answered", code)
+            elif self.targets and code in FAILOVER_CODES:
+                self.dial_next()
+            else:
+                self.cancel(f"{self.digits} answered {code}", disposition_for_failure(code) if code >= 300
+                            else "no_answer", code)
+
+    # -- endings ----------------------------------------------------------------------------
+
+    def cancel(self, why: str, disposition: str | None, code: int | None = None) -> None:
+        """Back to the call as it was: the target's leg goes, the held party hears the transferor."""
+        log.info("call %s: transfer ended (%s); %s back with %s", self.call.cdr_id, why, self.held.number,
+                 self.transferor.number)
+        self.close(disposition, code)
+        call = self.call
+        call.transfer = None
+        if active_audio(self.transferor) is not None and active_audio(self.held) is not None:
+            bridge(self.transferor, self.held, call.recorder)
+
+    def close(self, disposition: str | None, code: int | None) -> None:
+        """Ends the consultation: its leg hangs up, its record closes, music and tones stop."""
+        self.deadline = None
+        self.music = self.ringback = None
+        self.recorder = None
+        target, self.target = self.target, None
+        legs = self.spent + ([target] if target is not None else [])
+        for leg in legs:  # the call waits for them to be gone before it is retired
+            leg.pair = self.call
+            self.call.spent.append(leg)
+        for leg in legs:
+            safe_hangup(leg)
+        if self.cdr_id is not None and disposition is not None:
+            answered = self.state == "talking"  # a consultation that took place, whoever ended it
+            self.server.cdr_ended(self.cdr_id, "answered" if answered else disposition, code)
+
+    def abort(self) -> None:
+        """The call ends for good (shutdown, or both parties gone)."""
+        if self.call.transfer is self:
+            self.call.transfer = None
+            self.close("answered" if self.state == "talking" else "cancelled", None)
+
+    def party_left(self, leg: Leg, code: int) -> bool:
+        """The transferor or the held party hung up. Returns True when the consultation goes on
+        without them (the call's record ends here), False when the call should end as usual."""
+        if leg not in (self.transferor, self.held) or self.target is None:
+            self.abort()
+            return False
+        other = self.held if leg is self.transferor else self.transferor
+        call = self.call
+        call.transfer = None
+        if leg is self.transferor:
+            log.info("call %s: %s hung up: %s transferred to %s", call.cdr_id, leg.number, other.number, self.digits)
+            self.server.cdr_transferred(call.cdr_id, self.digits)
+        else:
+            log.info("call %s: held party %s hung up; %s goes on with %s", call.cdr_id, leg.number, other.number,
+                     self.digits)
+        self.music = self.ringback = None
+        CallPair.adopt(self.server, other, self.target, cdr_id=self.cdr_id, dst=self.digits,
+                       answered=self.state == "talking", recorder=self.recorder,
+                       recording_path=self.recording_path, targets=self.targets)
+        call.finish("answered", code)  # after the hand-over: the call hangs up only its own legs
+        for spent in self.spent:
+            spent.pair = call
+            call.spent.append(spent)
+        self.server.retire_if_done(call)
+        return True

@@ -1,0 +1,134 @@
+"""Attended transfer by DTMF, as in the memo: during a call a phone presses #, dials an extension
+and # (or waits 3 s); the other party hears music on hold; hanging up connects the held party with
+the target; * cancels, and a target that does not answer gives the held party back.
+
+Who hears whom is checked by audio: every phone plays its own tone, the music on hold has a 659 Hz
+drone no phone plays."""
+from __future__ import annotations
+
+import pjsua2 as pj
+import pytest
+
+from audio import has_tone, lacks_tone
+from conftest import TONES, start_pbx, write_office
+
+MOH_HZ = 659.26
+CONFIRMED, DISCONNECTED = pj.PJSIP_INV_STATE_CONFIRMED, pj.PJSIP_INV_STATE_DISCONNECTED
+
+
+@pytest.fixture(scope="module")
+def pbx(tmp_path_factory):
+    """This module's appliance: a short no-answer timeout for the unanswered-target case."""
+    pbx = start_pbx(write_office(tmp_path_factory.mktemp("transfer"), no_answer_timeout=5))
+    yield pbx
+    pbx.stop()
+
+
+def heard(lab, call, name: str, seconds: float = 1.5):
+    """What `call`'s phone hears during the next `seconds`."""
+    path = call.record_phase(name)
+    lab.poll(seconds)
+    call.stop_recording()
+    lab.poll(0.1)
+    return path
+
+
+def connected_call(lab, phones, a: str = "101", b: str = "102"):
+    caller, callee = phones(a), phones(b)
+    call = caller.dial(b)
+    lab.wait_for(lambda: call.state == CONFIRMED and callee.calls and callee.last_call.state == CONFIRMED, 5,
+                 f"{a} and {b} to talk")
+    lab.poll(0.5)
+    return call, callee.last_call
+
+
+def start_transfer(lab, phones, pbx, call_of_transferor, target: str = "103", answer_delay: float = 1.0):
+    target_phone = phones(target)
+    target_phone.answer_delay = answer_delay
+    call_of_transferor.dialDtmf(f"#{target}#")
+    lab.wait_for(lambda: target_phone.calls and target_phone.last_call.saw(pj.PJSIP_INV_STATE_EARLY), 5,
+                 f"{target} to ring")
+    return target_phone
+
+
+def test_hanging_up_hands_the_held_party_to_the_target(lab, phones, pbx):
+    held, transferor = connected_call(lab, phones)
+    target = start_transfer(lab, phones, pbx, transferor, answer_delay=2.0)
+    on_hold = heard(lab, held, "on-hold", 1.2)
+    assert has_tone(on_hold, MOH_HZ) and lacks_tone(on_hold, TONES["102"]), "the held party hears music only"
+    lab.wait_for(lambda: target.last_call.state == CONFIRMED, 5, "103 to answer")
+    lab.poll(0.3)
+    consult = heard(lab, transferor, "consultation")
+    assert has_tone(consult, TONES["103"]) and lacks_tone(consult, TONES["101"]), "102 talks to 103 alone"
+    assert has_tone(heard(lab, held, "still-held", 1.0), MOH_HZ)
+
+    transferor.hangup_now()
+    lab.wait_for(lambda: transferor.state == DISCONNECTED, 5, "102 to hang up")
+    lab.poll(0.3)
+    assert held.state == CONFIRMED and target.last_call.state == CONFIRMED
+    after = heard(lab, held, "after"), heard(lab, target.last_call, "after")
+    assert has_tone(after[0], TONES["103"]) and lacks_tone(after[0], MOH_HZ), "101 now talks to 103"
+    assert has_tone(after[1], TONES["101"]) and lacks_tone(after[1], TONES["102"])
+
+    held.hangup_now()
+    lab.wait_for(lambda: target.last_call.state == DISCONNECTED, 5, "103 to be hung up")
+    original = pbx.wait_cdr(lambda r: r["src"] == "101" and r["dst"] == "102")
+    assert original["transferred_to"] == "103" and original["disposition"] == "answered"
+    linked = pbx.wait_cdr(lambda r: r["linked_id"] == original["id"])
+    assert (linked["src"], linked["dst"], linked["disposition"]) == ("102", "103", "answered")
+    assert linked["billsec"] >= 2 and linked["recording"] and linked["recording"] != original["recording"]
+    assert has_tone(linked["recording"], TONES["101"]) and has_tone(linked["recording"], TONES["103"])
+
+
+def test_unanswered_target_gives_the_held_party_back(lab, phones, pbx):
+    held, transferor = connected_call(lab, phones)
+    target = phones("103")
+    target.answer = "never"
+    transferor.dialDtmf("#103")  # no closing #: dialled after the 3 s pause
+    lab.wait_for(lambda: target.calls and target.last_call.saw(pj.PJSIP_INV_STATE_EARLY), 8, "103 to ring")
+    lab.wait_for(lambda: target.last_call.state == DISCONNECTED, 8, "103 to stop ringing after the timeout")
+    lab.poll(0.3)
+    back = heard(lab, held, "back"), heard(lab, transferor, "back")
+    assert has_tone(back[0], TONES["102"]) and lacks_tone(back[0], MOH_HZ), "101 talks to 102 again"
+    assert has_tone(back[1], TONES["101"])
+    transferor.hangup_now()
+    lab.wait_for(lambda: held.state == DISCONNECTED, 5, "the call to end")
+    original = pbx.wait_cdr(lambda r: r["src"] == "101" and r["dst"] == "102" and r["linked_id"] is None
+                            and not r["transferred_to"] and r["billsec"] >= 5)
+    linked = pbx.wait_cdr(lambda r: r["linked_id"] == original["id"])
+    assert linked["disposition"] == "no_answer" and linked["billsec"] == 0
+
+
+def test_star_cancels_and_reconnects(lab, phones, pbx):
+    held, transferor = connected_call(lab, phones)
+    target = start_transfer(lab, phones, pbx, transferor, answer_delay=0.0)
+    lab.wait_for(lambda: target.last_call.state == CONFIRMED, 5, "103 to answer")
+    lab.poll(0.5)
+    transferor.dialDtmf("*")
+    lab.wait_for(lambda: target.last_call.state == DISCONNECTED, 5, "103 to be hung up by the cancel")
+    lab.poll(0.3)
+    back = heard(lab, held, "back"), heard(lab, transferor, "back")
+    assert has_tone(back[0], TONES["102"]) and lacks_tone(back[0], MOH_HZ)
+    assert has_tone(back[1], TONES["101"]) and lacks_tone(back[1], TONES["103"])
+    held.hangup_now()
+    lab.wait_for(lambda: transferor.state == DISCONNECTED, 5, "the call to end")
+    original = pbx.wait_cdr(lambda r: r["src"] == "101" and r["dst"] == "102" and not r["transferred_to"]
+                            and any(x["linked_id"] == r["id"] and x["disposition"] == "answered" for x in pbx.cdrs()))
+    assert original["disposition"] == "answered"
+
+
+def test_held_party_hanging_up_leaves_the_consultation_going(lab, phones, pbx):
+    held, transferor = connected_call(lab, phones)
+    target = start_transfer(lab, phones, pbx, transferor, answer_delay=0.0)
+    lab.wait_for(lambda: target.last_call.state == CONFIRMED, 5, "103 to answer")
+    held.hangup_now()
+    lab.wait_for(lambda: held.state == DISCONNECTED, 5, "101 to hang up")
+    lab.poll(0.5)
+    assert transferor.state == CONFIRMED and target.last_call.state == CONFIRMED
+    talk = heard(lab, transferor, "talk"), heard(lab, target.last_call, "talk")
+    assert has_tone(talk[0], TONES["103"]) and has_tone(talk[1], TONES["102"])
+    transferor.hangup_now()
+    lab.wait_for(lambda: target.last_call.state == DISCONNECTED, 5, "103 to be hung up")
+    original = pbx.wait_cdr(lambda r: r["src"] == "101" and r["dst"] == "102" and not r["transferred_to"]
+                            and any(x["linked_id"] == r["id"] and x["billsec"] >= 1 for x in pbx.cdrs()))
+    assert original["disposition"] == "answered"
