@@ -94,6 +94,9 @@ class CdrStore:
             (cdr_id, sip_call_id, now(), direction, src, src_name, dst, dst_number, self.worker, linked_id))
         return cdr_id
 
+    def link(self, cdr_id: str, linked_id: str) -> None:
+        self.db.execute("UPDATE cdr SET linked_id=? WHERE id=?", (linked_id, cdr_id))
+
     def transferred(self, cdr_id: str, target: str) -> None:
         self.db.execute("UPDATE cdr SET transferred_to=? WHERE id=?", (target, cdr_id))
 

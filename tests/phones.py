@@ -46,6 +46,7 @@ class TestCall(pj.Call):
         self.recorder: pj.AudioMediaRecorder | None = None
         self.record_path: Path | None = None
         self.media_active = False
+        self.transfer_codes: list[int] = []  # NOTIFY outcomes of a REFER this phone sent
 
     @property
     def state(self) -> int:
@@ -78,6 +79,9 @@ class TestCall(pj.Call):
                 if self.recorder is not None:
                     audio.startTransmit(self.recorder)
                 self.media_active = True
+
+    def onCallTransferStatus(self, prm: pj.OnCallTransferStatusParam) -> None:
+        self.transfer_codes.append(prm.statusCode)
 
     def stop_recording(self) -> None:
         self.recorder = None

@@ -33,11 +33,11 @@ def free_udp_port() -> int:
         return s.getsockname()[1]
 
 
-def run_sipp(scenario: str, workdir: Path, target_port: int, *, service: str, user: str, password: str,
-             expected: str = "200", fill: dict[str, str] | None = None, local_port: int = 0, lab=None,
-             timeout: float = 30.0) -> SippResult:
-    """Runs one call of `scenario` with @EXPECTED@ (and each @KEY@ of `fill`) filled in;
-    polls `lab` (the test phones) meanwhile."""
+def start_sipp(scenario: str, workdir: Path, target_port: int, *, service: str, user: str, password: str,
+               expected: str = "200", fill: dict[str, str] | None = None, local_port: int = 0,
+               timeout: float = 30.0) -> tuple[subprocess.Popen, Path]:
+    """Starts one call of `scenario` with @EXPECTED@ (and each @KEY@ of `fill`) filled in; returns
+    the process and the file its message trace goes to."""
     local_port = local_port or free_udp_port()
     text = (SCENARIOS / scenario).read_text().replace("@EXPECTED@", expected)
     for key, value in (fill or {}).items():
@@ -49,7 +49,11 @@ def run_sipp(scenario: str, workdir: Path, target_port: int, *, service: str, us
             "-p", str(local_port), "-s", service, "-key", "caller", user, "-au", user, "-ap", password,
             "-timeout", f"{int(timeout)}s", "-timeout_error", "-trace_msg", "-message_file", str(trace),
             "-recv_timeout", "15000", f"127.0.0.1:{target_port}"]
-    proc = subprocess.Popen(argv, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(argv, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True), trace
+
+
+def finish_sipp(proc: subprocess.Popen, trace: Path, timeout: float, lab=None) -> SippResult:
+    """Waits for SIPp (polling `lab`, the test phones, meanwhile) and collects what it saw."""
     end = time.monotonic() + timeout + 5
     while proc.poll() is None and time.monotonic() < end:
         if lab is not None:
@@ -60,3 +64,12 @@ def run_sipp(scenario: str, workdir: Path, target_port: int, *, service: str, us
         proc.kill()
     output = proc.communicate()[0]
     return SippResult(proc.returncode, trace.read_text() if trace.exists() else "", output)
+
+
+def run_sipp(scenario: str, workdir: Path, target_port: int, *, service: str, user: str, password: str,
+             expected: str = "200", fill: dict[str, str] | None = None, local_port: int = 0, lab=None,
+             timeout: float = 30.0) -> SippResult:
+    """Runs one call of `scenario` to its end; polls `lab` (the test phones) meanwhile."""
+    proc, trace = start_sipp(scenario, workdir, target_port, service=service, user=user, password=password,
+                             expected=expected, fill=fill, local_port=local_port, timeout=timeout)
+    return finish_sipp(proc, trace, timeout, lab)

@@ -132,3 +132,54 @@ def test_held_party_hanging_up_leaves_the_consultation_going(lab, phones, pbx):
     original = pbx.wait_cdr(lambda r: r["src"] == "101" and r["dst"] == "102" and not r["transferred_to"]
                             and any(x["linked_id"] == r["id"] and x["billsec"] >= 1 for x in pbx.cdrs()))
     assert original["disposition"] == "answered"
+
+
+# -- the phone's own transfer key: SIP REFER -------------------------------------------------------
+
+def test_blind_refer_rings_the_target_for_the_other_party(lab, phones, pbx):
+    held, transferor = connected_call(lab, phones)
+    target = phones("103")
+    target.answer_delay = 1.5
+    transferor.xfer(f"sip:103@127.0.0.1:{pbx.sip_port}", pj.CallOpParam(True))
+    lab.wait_for(lambda: transferor.state == DISCONNECTED, 5, "the transferring phone to be released")
+    assert 200 in transferor.transfer_codes, "NOTIFY told the phone the transfer went through"
+    lab.wait_for(lambda: target.calls and target.last_call.saw(pj.PJSIP_INV_STATE_EARLY), 5, "103 to ring")
+    ringing = heard(lab, held, "ringback", 1.0)
+    assert has_tone(ringing, 425) and lacks_tone(ringing, TONES["102"]), "101 hears ringback meanwhile"
+    lab.wait_for(lambda: target.last_call.state == CONFIRMED, 5, "103 to answer")
+    lab.poll(0.3)
+    after = heard(lab, held, "after"), heard(lab, target.last_call, "after")
+    assert has_tone(after[0], TONES["103"]) and has_tone(after[1], TONES["101"])
+    held.hangup_now()
+    lab.wait_for(lambda: target.last_call.state == DISCONNECTED, 5, "103 to be hung up")
+    original = pbx.wait_cdr(lambda r: r["src"] == "101" and r["dst"] == "102" and r["transferred_to"] == "103"
+                            and any(x["linked_id"] == r["id"] and x["disposition"] == "answered" for x in pbx.cdrs()))
+    assert original["disposition"] == "answered"
+
+
+def test_attended_refer_with_replaces_joins_the_two_calls(lab, phones, pbx):
+    held, transferor = connected_call(lab, phones)
+    transferor.setHold(pj.CallOpParam(True))  # the phone's hold key: the other party hears music
+    lab.poll(0.5)
+    on_hold = heard(lab, held, "phone-hold", 1.2)
+    assert has_tone(on_hold, MOH_HZ) and lacks_tone(on_hold, TONES["102"])
+    target = phones("103")
+    consultation = transferor.phone.dial("103")
+    lab.wait_for(lambda: consultation.state == CONFIRMED and target.calls and target.last_call.state == CONFIRMED,
+                 5, "102 to reach 103")
+    lab.poll(0.5)
+    transferor.xferReplaces(consultation, pj.CallOpParam(True))
+    lab.wait_for(lambda: transferor.state == DISCONNECTED and consultation.state == DISCONNECTED, 5,
+                 "both of 102's calls to be released")
+    assert 200 in transferor.transfer_codes
+    lab.poll(0.3)
+    assert held.state == CONFIRMED and target.last_call.state == CONFIRMED
+    after = heard(lab, held, "joined"), heard(lab, target.last_call, "joined")
+    assert has_tone(after[0], TONES["103"]) and lacks_tone(after[0], MOH_HZ), "101 talks to 103"
+    assert has_tone(after[1], TONES["101"]) and lacks_tone(after[1], TONES["102"])
+    held.hangup_now()
+    lab.wait_for(lambda: target.last_call.state == DISCONNECTED, 5, "103 to be hung up")
+    original = pbx.wait_cdr(lambda r: r["src"] == "101" and r["dst"] == "102" and r["transferred_to"] == "103")
+    linked = pbx.wait_cdr(lambda r: r["linked_id"] == original["id"] and r["ended_at"])
+    assert (linked["src"], linked["dst"], linked["disposition"]) == ("102", "103", "answered")
+    assert has_tone(linked["recording"], TONES["101"]) and has_tone(linked["recording"], TONES["103"])

@@ -125,6 +125,62 @@ def active_audio(call: pj.Call) -> pj.AudioMedia | None:
     return None
 
 
+class MusicOnHold(pj.AudioMediaPlayer):
+    """The configured WAV (features.music_on_hold), looped into a leg for as long as it lives."""
+
+    def __init__(self, path, leg: pj.Call):
+        super().__init__()
+        audio = active_audio(leg)
+        if audio is not None:
+            self.createPlayer(str(path))  # loops by default
+            self.startTransmit(audio)
+
+
+def music_on_hold(server: "FeatureServer", leg: pj.Call) -> MusicOnHold | None:
+    try:
+        return MusicOnHold(server.cfg.features.music_on_hold, leg)
+    except pj.Error as exc:
+        log.error("cannot play music on hold %s: %s", server.cfg.features.music_on_hold, exc.info())
+        return None
+
+
+def held_by_remote(call: pj.Call) -> bool:
+    """The phone on this leg put the call on hold (re-INVITE with sendonly or inactive)."""
+    try:
+        info = call.getInfo()
+    except pj.Error:
+        return False
+    return any(m.type == pj.PJMEDIA_TYPE_AUDIO and m.status == pj.PJSUA_CALL_MEDIA_REMOTE_HOLD for m in info.media)
+
+
+def hold_music_for(call, one: pj.Call, other: pj.Call) -> MusicOnHold | None:
+    """The call's music on hold as it should now be: playing to the party whose other side holds."""
+    held = other if held_by_remote(one) else one if held_by_remote(other) else None
+    if held is None:
+        return None
+    if call.hold_music is not None and getattr(call, "hold_music_leg", None) is held:
+        return call.hold_music
+    call.hold_music_leg = held
+    return music_on_hold(call.server, held)
+
+
+def send_transfer_outcome(leg: pj.Call, code: int, reason: str, cseq: str = "") -> None:
+    """Ends the REFER's implicit subscription (RFC 3515) with NOTIFY carrying the outcome."""
+    prm = pj.CallSendRequestParam()
+    prm.method = "NOTIFY"
+    for name, value in (("Event", f"refer;id={cseq}" if cseq else "refer"),
+                        ("Subscription-State", "terminated;reason=noresource")):
+        header = pj.SipHeader()
+        header.hName, header.hValue = name, value
+        prm.txOption.headers.append(header)
+    prm.txOption.contentType = "message/sipfrag;version=2.0"
+    prm.txOption.msgBody = f"SIP/2.0 {code} {reason}\r\n"
+    try:
+        leg.sendRequest(prm)
+    except pj.Error as exc:
+        log.warning("cannot send the transfer outcome NOTIFY: %s", exc.info())
+
+
 class Leg(pj.Call):
     """One side of a bridged call; forwards its events to the call that owns it (`pair`, which a
     transfer may change). `number` is the extension or outside number on this side; `office` says
@@ -164,6 +220,7 @@ class CallPair:
         self.caller = Leg(server.account, self, "caller", caller_leg_id, number=src, office=True)
         self.cdr_id = server.cdr_start(direction=direction, src=src, src_name=src_name, dst=dst,
                                        sip_call_id=sip_call_id, dst_number=dst_number)
+        server.board.in_call(self.cdr_id, [src])
 
     def _setup(self, server: "FeatureServer", src: str, src_name: str, dst: str, direction_out: bool) -> None:
         self.server = server
@@ -179,6 +236,8 @@ class CallPair:
         self.caller_answered = False
         self.ringback: pj.ToneGenerator | None = None
         self.transfer: Transfer | None = None
+        self.hold_music: MusicOnHold | None = None  # for one party while the other's phone holds
+        self.created = time.monotonic()
 
     @classmethod
     def adopt(cls, server: "FeatureServer", caller: Leg, callee: Leg, *, cdr_id: str, dst: str, answered: bool,
@@ -200,6 +259,7 @@ class CallPair:
             pair.no_answer_deadline = time.monotonic() + server.cfg.no_answer_timeout
             pair.ringback = ringback_to(caller)
         server.pairs[id(pair)] = pair
+        server.board.in_call(cdr_id, [leg.number for leg in (caller, callee) if leg.office])
         pair.connect_media()
         return pair
 
@@ -268,6 +328,21 @@ class CallPair:
         for leg in self.owned((self.caller, self.callee)):
             safe_hangup(leg, 503 if leg is self.caller else 0)
 
+    def parties(self) -> tuple[Leg, Leg] | None:
+        """The two legs talking (or one on hold), once answered."""
+        if self.state == "answered" and self.callee is not None:
+            return self.caller, self.callee
+        return None
+
+    def hand_off(self) -> None:
+        """Ends this call without ending its record: a transfer carries the record (and its
+        recording) on in another call with other parties."""
+        self.state = "ended"
+        self.no_answer_deadline = None
+        self.ringback = self.hold_music = self.recorder = None
+        self.server.board.call_ended(self.cdr_id)
+        self.server.retire_if_done(self)
+
     def live_legs(self) -> int:
         """Legs of this call still up (the worker has MAX_LEGS in all), a transfer's included."""
         legs = self.owned((self.caller, self.callee, *self.spent))
@@ -304,6 +379,8 @@ class CallPair:
         # the callee leg
         if info.state == pj.PJSIP_INV_STATE_EARLY and self.state == "routing":
             self.state = "ringing"
+            if leg.office:  # now with the ringing leg's Call-ID, for a BLF key's pickup
+                self.server.board.ringing(self.cdr_id, [leg.number], {leg.number: info.callIdString})
             self.answer_caller(180)
         elif info.state == pj.PJSIP_INV_STATE_CONFIRMED and self.state in ("routing", "ringing"):
             self.state = "answered"
@@ -314,6 +391,8 @@ class CallPair:
             if self.recorder is None:
                 self.start_recording()
             self.server.cdr_answered(self.cdr_id, self.recording_path)
+            if leg.office:
+                self.server.board.in_call(self.cdr_id, [leg.number])
             self.connect_media()
         elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
             if self.state == "answered":
@@ -349,6 +428,7 @@ class CallPair:
         self.start_recording()
         self.server.cdr_answered(self.cdr_id, self.recording_path)
         self.server.cdr_picked_up(self.cdr_id, picker)
+        self.server.board.in_call(self.cdr_id, [picker])
         log.info("call %s %s -> %s picked up by %s", self.cdr_id, self.src, self.dst, picker)
         self.connect_media()
         return True
@@ -381,9 +461,11 @@ class CallPair:
         self.recording_path = str(path)
 
     def connect_media(self) -> None:
-        """Bridges both legs (and the recorder) once both have active audio; idempotent."""
+        """Bridges both legs (and the recorder) once both have active audio; idempotent. While
+        one phone holds the call, the other party hears music on hold."""
         if self.state == "answered" and self.callee is not None and self.transfer is None:
             bridge(self.caller, self.callee, self.recorder)
+            self.hold_music = hold_music_for(self, self.caller, self.callee)
 
     # -- end ------------------------------------------------------------------------------
 
@@ -392,7 +474,8 @@ class CallPair:
             return
         self.state = "ended"
         self.no_answer_deadline = None
-        self.ringback = None
+        self.ringback = self.hold_music = None
+        self.server.board.call_ended(self.cdr_id)
         if self.transfer is not None:
             self.transfer.abort()
         self.recorder = None  # closing the WAV writes its final header

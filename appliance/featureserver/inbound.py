@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 import pjsua2 as pj
 
 from ..config import Config, Inbound, Step, WEEKDAYS
-from .b2bua import FAILOVER_CODES, Leg, Target, active_audio, answer, bridge, ringback_to, safe_hangup
+from .b2bua import (FAILOVER_CODES, Leg, Target, active_audio, answer, bridge, hold_music_for, ringback_to,
+                    safe_hangup)
 
 if TYPE_CHECKING:
     from .server import FeatureServer
@@ -68,6 +69,8 @@ class InboundCall:
         self.recorder: pj.AudioMediaRecorder | None = None
         self.recording_path: str | None = None
         self.transfer = None  # a Transfer while an office phone transfers this caller
+        self.hold_music = None  # for the caller while the office phone holds the call
+        self.created = time.monotonic()
         self.open = office_open(self.cfg.inbound, self.cfg.timezone)
         self.failover: list[Target] = []  # the other trunks of a forward_external step still to try
         self.steps = list((self.cfg.inbound.day if self.cfg.inbound.day is not None else default_day(self.cfg))
@@ -181,8 +184,9 @@ class InboundCall:
             targets = [Target(f"sip:{n}@{net.bind}:{net.sip_port}", from_uri, self.server.account, number=n)
                        for n in step.targets]
             self.server.board.stopped(self.cdr_id)
-            self.server.board.ringing(self.cdr_id, step.targets)
         self.ring(targets)
+        if step.kind != "external":
+            self.server.board.ringing(self.cdr_id, step.targets, self.ringing_call_ids())
 
     def pick_up(self, leg_id: int, picker: str) -> bool:
         """The pickup code from another phone while office phones ring for this caller."""
@@ -202,6 +206,7 @@ class InboundCall:
         self.start_recording()
         self.server.cdr_answered(self.cdr_id, self.recording_path)
         self.server.cdr_picked_up(self.cdr_id, picker)
+        self.server.board.in_call(self.cdr_id, [picker])
         log.info("inbound %s picked up by %s", self.cdr_id, picker)
         self.connect_media()
         return True
@@ -220,6 +225,15 @@ class InboundCall:
                 log.warning("inbound %s: cannot ring %s: %s", self.cdr_id, target.uri, exc.info())
         if not self.callees and not self.try_next_trunk():
             self.next_step()
+
+    def ringing_call_ids(self) -> dict[str, str]:
+        ids = {}
+        for leg in self.callees:
+            try:
+                ids[leg.number] = leg.getInfo().callIdString
+            except pj.Error:
+                pass
+        return ids
 
     def try_next_trunk(self) -> bool:
         if not self.failover:
@@ -266,6 +280,8 @@ class InboundCall:
             self.answered_by = target.number or target.uri if target and target.trunk else info.remoteUri
             self.start_recording()
             self.server.cdr_answered(self.cdr_id, self.recording_path)
+            if leg.office:
+                self.server.board.in_call(self.cdr_id, [leg.number])
             self.connect_media()
         elif disconnected:
             if leg is self.winner:
@@ -293,6 +309,7 @@ class InboundCall:
     def connect_media(self) -> None:
         if self.winner is not None and self.state == "answered" and self.transfer is None:
             bridge(self.caller, self.winner, self.recorder)
+            self.hold_music = hold_music_for(self, self.caller, self.winner)
 
     # -- end ------------------------------------------------------------------------------
 
@@ -303,7 +320,8 @@ class InboundCall:
         self.deadline = None
         if self.transfer is not None:
             self.transfer.abort()
-        self.prompt = self.ringback = self.recorder = None
+        self.prompt = self.ringback = self.recorder = self.hold_music = None
+        self.server.board.call_ended(self.cdr_id)
         self.server.board.stopped(self.cdr_id)
         self.server.cdr_ended(self.cdr_id, disposition, code)
         log.info("inbound %s from %s to %s ended: %s (%s)", self.cdr_id, self.src, self.dst, disposition, code)
@@ -316,6 +334,11 @@ class InboundCall:
 
     def abort(self) -> None:
         self.finish("answered" if self.winner else "failed", 503)
+
+    def parties(self) -> tuple[Leg, Leg] | None:
+        if self.state == "answered" and self.winner is not None:
+            return self.caller, self.winner
+        return None
 
     def live_legs(self) -> int:
         legs = [leg for leg in [self.caller, *self.callees, *self.spent, self.winner] if leg and leg.pair is self]

@@ -7,11 +7,13 @@ from crashing the process.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
 import re
 import signal
+import socket
 import sqlite3
 import sys
 import time
@@ -27,8 +29,10 @@ from ..recordings import recording_path, recover_after_crash
 from ..pjlib import endpoint_config, start_udp
 from ..ringing import RingingBoard
 from ..trunks import trunk_states
-from .b2bua import CallPair, Target, safe_hangup
+from ..kamailio.render import control_socket
+from .b2bua import CallPair, Target, safe_hangup, send_transfer_outcome
 from .inbound import InboundCall
+from .transfer import attended_transfer, blind_transfer, parse_refer_to
 
 log = logging.getLogger("edgepbx.featureserver")
 
@@ -66,6 +70,9 @@ class FeatureServer:
         self.trunk_accounts: dict[str, pj.Account] = {}  # one per trunk: its credentials for 401/407
         self.dialplan = DialPlan(cfg)
         self.board = RingingBoard(cfg.data_dir, worker)
+        self.control = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)  # REFERs from the SIP edge
+        self.control.bind(control_socket(cfg, worker).encode("latin-1"))
+        self.control.setblocking(False)
 
     # -- library setup ----------------------------------------------------------------------
 
@@ -121,10 +128,60 @@ class FeatureServer:
     def loop(self) -> None:
         while not self.stopping:
             self.ep.libHandleEvents(10)
+            self.read_control()
             self.run_tasks()
             self.fire_timers()
             self.retired.clear()  # drop pjsua2 objects outside of their callbacks
         self.shutdown()
+
+    def read_control(self) -> None:
+        while True:
+            try:
+                data = self.control.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            try:
+                refer = json.loads(data)
+                self.on_refer(str(refer["call_id"]), str(refer["refer_to"]), str(refer.get("cseq", "")))
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("ignoring a malformed REFER hand-over from the edge: %s", exc)
+            except Exception:
+                log.exception("REFER handling failed")
+
+    def find_party(self, sip_call_id: str):
+        """(call, leg) of the answered call whose leg has this SIP Call-ID, or None."""
+        for call in self.pairs.values():
+            for leg in call.parties() or ():
+                try:
+                    info = leg.getInfo()
+                except pj.Error:
+                    continue
+                if info.callIdString == sip_call_id:
+                    return call, leg
+        return None
+
+    def on_refer(self, sip_call_id: str, refer_to: str, cseq: str) -> None:
+        """A phone's transfer key: blind (REFER to a number) or attended (with Replaces)."""
+        found = self.find_party(sip_call_id)
+        if found is None:
+            log.warning("REFER on a call this worker does not have (Call-ID %s)", sip_call_id)
+            return
+        call, leg = found
+        number, replaces = parse_refer_to(refer_to)
+        log.info("call %s: %s sent REFER to %s%s", call.cdr_id, leg.number, number, " with Replaces" if replaces else "")
+        if not leg.office or call.transfer is not None:
+            send_transfer_outcome(leg, 603, "Declined", cseq)
+            return
+        if replaces is None:
+            blind_transfer(call, leg, number, cseq)
+            return
+        other = self.find_party(replaces)
+        if other is None or other[0] is call:
+            # The consultation runs in another worker (this one was full when it started).
+            log.warning("call %s: the call to replace (%s) is not in this worker", call.cdr_id, replaces)
+            send_transfer_outcome(leg, 481, "Call/Transaction Does Not Exist", cseq)
+            return
+        attended_transfer(self, found, other, cseq)
 
     def run_tasks(self) -> None:
         while True:
@@ -192,8 +249,8 @@ class FeatureServer:
             self.retired.append(refused)
             return
         route = self.dialplan.route(dst.replace("%23", "#"), src)
-        if route.klass == "feature":
-            wanted = PICKUP_HEADER.search(msg)
+        wanted = PICKUP_HEADER.search(msg)  # only the edge sets it: a pickup code, or a BLF key's Replaces
+        if route.klass == "feature" or wanted:
             target = next((p for p in self.pairs.values() if wanted and p.cdr_id == wanted.group(1)), None)
             if target is not None and target.pick_up(prm.callId, src):
                 return
@@ -266,6 +323,9 @@ class FeatureServer:
 
     def cdr_picked_up(self, cdr_id: str, extension: str) -> None:
         self._cdr(lambda: self.store.picked_up(cdr_id, extension), "pickup update")
+
+    def cdr_link(self, cdr_id: str, linked_id: str) -> None:
+        self._cdr(lambda: self.store.link(cdr_id, linked_id), "link update")
 
     def cdr_transferred(self, cdr_id: str, target: str) -> None:
         self._cdr(lambda: self.store.transferred(cdr_id, target), "transfer update")

@@ -14,29 +14,21 @@ and the consultation record goes on with the held party and the target.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import TYPE_CHECKING
+from urllib.parse import unquote
 
 import pjsua2 as pj
 
-from .b2bua import (FAILOVER_CODES, CallPair, Leg, Target, active_audio, bridge, disposition_for_failure,
-                    ringback_to, safe_hangup, unbridge)
+from .b2bua import (FAILOVER_CODES, CallPair, Leg, MusicOnHold, Target, active_audio, bridge,
+                    disposition_for_failure, music_on_hold, ringback_to, safe_hangup, send_transfer_outcome,
+                    unbridge)
 
 if TYPE_CHECKING:
     from .server import FeatureServer
 
 log = logging.getLogger(__name__)
-
-
-class MusicOnHold(pj.AudioMediaPlayer):
-    """The configured WAV, looped into the held party's leg for as long as the object lives."""
-
-    def __init__(self, path, leg: pj.Call):
-        super().__init__()
-        audio = active_audio(leg)
-        if audio is not None:
-            self.createPlayer(str(path))  # loops by default
-            self.startTransmit(audio)
 
 
 class Transfer:
@@ -72,12 +64,8 @@ class Transfer:
     # -- media ------------------------------------------------------------------------------
 
     def start_music(self) -> MusicOnHold | None:
-        try:
-            return MusicOnHold(self.features.music_on_hold, self.held)
-        except pj.Error as exc:
-            log.error("call %s: cannot play music on hold %s: %s", self.call.cdr_id, self.features.music_on_hold,
-                      exc.info())
-            return None
+        self.call.hold_music = None  # the transfer's own music replaces any for a phone's hold
+        return music_on_hold(self.server, self.held)
 
     def stop_recording_of(self, leg: Leg) -> None:
         """The call's recording keeps the held party; the consultation goes into its own."""
@@ -248,3 +236,63 @@ class Transfer:
             call.spent.append(spent)
         self.server.retire_if_done(call)
         return True
+
+
+# -- transfers by the phone's own keys (REFER, handed over by the SIP edge) -----------------------
+
+def parse_refer_to(value: str) -> tuple[str, str | None]:
+    """(the target's user part, the Call-ID of the dialog to replace or None) of a Refer-To value,
+    e.g. `<sip:103@pbx?Replaces=abc%40host%3Bto-tag%3D1%3Bfrom-tag%3D2>`."""
+    uri = value.strip()
+    if "<" in uri:
+        uri = uri[uri.index("<") + 1:].split(">", 1)[0]
+    user = re.match(r"sips?:([^@;?>]+)@", uri, re.IGNORECASE)
+    replaces = None
+    if "?" in uri:
+        for part in uri.split("?", 1)[1].split("&"):
+            name, _, text = part.partition("=")
+            if name.strip().lower() == "replaces":
+                replaces = unquote(text).split(";", 1)[0].strip() or None
+    return (unquote(user.group(1)) if user else ""), replaces
+
+
+def blind_transfer(call, transferor: Leg, number: str, cseq: str) -> None:
+    """REFER without Replaces: the phone is done at once; the other party hears ringback until
+    `number` answers (and is hung up if it does not), with the same records as a # transfer."""
+    held = next(leg for leg in call.parties() if leg is not transferor)
+    transfer = Transfer(call, transferor, held)
+    call.transfer = transfer
+    transfer.digits = number
+    transfer.dial()
+    if call.transfer is not transfer:  # nothing to dial: the parties are together again
+        send_transfer_outcome(transferor, 404, "Not Found", cseq)
+        return
+    send_transfer_outcome(transferor, 200, "OK", cseq)
+    transfer.party_left(transferor, 200)
+    safe_hangup(transferor)
+
+
+def attended_transfer(server: "FeatureServer", refer: tuple, replaced: tuple, cseq: str) -> None:
+    """REFER with Replaces: a phone talks to A on one call and to C on another (both through this
+    worker) and joins them. The older call is the original one: its record ends with
+    `transferred_to`; the consultation's record (and recording) goes on with the joined parties and
+    is linked to it."""
+    (call_1, leg_1), (call_2, leg_2) = refer, replaced
+    (original, mine), (consultation, mine_too) = sorted([(call_1, leg_1), (call_2, leg_2)], key=lambda t: t[0].created)
+    if not isinstance(consultation, CallPair):
+        send_transfer_outcome(leg_1, 603, "Declined", cseq)
+        return
+    held = next(leg for leg in original.parties() if leg is not mine)
+    target = next(leg for leg in consultation.parties() if leg is not mine_too)
+    log.info("call %s: %s joins %s with %s (record %s)", original.cdr_id, mine.number, held.number, target.number,
+             consultation.cdr_id)
+    send_transfer_outcome(leg_1, 200, "OK", cseq)
+    server.cdr_transferred(original.cdr_id, target.number)
+    server.cdr_link(consultation.cdr_id, original.cdr_id)
+    recorder, recording_path = consultation.recorder, consultation.recording_path
+    consultation.hand_off()
+    CallPair.adopt(server, held, target, cdr_id=consultation.cdr_id, dst=target.number, answered=True,
+                   recorder=recorder, recording_path=recording_path, targets=[])
+    original.finish("answered", 200)  # hangs up only what is still its own
+    safe_hangup(mine)
+    safe_hangup(mine_too)

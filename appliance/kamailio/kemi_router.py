@@ -10,6 +10,7 @@ its path comes in the EDGEPBX_ROUTING environment variable.
 """
 import json
 import os
+import socket
 import sqlite3
 import time
 
@@ -41,6 +42,11 @@ class Router:
         self.directed_prefix = routing.get("directed_pickup_prefix", "**")
         self.ringing_path = routing.get("ringing_db")
         self.ringing = None
+        self.controls = routing["feature_server"].get("controls", [])  # each worker's REFER socket
+        edge = routing.get("edge") or {}
+        self.edge = (edge.get("host"), int(edge.get("port", 0)))  # this Kamailio: pua's PUBLISHes come from here
+        self.flags = routing.get("flags") or {}
+        self.control = None
         registrar = routing.get("trunk_registrar") or {}
         self.trunk_registrar = (registrar.get("host"), int(registrar.get("port", 0)))
         self.registrations = None  # opened per Kamailio process, on first use
@@ -85,6 +91,9 @@ class Router:
                 self.relay()  # the box registering a trunk: on to the provider, from Kamailio's socket
             else:
                 self.register()
+            return 1
+        if method in ("SUBSCRIBE", "PUBLISH"):
+            self.presence(method)
             return 1
         if method != "INVITE":
             KSR.sl.sl_send_reply(405, "Method Not Allowed")
@@ -136,14 +145,94 @@ class Router:
         if KSR.rr.loose_route() > 0:
             if not KSR.isdsturiset():
                 KSR.nathelper.handle_ruri_alias()
+            if method == "REFER" and not self.from_feature_server():
+                self.refer_to_worker()
+                return EXIT
             self.relay()
             return EXIT
         if method == "ACK":
             if KSR.tm.t_check_trans() > 0:
                 self.relay()
             return EXIT
+        if method == "SUBSCRIBE":  # a BLF subscription's refresh or end: presence's own dialog
+            self.serve_presence("SUBSCRIBE")
+            return EXIT
         KSR.sl.sl_send_reply(404, "Not here")
         return EXIT
+
+    # -- BLF: dialog-info presence ------------------------------------------------------
+
+    def presence(self, method):
+        """Phones' BLF keys SUBSCRIBE to Event: dialog of an extension (authenticated like calls);
+        the states come from the dialog module through pua_dialoginfo, whose PUBLISHes this
+        Kamailio sends to itself and only it may send."""
+        if method == "PUBLISH":
+            if (KSR.pv.get("$si"), int(KSR.pv.get("$sp"))) != self.edge:
+                KSR.sl.sl_send_reply(403, "Forbidden")
+                return
+        else:
+            event = (KSR.pv.gete("$hdr(Event)") or KSR.pv.gete("$hdr(o)") or "").split(";")[0].strip().lower()
+            if event != "dialog":
+                KSR.sl.sl_send_reply(489, "Bad Event")
+                return
+            if not self.authenticate("SUBSCRIBE"):
+                return
+            KSR.auth.consume_credentials()
+            if KSR.pv.gete("$rU") not in self.extensions:
+                KSR.sl.sl_send_reply(404, "No Such Extension")
+                return
+        self.serve_presence(method)
+
+    def serve_presence(self, method):
+        if KSR.tm.t_newtran() < 0:
+            KSR.sl.sl_reply_error()
+            return
+        if method == "PUBLISH":
+            KSR.presence.handle_publish()
+        else:
+            KSR.presence.handle_subscribe()
+        KSR.tm.t_release()
+
+    def track_dialog(self, caller, callee):
+        """Has the dialog module follow this INVITE so pua_dialoginfo PUBLISHes its states: for the
+        caller on a phone's call into the feature server, for the callee on the feature server's
+        call to a phone (each call crosses the edge twice; each side is published once)."""
+        KSR.setflag(int(self.flags.get("publish", 8)))
+        if caller:
+            KSR.pv.sets("$avp(pua_caller)", f"sip:{caller}@{self.realm}")
+        else:
+            KSR.setflag(int(self.flags.get("no_caller_publish", 9)))
+        if callee:
+            KSR.pv.sets("$avp(pua_callee)", f"sip:{callee}@{self.realm}")
+        else:
+            KSR.setflag(int(self.flags.get("no_callee_publish", 10)))
+        KSR.dialog.dlg_manage()
+
+    def refer_to_worker(self):
+        """A phone's transfer key (REFER, blind or with Replaces) on a call through a worker: the
+        worker carries it out itself, so the edge accepts the REFER here (202) and hands its
+        content to that worker's control socket; the worker reports the outcome with NOTIFY."""
+        next_hop = KSR.pv.gete("$du") or KSR.pv.gete("$ru") or ""
+        port = next_hop.rsplit(":", 1)[-1].split(";")[0].split(">")[0]
+        worker = self.fs_ports.index(int(port)) if port.isdigit() and int(port) in self.fs_ports else None
+        refer_to = KSR.pv.gete("$hdr(Refer-To)") or KSR.pv.gete("$hdr(r)")
+        if worker is None or worker >= len(self.controls):
+            self.relay()
+            return
+        if not refer_to:
+            KSR.sl.sl_send_reply(400, "Missing Refer-To")
+            return
+        refer = {"call_id": KSR.pv.get("$ci"), "refer_to": refer_to, "cseq": KSR.pv.get("$cs"),
+                 "referred_by": KSR.pv.gete("$hdr(Referred-By)") or ""}
+        try:
+            if self.control is None:
+                self.control = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self.control.sendto(json.dumps(refer).encode(), self.controls[worker].encode("latin-1"))
+        except OSError as exc:
+            KSR.err(f"edgepbx: cannot hand REFER to worker {worker}: {exc}\n")
+            KSR.sl.sl_send_reply(503, "Service Unavailable")
+            return
+        KSR.sl.sl_send_reply(202, "Accepted")
 
     # -- authentication ------------------------------------------------------------------
 
@@ -221,13 +310,42 @@ class Router:
         if self.direct:
             self.to_phone()
             return
+        replaces = KSR.pv.gete("$hdr(Replaces)")
+        if replaces:  # a BLF key picking up the call ringing on the watched phone
+            worker = self.replaced_ringing_worker(replaces)
+            if worker is None:
+                KSR.sl.sl_send_reply(481, "Call Does Not Exist")
+                return
+            KSR.hdr.remove("Replaces")
+        else:
+            worker = self.pickup_worker(caller)
+        self.track_dialog(caller, None)
         KSR.rr.record_route()
-        worker = self.pickup_worker(caller)
         if worker is not None:
             KSR.setdsturi(f"sip:{self.fs_host}:{worker}")
             self.relay()
             return
         self.to_worker()
+
+    def replaced_ringing_worker(self, replaces):
+        """The worker port of the call whose ringing leg has the Call-ID in Replaces (with
+        X-Edgepbx-Pickup naming the call), or None."""
+        call_id = replaces.split(";", 1)[0].strip()
+        row = self.ringing_row("SELECT cdr_id, worker FROM ringing WHERE sip_call_id=? LIMIT 1", [call_id])
+        if row is None:
+            return None
+        KSR.hdr.append(f"X-Edgepbx-Pickup: {row[0]}\r\n")
+        return self.fs_ports[int(row[1])]
+
+    def ringing_row(self, query, args):
+        try:
+            if self.ringing is None and self.ringing_path and os.path.exists(self.ringing_path):
+                self.ringing = sqlite3.connect(self.ringing_path, timeout=0.5, isolation_level=None)
+            if self.ringing is not None:
+                return self.ringing.execute(query, args).fetchone()
+        except sqlite3.Error as exc:
+            KSR.warn(f"edgepbx: ringing board lookup failed: {exc}\n")
+        return None
 
     def pickup_worker(self, picker):
         """For a pickup code: the worker port holding the oldest call ringing in the picker's group
@@ -240,20 +358,20 @@ class Router:
             members = [dialled[len(self.directed_prefix):]]
         else:
             return None
-        row = None
-        try:
-            if self.ringing is None and self.ringing_path and os.path.exists(self.ringing_path):
-                self.ringing = sqlite3.connect(self.ringing_path, timeout=0.5, isolation_level=None)
-            if self.ringing is not None and members:
-                marks = ",".join("?" * len(members))
-                row = self.ringing.execute(f"SELECT cdr_id, worker FROM ringing WHERE extension IN ({marks}) "
-                                           "ORDER BY started LIMIT 1", members).fetchone()
-        except sqlite3.Error as exc:
-            KSR.warn(f"edgepbx: pickup lookup failed: {exc}\n")
+        marks = ",".join("?" * len(members))
+        row = self.ringing_row(f"SELECT cdr_id, worker FROM ringing WHERE extension IN ({marks}) "
+                               "ORDER BY started LIMIT 1", members) if members else None
         if row is None:
             return None  # any worker answers "nothing to pick up"
         KSR.hdr.append(f"X-Edgepbx-Pickup: {row[0]}\r\n")
         return self.fs_ports[int(row[1])]
+
+    def worker_of(self, extension):
+        """The worker holding the phone's latest call, if it has one (ringing.sqlite `parties`)."""
+        if not extension:
+            return None
+        row = self.ringing_row("SELECT worker FROM parties WHERE extension=? ORDER BY started DESC LIMIT 1", [extension])
+        return int(row[0]) if row else None
 
     def to_worker(self):
         # Round robin over the feature-server workers; a full worker answers 503 and the
@@ -263,6 +381,9 @@ class Router:
         turn = KSR.htable.sht_get("workers", "next") or 0
         KSR.htable.sht_seti("workers", "next", (turn + 1) % 1000000)
         start = turn % len(self.fs_ports)
+        busy_in = self.worker_of(KSR.pv.gete("$au"))
+        if busy_in is not None and busy_in < len(self.fs_ports):
+            start = busy_in  # a phone's second call joins its first: a REFER with Replaces needs both
         KSR.pv.seti("$avp(fs_index)", start)
         KSR.pv.seti("$avp(fs_tries)", 1)
         KSR.setdsturi(f"sip:{self.fs_host}:{self.fs_ports[start]}")
@@ -297,6 +418,8 @@ class Router:
             KSR.rr.record_route()  # a call out over a trunk: straight to the provider
             self.relay()
             return
+        if KSR.pv.gete("$rU") in self.extensions:
+            self.track_dialog(None, KSR.pv.get("$rU"))
         rc = KSR.registrar.lookup("location")
         if rc < 0:
             KSR.tm.t_newtran()

@@ -9,6 +9,7 @@ import glob
 import os
 import secrets
 import socket
+import sqlite3
 from pathlib import Path
 
 from ..config import Config
@@ -16,7 +17,12 @@ from ..files import write_private, write_private_json
 
 KEMI_SCRIPT = Path(__file__).with_name("kemi_router.py")
 MODULES = ("kex", "corex", "tm", "tmx", "sl", "rr", "pv", "maxfwd", "usrloc", "registrar", "textops",
-           "siputils", "xlog", "sanity", "auth", "nathelper", "htable", "app_python3")
+           "siputils", "xlog", "sanity", "auth", "nathelper", "htable", "db_sqlite", "dialog", "presence",
+           "presence_dialoginfo", "pua", "pua_dialoginfo", "app_python3")
+PRESENCE_SCHEMA = (Path("/usr/share/kamailio/db_sqlite/standard-create.sql"),
+                   Path("/usr/share/kamailio/db_sqlite/presence-create.sql"))
+# Message flags the routing sets on a call's INVITE for pua_dialoginfo (kemi_router.track_dialog).
+FLAG_PUBLISH, FLAG_NO_CALLER_PUBLISH, FLAG_NO_CALLEE_PUBLISH = 8, 9, 10
 
 
 def module_dir() -> str:
@@ -72,9 +78,44 @@ modparam("auth", "secret", "{secrets.token_hex(16)}")
 modparam("auth", "nonce_expire", 300)
 modparam("htable", "htable", "authfail=>size=8;autoexpire={cfg.security.ban_seconds};")
 modparam("htable", "htable", "workers=>size=2;")
+# db_sqlite wants sqlite:// then the absolute path with its own leading slash
+modparam("presence", "db_url", "sqlite:///{presence_db(cfg)}")
+modparam("presence", "subs_db_mode", 0)
+modparam("presence", "publ_cache", 2)
+modparam("presence", "server_address", "sip:{net.bind}:{net.sip_port}")
+modparam("presence", "max_expires", 3600)
+modparam("pua", "db_url", "sqlite:///{presence_db(cfg)}")
+modparam("pua", "db_mode", 0)
+modparam("pua", "outbound_proxy", "sip:{net.bind}:{net.sip_port}")
+modparam("pua_dialoginfo", "caller_confirmed", 1)
+modparam("pua_dialoginfo", "send_publish_flag", {FLAG_PUBLISH})
+modparam("pua_dialoginfo", "disable_caller_publish_flag", {FLAG_NO_CALLER_PUBLISH})
+modparam("pua_dialoginfo", "disable_callee_publish_flag", {FLAG_NO_CALLEE_PUBLISH})
+modparam("pua_dialoginfo", "use_pubruri_avps", 1)
+modparam("pua_dialoginfo", "pubruri_caller_avp", "$avp(pua_caller)")
+modparam("pua_dialoginfo", "pubruri_callee_avp", "$avp(pua_callee)")
 modparam("app_python3", "load", "{KEMI_SCRIPT}")
 cfgengine "python"
 """
+
+
+def presence_db(cfg: Config) -> Path:
+    return cfg.data_dir / "kamailio" / "presence.sqlite"
+
+
+def create_presence_db(cfg: Config) -> None:
+    """The SQLite file the presence modules insist on at start (they keep their state in memory:
+    subs_db_mode 0, publ_cache 2, pua db_mode 0); made from Kamailio's own schema once."""
+    path = presence_db(cfg)
+    if path.exists():
+        return
+    db = sqlite3.connect(str(path))
+    try:
+        for schema in PRESENCE_SCHEMA:
+            db.executescript(schema.read_text())
+        db.commit()
+    finally:
+        db.close()
 
 
 def _resolve(host: str) -> str:
@@ -85,10 +126,16 @@ def _resolve(host: str) -> str:
         return host
 
 
+def control_socket(cfg: Config, worker: int) -> str:
+    """The abstract Unix socket (leading NUL: no file to go stale) where a worker takes REFERs."""
+    return f"\0edgepbx-{cfg.network.bind}-{cfg.network.sip_port}-worker{worker}"
+
+
 def routing_data(cfg: Config, passwords: dict[str, str], direct_routing: bool = False) -> dict:
     return {
         "realm": cfg.domain,
-        "feature_server": {"host": cfg.network.bind, "ports": [w.sip_port for w in cfg.workers]},
+        "feature_server": {"host": cfg.network.bind, "ports": [w.sip_port for w in cfg.workers],
+                           "controls": [control_socket(cfg, w.index) for w in cfg.workers]},
         "ban_after": cfg.security.auth_failures_before_ban,
         "direct_routing": direct_routing,
         "registrations_db": str(cfg.data_dir / "registrations.sqlite"),
@@ -99,6 +146,9 @@ def routing_data(cfg: Config, passwords: dict[str, str], direct_routing: bool = 
         "pickup_code": cfg.features.pickup_code,
         "directed_pickup_prefix": cfg.features.directed_pickup_prefix,
         "ringing_db": str(cfg.data_dir / "ringing.sqlite"),
+        "edge": {"host": cfg.network.bind, "port": cfg.network.sip_port},
+        "flags": {"publish": FLAG_PUBLISH, "no_caller_publish": FLAG_NO_CALLER_PUBLISH,
+                  "no_callee_publish": FLAG_NO_CALLEE_PUBLISH},
     }
 
 
@@ -108,6 +158,7 @@ def write(cfg: Config, passwords: dict[str, str], direct_routing: bool = False) 
     out.mkdir(parents=True, exist_ok=True)
     cfg_path = out / "kamailio.cfg"
     routing_path = out / "routing.json"
+    create_presence_db(cfg)
     write_private(cfg_path, kamailio_cfg(cfg))
     write_private_json(routing_path, routing_data(cfg, passwords, direct_routing))
     return cfg_path, routing_path
