@@ -7,6 +7,7 @@ import pytest
 
 from audio import has_tone
 from conftest import TONES, start_pbx, write_office
+from sipp import finish_sipp, start_sipp
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +55,34 @@ def test_another_phone_picks_up_the_ringing_call(office, lab, phones_here, code)
     assert len([r for r in office.cdrs() if r["id"] == record["id"]]) == 1  # one call, one record
 
 
-def test_pickup_with_nothing_ringing_ends_at_once(office, lab, phones_here):
+def test_pickup_with_nothing_ringing_plays_a_short_tone_and_ends(office, lab, phones_here):
     picker = phones_here("103")
     pick = picker.dial("0")
     lab.wait_for(lambda: pick.state == pj.PJSIP_INV_STATE_DISCONNECTED, 5, "the pickup attempt to end")
-    assert pick.last_code == 480
+    assert pick.saw(pj.PJSIP_INV_STATE_CONFIRMED)
+    lab.poll(0.2)
+    assert has_tone(pick.record_path, 950) and has_tone(pick.record_path, 1400), "the special information tone"
+    assert not [r for r in office.cdrs() if r["dst"] == "0"], "nothing happened: no call record"
+
+
+def test_with_two_calls_ringing_the_oldest_is_picked_up(office, lab, phones_here, tmp_path):
+    """SIPp places the two calls (the test process has room for only four pjsua2 legs)."""
+    first, second, picker = phones_here("102"), phones_here("103"), phones_here("105")
+    first.answer = second.answer = "never"
+    codec = {"CODEC": "PCMA/8000", "PT": "8", "HOLD": "1000"}
+    older = start_sipp("call_answered.xml", tmp_path, office.sip_port, service="102", user="101",
+                       password="pw-101-secret", fill=codec, timeout=20)
+    lab.wait_for(lambda: first.calls and first.last_call.saw(pj.PJSIP_INV_STATE_EARLY), 5, "102 to ring")
+    lab.poll(0.3)
+    newer = start_sipp("call_answered.xml", tmp_path, office.sip_port, service="103", user="104",
+                       password="pw-104-secret", fill=codec, timeout=20)
+    lab.wait_for(lambda: second.calls and second.last_call.saw(pj.PJSIP_INV_STATE_EARLY), 5, "103 to ring")
+    pick = picker.dial("0")
+    lab.wait_for(lambda: pick.state == pj.PJSIP_INV_STATE_CONFIRMED, 5, "the pickup to connect")
+    lab.wait_for(lambda: first.last_call.state == pj.PJSIP_INV_STATE_DISCONNECTED, 5, "102 to stop ringing")
+    assert second.last_call.state != pj.PJSIP_INV_STATE_DISCONNECTED, "103 still rings: only the oldest was taken"
+    assert finish_sipp(*older, 20, lab).returncode == 0, "101's call was answered, then hung up"
+    record = office.wait_cdr(lambda r: r["src"] == "101" and r["dst"] == "102")
+    assert record["picked_up_by"] == "105" and record["disposition"] == "answered"
+    second.last_call.hangup_now()
+    finish_sipp(*newer, 20, lab)

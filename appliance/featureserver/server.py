@@ -32,6 +32,7 @@ from ..trunks import trunk_states
 from ..kamailio.render import control_socket
 from .b2bua import CallPair, Target, safe_hangup, send_transfer_outcome
 from .inbound import InboundCall
+from .notice import ToneNotice
 from .transfer import attended_transfer, blind_transfer, parse_refer_to
 
 log = logging.getLogger("edgepbx.featureserver")
@@ -255,9 +256,8 @@ class FeatureServer:
             if target is not None and target.pick_up(prm.callId, src):
                 return
             log.info("%s dialled %s: nothing to pick up", src, dst)
-            nothing = pj.Call(self.account, prm.callId)
-            safe_hangup(nothing, 480)  # the phone plays its own short error tone
-            self.retired.append(nothing)
+            notice = ToneNotice(self, prm.callId, src, "nothing to pick up")
+            self.pairs[id(notice)] = notice
             return
         external = route.klass not in ("internal", "feature", "denied")
         pair = CallPair(self, prm.callId, src=src, src_name=src_name, dst=dst,
