@@ -28,6 +28,7 @@ bench: setup
 	$(VENV)/bin/python bench/bench_calls.py
 	$(VENV)/bin/python bench/bench_provisioning.py
 	$(VENV)/bin/python bench/bench_pickup.py
+	$(VENV)/bin/python bench/bench_transfer.py
 
 clean:
 	rm -rf $(VENV) var
