@@ -47,6 +47,7 @@ class TestCall(pj.Call):
         self.record_path: Path | None = None
         self.media_active = False
         self.transfer_codes: list[int] = []  # NOTIFY outcomes of a REFER this phone sent
+        self.digits_heard = ""  # DTMF the other side sent (RFC 2833 or INFO)
 
     @property
     def state(self) -> int:
@@ -79,6 +80,9 @@ class TestCall(pj.Call):
                 if self.recorder is not None:
                     audio.startTransmit(self.recorder)
                 self.media_active = True
+
+    def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:
+        self.digits_heard += prm.digit
 
     def onCallTransferStatus(self, prm: pj.OnCallTransferStatusParam) -> None:
         self.transfer_codes.append(prm.statusCode)

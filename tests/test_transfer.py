@@ -183,3 +183,25 @@ def test_attended_refer_with_replaces_joins_the_two_calls(lab, phones, pbx):
     linked = pbx.wait_cdr(lambda r: r["linked_id"] == original["id"] and r["ended_at"])
     assert (linked["src"], linked["dst"], linked["disposition"]) == ("102", "103", "answered")
     assert has_tone(linked["recording"], TONES["101"]) and has_tone(linked["recording"], TONES["103"])
+
+
+def test_other_keys_reach_the_other_party(lab, phones, pbx):
+    """An IVR the office calls must get its digits: only the transfer key stays in the box."""
+    caller_call, callee_call = connected_call(lab, phones)
+    caller_call.dialDtmf("12*0")
+    lab.wait_for(lambda: callee_call.digits_heard == "12*0", 5, "102 to receive 12*0")
+    callee_call.send_info_dtmf("98")
+    lab.wait_for(lambda: caller_call.digits_heard == "98", 5, "101 to receive 98 (sent as INFO)")
+
+
+def test_a_number_that_goes_nowhere_gives_the_held_party_back_at_once(lab, phones, pbx):
+    held, transferor = connected_call(lab, phones)
+    transferor.dialDtmf("#55#")  # no such extension, and no trunk in this office
+    lab.poll(1.0)
+    back = heard(lab, held, "back")
+    assert has_tone(back, TONES["102"]) and lacks_tone(back, MOH_HZ)
+    held.hangup_now()
+    lab.wait_for(lambda: transferor.state == DISCONNECTED, 5, "the call to end")
+    record = pbx.wait_cdr(lambda r: r["src"] == "101" and r["dst"] == "102" and r["ended_at"])
+    assert not record["transferred_to"]
+    assert not [r for r in pbx.cdrs() if r["linked_id"] == record["id"]], "nothing was dialled"

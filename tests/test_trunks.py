@@ -163,3 +163,50 @@ def test_a_call_the_extension_may_not_make_is_refused(tmp_path):
         assert record["disposition"] == "failed" and record["trunk"] is None
     finally:
         pbx.stop()
+
+
+def test_a_transfer_to_an_outside_number_goes_over_the_trunk(tmp_path, lab):
+    """102 transfers 101 with # to a mobile number: the dial plan and the trunk carry the
+    consultation; hanging up hands 101 to the outside party. The provider is SIPp (no audio)."""
+    import pjsua2 as pj
+
+    from conftest import TONES
+
+    provider, port, trace = provider_calls(tmp_path, "provider_call.xml", "provider")
+    extra = f"""site: {{name: "NN", area_code: "831"}}
+trunks:
+  - {{name: main, host: 127.0.0.1, port: {port}, register: false, username: nn-office, password: trunk-pass-2,
+     caller_id: "+78312000000"}}"""
+    pbx = start_pbx(write_office(tmp_path, extra=extra))
+    lab.port = pbx.sip_port
+    try:
+        held_phone = lab.phone("101", "pw-101-secret", TONES["101"])
+        transferring = lab.phone("102", "pw-102-secret", TONES["102"])
+        held = held_phone.dial("102")
+        lab.wait_for(lambda: held.state == pj.PJSIP_INV_STATE_CONFIRMED and transferring.calls
+                     and transferring.last_call.state == pj.PJSIP_INV_STATE_CONFIRMED, 5, "101 and 102 to talk")
+        lab.poll(0.5)
+        transferring.last_call.dialDtmf("#89101234567#")
+        lab.wait_for(lambda: "SIP/2.0 200 OK" in trace.read_text(), 10, "the provider to answer the consultation")
+        lab.poll(0.5)
+        transferring.last_call.hangup_now()
+        lab.poll(1.0)
+        assert held.state == pj.PJSIP_INV_STATE_CONFIRMED, "101 stays, now with the outside party"
+        held.hangup_now()
+        lab.wait_for(lambda: provider.poll() is not None, 10, "the provider to get the BYE")
+        sent = trace.read_text()
+        assert "INVITE sip:+79101234567@127.0.0.1" in sent and re.search(r"^From: <sip:\+78312000000@", sent, re.M)
+        original = pbx.wait_cdr(lambda r: r["src"] == "101" and r["dst"] == "102")
+        assert original["transferred_to"] == "89101234567"
+        linked = pbx.wait_cdr(lambda r: r["linked_id"] == original["id"])
+        assert (linked["direction"], linked["trunk"], linked["dst_number"], linked["disposition"]) == \
+            ("outbound", "main", "+79101234567", "answered")
+    finally:
+        lab.ep.hangupAllCalls()
+        lab.poll(0.3)
+        for p in lab.phones:
+            p.calls.clear()
+            p.shutdown()
+        lab.phones.clear()
+        pbx.stop()
+        provider.kill()

@@ -82,6 +82,20 @@ def bridge(one: pj.Call, other: pj.Call, recorder: pj.AudioMediaRecorder | None)
     return True
 
 
+def relay_dtmf(leg: pj.Call, digit: str) -> None:
+    """Passes a key press on to the other party (an IVR they called, say): RFC 2833 when that leg
+    negotiated telephone-event, else SIP INFO. RFC 2833 events do not travel in the bridged audio."""
+    for method in (pj.PJSUA_DTMF_METHOD_RFC2833, pj.PJSUA_DTMF_METHOD_SIP_INFO):
+        prm = pj.CallSendDtmfParam()
+        prm.method, prm.digits = method, digit
+        try:
+            leg.sendDtmf(prm)
+            return
+        except pj.Error:
+            continue
+    log.warning("cannot pass DTMF %r on", digit)
+
+
 def unbridge(one: pj.Call, other: pj.Call) -> None:
     """Stops audio between two legs both ways (one is being put on hold)."""
     a, b = active_audio(one), active_audio(other)
@@ -309,12 +323,15 @@ class CallPair:
             self.transfer.on_timer()
 
     def on_dtmf(self, leg: Leg, digit: str) -> None:
-        """The transfer key from an office phone during an answered call starts a transfer."""
+        """The transfer key from an office phone during an answered call starts a transfer; other
+        keys go on to the other party."""
         if self.transfer is not None:
             self.transfer.on_dtmf(leg, digit)
         elif self.state == "answered" and self.callee is not None:
             from .transfer import Transfer  # imports this module
             self.transfer = Transfer.start_if_asked(self, leg, digit, self.caller, self.callee)
+            if self.transfer is None:
+                relay_dtmf(self.callee if leg is self.caller else self.caller, digit)
 
     def on_media(self) -> None:
         if self.transfer is not None:

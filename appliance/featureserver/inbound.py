@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 import pjsua2 as pj
 
 from ..config import Config, Inbound, Step, WEEKDAYS
-from .b2bua import (FAILOVER_CODES, Leg, Target, active_audio, answer, bridge, hold_music_for, ringback_to,
-                    safe_hangup)
+from .b2bua import (FAILOVER_CODES, Leg, Target, active_audio, answer, bridge, hold_music_for, relay_dtmf,
+                    ringback_to, safe_hangup)
 
 if TYPE_CHECKING:
     from .server import FeatureServer
@@ -122,6 +122,8 @@ class InboundCall:
         if self.state == "answered" and self.winner is not None:
             from .transfer import Transfer  # imports b2bua, as this module does
             self.transfer = Transfer.start_if_asked(self, leg, digit, self.caller, self.winner)
+            if self.transfer is None:
+                relay_dtmf(self.winner if leg is self.caller else self.caller, digit)
             return
         if leg is not self.caller or self.state not in ("greeting", "waiting"):
             return
