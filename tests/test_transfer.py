@@ -78,6 +78,21 @@ def test_hanging_up_hands_the_held_party_to_the_target(lab, phones, pbx):
     assert (linked["src"], linked["dst"], linked["disposition"]) == ("102", "103", "answered")
     assert linked["billsec"] >= 2 and linked["recording"] and linked["recording"] != original["recording"]
     assert has_tone(linked["recording"], TONES["101"]) and has_tone(linked["recording"], TONES["103"])
+    assert lacks_tone(original["recording"], TONES["103"]), "the consultation is not in the first call's recording"
+
+
+def test_busy_target_gives_the_held_party_back(lab, phones, pbx):
+    held, transferor = connected_call(lab, phones)
+    phones("103").answer = 486
+    transferor.dialDtmf("#103#")
+    lab.poll(1.0)
+    back = heard(lab, held, "back")
+    assert has_tone(back, TONES["102"]) and lacks_tone(back, MOH_HZ)
+    held.hangup_now()
+    lab.wait_for(lambda: transferor.state == DISCONNECTED, 5, "the call to end")
+    original = pbx.wait_cdr(lambda r: r["src"] == "101" and r["dst"] == "102" and r["ended_at"])
+    linked = pbx.wait_cdr(lambda r: r["linked_id"] == original["id"])
+    assert (linked["disposition"], linked["sip_code"]) == ("busy", 486) and not original["transferred_to"]
 
 
 def test_unanswered_target_gives_the_held_party_back(lab, phones, pbx):
