@@ -441,20 +441,17 @@ def _read_steps(r: _Reader, node: Node, where: str, extensions: set[str], defaul
 def _read_features(r: _Reader, node: Node, cfg: Config) -> None:
     feat = r.mapping(node, {"pickup_code", "directed_pickup_prefix", "transfer_key", "transfer_cancel_key",
                             "transfer_digit_timeout", "music_on_hold"}, "features")
-    for key in ("pickup_code", "directed_pickup_prefix"):
+    codes = {"pickup_code": (r"[0-9*#]{1,4}", "1 to 4 of 0-9 * #"),
+             "directed_pickup_prefix": (r"[0-9*#]{1,4}", "1 to 4 of 0-9 * #"),
+             "transfer_key": (r"[0-9*#ABCD]", "one DTMF key (0-9 * # A-D)"),
+             "transfer_cancel_key": (r"[0-9*#ABCD]", "one DTMF key (0-9 * # A-D)")}
+    for key, (pattern, shape) in codes.items():
         if key in feat:
             code = r.text(feat[key][1], f"features.{key}")
-            if code is not None and not re.fullmatch(r"[0-9*#]{1,4}", code):
-                r.error(feat[key][1], f"features.{key} must be 1 to 4 of 0-9 * #")
+            if code is not None and not re.fullmatch(pattern, code):
+                r.error(feat[key][1], f"features.{key} must be {shape}")
             elif code is not None:
                 setattr(cfg.features, key, code)
-    for key in ("transfer_key", "transfer_cancel_key"):
-        if key in feat:
-            key_value = r.text(feat[key][1], f"features.{key}")
-            if key_value is not None and not re.fullmatch(r"[0-9*#ABCD]", key_value):
-                r.error(feat[key][1], f"features.{key} must be one DTMF key (0-9 * # A-D)")
-            elif key_value is not None:
-                setattr(cfg.features, key, key_value)
     if cfg.features.transfer_key == cfg.features.transfer_cancel_key:
         r.error(node, "features.transfer_key and features.transfer_cancel_key must differ")
     _apply(feat, "transfer_digit_timeout", lambda n: r.integer(n, "features.transfer_digit_timeout", 1, 30),

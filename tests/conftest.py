@@ -161,14 +161,4 @@ def phones(lab, pbx):
         return lab.phone(number, f"pw-{number}-secret", TONES[number], register=register)
 
     yield make
-    lab.ep.hangupAllCalls()
-    lab.poll(0.3)
-    for phone in lab.phones:
-        phone.calls.clear()
-        phone.player = None
-        try:
-            phone.shutdown()
-        except Exception:
-            pass
-    lab.phones.clear()
-    lab.poll(0.3)
+    lab.release_phones()

@@ -228,17 +228,7 @@ class PhoneLab:
         self.ep.libStart()
 
     def stop(self) -> None:
-        self.ep.hangupAllCalls()
-        self.poll(0.3)
-        for phone in self.phones:
-            phone.calls.clear()
-            phone.player = None
-            try:
-                phone.shutdown()
-            except pj.Error:
-                pass
-        self.phones.clear()
-        self.poll(0.2)
+        self.release_phones()
         # No libDestroy: pjsua2 proxies still referenced (e.g. by a failed test's traceback)
         # would be destroyed after it and trip pjsua's assertions. The process exits next.
         self.ep.thisown = False
@@ -265,6 +255,20 @@ class PhoneLab:
                 return
             self.poll(0.02)
         raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+    def release_phones(self) -> None:
+        """Ends every call and unregisters every phone: what each test leaves behind."""
+        self.ep.hangupAllCalls()
+        self.poll(0.3)
+        for phone in self.phones:
+            phone.calls.clear()
+            phone.player = None
+            try:
+                phone.shutdown()
+            except pj.Error:
+                pass
+        self.phones.clear()
+        self.poll(0.2)
 
     def hang_up_everything(self) -> None:
         self.ep.hangupAllCalls()

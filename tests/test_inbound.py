@@ -57,16 +57,7 @@ def inbound_office(tmp_path, lab):
 
     state: dict = {}
     yield start
-    lab.ep.hangupAllCalls()
-    lab.poll(0.5)
-    for phone in lab.phones:
-        phone.calls.clear()
-        try:
-            phone.shutdown()
-        except pj.Error:
-            pass
-    lab.phones.clear()
-    lab.poll(0.2)
+    lab.release_phones()
     if "transport" in state:
         lab.ep.transportClose(state["transport"])
     if "pbx" in state:

@@ -25,13 +25,7 @@ def phones_here(lab, office):
         return lab.phone(number, f"pw-{number}-secret", TONES[number])
 
     yield make
-    lab.ep.hangupAllCalls()
-    lab.poll(0.5)
-    for phone in lab.phones:
-        phone.calls.clear()
-        phone.shutdown()
-    lab.phones.clear()
-    lab.poll(0.2)
+    lab.release_phones()
 
 
 @pytest.mark.parametrize("code", ["0", "0#", "**102"])

@@ -83,10 +83,5 @@ def test_feature_server_crash_mid_call_keeps_the_record_and_the_recording(tmp_pa
         again.hangup_now()
         lab.wait_for(lambda: again.state == pj.PJSIP_INV_STATE_DISCONNECTED, 5, "hang-up")
     finally:
-        lab.ep.hangupAllCalls()
-        lab.poll(0.3)
-        for phone in lab.phones:
-            phone.calls.clear()
-            phone.shutdown()
-        lab.phones.clear()
+        lab.release_phones()
         pbx.stop()

@@ -137,12 +137,7 @@ trunks:
         assert record["direction"] == "outbound" and record["dst_number"] == "+79101234567"
         assert record["trunk"] == "backup" and record["disposition"] == "answered"
     finally:
-        lab.ep.hangupAllCalls()
-        lab.poll(0.3)
-        for p in lab.phones:
-            p.calls.clear()
-            p.shutdown()
-        lab.phones.clear()
+        lab.release_phones()
         pbx.stop()
         down.kill()
         backup.kill()
@@ -202,11 +197,6 @@ trunks:
         assert (linked["direction"], linked["trunk"], linked["dst_number"], linked["disposition"]) == \
             ("outbound", "main", "+79101234567", "answered")
     finally:
-        lab.ep.hangupAllCalls()
-        lab.poll(0.3)
-        for p in lab.phones:
-            p.calls.clear()
-            p.shutdown()
-        lab.phones.clear()
+        lab.release_phones()
         pbx.stop()
         provider.kill()
