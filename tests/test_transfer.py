@@ -213,3 +213,13 @@ def test_other_keys_reach_the_other_party(lab, phones, pbx):
     lab.wait_for(lambda: callee_call.digits_heard == "12*0", 5, "102 to receive 12*0")
     callee_call.send_info_dtmf("98")
     lab.wait_for(lambda: caller_call.digits_heard == "98", 5, "101 to receive 98 (sent as INFO)")
+
+
+@pytest.mark.parametrize("target", ["sip:55@127.0.0.1", "sip:nobody@127.0.0.1"])
+def test_refer_to_nowhere_is_refused_and_the_call_goes_on(lab, phones, pbx, target):
+    held, transferor = connected_call(lab, phones)
+    transferor.xfer(target, pj.CallOpParam(True))
+    lab.wait_for(lambda: 404 in transferor.transfer_codes, 5, "NOTIFY 404 to the phone")
+    lab.poll(0.3)
+    assert transferor.state == CONFIRMED and held.state == CONFIRMED
+    assert has_tone(heard(lab, held, "still"), TONES["102"]) and has_tone(heard(lab, transferor, "still"), TONES["101"])

@@ -174,6 +174,10 @@ class FeatureServer:
             send_transfer_outcome(leg, 603, "Declined", cseq)
             return
         if replaces is None:
+            if not re.fullmatch(r"[0-9*#+]{1,32}", number):
+                log.warning("call %s: REFER to %r is no number to dial", call.cdr_id, refer_to)
+                send_transfer_outcome(leg, 404, "Not Found", cseq)
+                return
             blind_transfer(call, leg, number, cseq)
             return
         other = self.find_party(replaces)
