@@ -2,7 +2,7 @@
 
 1. Call setup time through Kamailio + feature server (SIPp caller with digest auth, SIPp callee
    that answers at once): authenticated INVITE -> 180 and -> 200 at the caller, p50/p95, from
-   SIPp's microsecond message timestamps. The same
+   SIPp's microsecond message timestamps; again with a BLF watcher on both phones. The same
    SIPp run against Kamailio alone (EDGEPBX_BENCH_DIRECT_ROUTING=1: the edge routes straight to
    the callee) is the limit without the feature server.
 2. Concurrent bridged, recorded calls: pjsua2 phones (bench/phone_farm.py, 4 legs a process) hold
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
 
 from conftest import descendants_of, start_pbx, write_office  # noqa: E402
-from sipp import free_udp_port, run_sipp  # noqa: E402
+from sipp import free_udp_port, run_sipp, start_sipp  # noqa: E402
 
 SIPP_DIR = Path(__file__).resolve().parent / "sipp"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -41,7 +41,9 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
-def setup_times(direct: bool, calls: int, rate: int, workdir: Path) -> dict[str, list[float]]:
+def setup_times(direct: bool, calls: int, rate: int, workdir: Path, watched: bool = False) -> dict[str, list[float]]:
+    """`watched`: a BLF key (SIPp) subscribes to both phones first, so each call's states are
+    PUBLISHed to the presence server (without watchers the edge does not track dialogs)."""
     os.environ["EDGEPBX_BENCH_DIRECT_ROUTING"] = "1" if direct else "0"
     workdir.mkdir(parents=True, exist_ok=True)
     # Enough workers that the offered load (rate x 1 s hold) never meets a full one.
@@ -55,6 +57,9 @@ def setup_times(direct: bool, calls: int, rate: int, workdir: Path) -> dict[str,
         uas = subprocess.Popen(["sipp", "-sf", str(ROOT / "tests" / "sipp" / "uas_answer.xml"), "-nostdin", "-i",
                                 "127.0.0.1", "-p", str(uas_port)], cwd=workdir, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
+        watchers = [start_sipp("blf_watch.xml", workdir, pbx.sip_port, service=ext, user="104",
+                               password="pw-104-secret", fill={"QUIET_MS": "600000", "EVENT": "dialog"},
+                               timeout=600)[0] for ext in ("101", "102")] if watched else []
         time.sleep(0.5)
         trace = workdir / "uac_setup.messages"
         uac = subprocess.run(["sipp", "-sf", str(SIPP_DIR / "uac_setup.xml"), "-nostdin", "-i", "127.0.0.1",
@@ -65,6 +70,8 @@ def setup_times(direct: bool, calls: int, rate: int, workdir: Path) -> dict[str,
         result = setup_delays(trace.read_text())
         result["failed"] = [] if uac.returncode == 0 else [float(uac.returncode)]
         uas.kill()
+        for watcher in watchers:
+            watcher.kill()
         return result
     finally:
         pbx.stop()
@@ -187,8 +194,10 @@ def main() -> None:
 
     print(f"\n1. call setup time, {args.calls} calls at {args.rate}/s (SIPp, digest auth, ms at the caller)")
     print(f"{'path':<34} {'180 p50':>8} {'180 p95':>8} {'200 p50':>8} {'200 p95':>8} {'calls':>6}")
-    for label, direct in (("Kamailio + feature server", False), ("Kamailio alone (baseline)", True)):
-        r = setup_times(direct, args.calls, args.rate, workdir / ("direct" if direct else "full"))
+    for label, direct, watched in (("Kamailio + feature server", False, False),
+                                   ("  the same, both phones BLF-watched", False, True),
+                                   ("Kamailio alone (baseline)", True, False)):
+        r = setup_times(direct, args.calls, args.rate, workdir / f"{direct}-{watched}", watched)
         if not r["200"]:
             print(f"{label:<34} no completed calls")
             continue

@@ -396,9 +396,9 @@ class CallPair:
         # the callee leg
         if info.state == pj.PJSIP_INV_STATE_EARLY and self.state == "routing":
             self.state = "ringing"
+            self.answer_caller(180)
             if leg.office:  # now with the ringing leg's Call-ID, for a BLF key's pickup
                 self.server.board.ringing(self.cdr_id, [leg.number], {leg.number: info.callIdString})
-            self.answer_caller(180)
         elif info.state == pj.PJSIP_INV_STATE_CONFIRMED and self.state in ("routing", "ringing"):
             self.state = "answered"
             self.server.board.stopped(self.cdr_id)

@@ -183,6 +183,9 @@ class Router:
                 return
         self.serve_presence(method)
 
+    def watched(self, extension):
+        return KSR.presence.pres_has_subscribers(f"sip:{extension}@{self.realm}", "dialog") > 0
+
     def serve_presence(self, method):
         if KSR.tm.t_newtran() < 0:
             KSR.sl.sl_reply_error()
@@ -196,7 +199,12 @@ class Router:
     def track_dialog(self, caller, callee):
         """Has the dialog module follow this INVITE so pua_dialoginfo PUBLISHes its states: for the
         caller on a phone's call into the feature server, for the callee on the feature server's
-        call to a phone (each call crosses the edge twice; each side is published once)."""
+        call to a phone (each call crosses the edge twice; each side is published once). Only for
+        a phone some BLF key watches: the PUBLISHes cost a call's setup 2-4 ms (docs/benchmarks.md)."""
+        caller = caller if caller and self.watched(caller) else None
+        callee = callee if callee and self.watched(callee) else None
+        if not caller and not callee:
+            return
         KSR.setflag(int(self.flags.get("publish", 8)))
         if caller:
             KSR.pv.sets("$avp(pua_caller)", f"sip:{caller}@{self.realm}")
