@@ -58,7 +58,7 @@ def setup_times(direct: bool, calls: int, rate: int, workdir: Path, watched: boo
                                 "127.0.0.1", "-p", str(uas_port)], cwd=workdir, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
         watchers = [start_sipp("blf_watch.xml", workdir, pbx.sip_port, service=ext, user="104",
-                               password="pw-104-secret", fill={"QUIET_MS": "600000", "EVENT": "dialog"},
+                               password="pw-104-secret", fill={"QUIET_MS": "600000", "EVENT": "dialog", "HOST": "127.0.0.1"},
                                timeout=600)[0] for ext in ("101", "102")] if watched else []
         time.sleep(0.5)
         trace = workdir / "uac_setup.messages"

@@ -8,6 +8,7 @@ import re
 import xml.etree.ElementTree as ET
 
 import pjsua2 as pj
+import pytest
 
 from audio import has_tone
 from conftest import TONES
@@ -53,15 +54,19 @@ def lamp_history(messages: str) -> list[str]:
     return history
 
 
-def watch(pbx, tmp_path, watched: str, quiet_ms: int = 3000):
+def watch(pbx, tmp_path, watched: str, quiet_ms: int = 3000, host: str | None = None):
+    """A SIPp BLF key of 104 watching `watched`; `host`: the domain in its request URI."""
+    fill = {"QUIET_MS": str(quiet_ms), "EVENT": "dialog", "HOST": host or f"127.0.0.1:{pbx.sip_port}"}
     return start_sipp("blf_watch.xml", tmp_path, pbx.sip_port, service=watched, user="104",
-                      password="pw-104-secret", fill={"QUIET_MS": str(quiet_ms), "EVENT": "dialog"}, timeout=60)
+                      password="pw-104-secret", fill=fill, timeout=60)
 
 
-def test_blf_shows_ringing_busy_idle(lab, phones, pbx, tmp_path):
+@pytest.mark.parametrize("host", [None, "pbx.office.example"])
+def test_blf_shows_ringing_busy_idle(lab, phones, pbx, tmp_path, host):
+    """Also when the phone names the box by another name than the SIP domain in its SUBSCRIBE."""
     caller, callee = phones("101"), phones("102")
     callee.answer_delay = 1.5
-    proc, trace = watch(pbx, tmp_path, "102")
+    proc, trace = watch(pbx, tmp_path, "102", host=host)
     lab.poll(1.0)
     call = caller.dial("102")
     lab.wait_for(lambda: call.state == CONFIRMED, 8, "102 to answer")
@@ -117,8 +122,8 @@ def test_blf_key_picks_up_the_ringing_call_by_its_call_id(lab, phones, pbx, tmp_
 
 def test_a_wrong_password_and_an_unknown_event_are_refused(pbx, tmp_path):
     wrong = run_sipp("blf_watch.xml", tmp_path, pbx.sip_port, service="102", user="104", password="wrong-password",
-                     fill={"QUIET_MS": "500", "EVENT": "dialog"}, timeout=10)
+                     fill={"QUIET_MS": "500", "EVENT": "dialog", "HOST": "127.0.0.1"}, timeout=10)
     assert 403 in wrong.response_codes and 200 not in wrong.response_codes
     other = run_sipp("blf_watch.xml", tmp_path, pbx.sip_port, service="102", user="104", password="pw-104-secret",
-                     fill={"QUIET_MS": "500", "EVENT": "presence"}, timeout=10)
+                     fill={"QUIET_MS": "500", "EVENT": "presence", "HOST": "127.0.0.1"}, timeout=10)
     assert other.response_codes[:1] == [489]

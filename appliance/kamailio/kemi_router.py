@@ -181,6 +181,9 @@ class Router:
             if KSR.pv.gete("$rU") not in self.extensions:
                 KSR.sl.sl_send_reply(404, "No Such Extension")
                 return
+            # The watched presentity is the extension in the office's domain, whatever name or
+            # address the phone used for the box (pua_dialoginfo publishes under the domain).
+            KSR.pv.sets("$rd", self.realm)
         self.serve_presence(method)
 
     def watched(self, extension):
