@@ -223,3 +223,30 @@ def test_refer_to_nowhere_is_refused_and_the_call_goes_on(lab, phones, pbx, targ
     lab.poll(0.3)
     assert transferor.state == CONFIRMED and held.state == CONFIRMED
     assert has_tone(heard(lab, held, "still"), TONES["102"]) and has_tone(heard(lab, transferor, "still"), TONES["101"])
+
+
+def test_a_refer_hand_over_from_another_user_is_ignored(lab, phones, pbx):
+    """The workers take REFERs on abstract Unix sockets, which any local user can reach: only the
+    edge's user (the appliance's own) is obeyed. Needs root, as `make test` runs."""
+    import json
+    import os
+    import subprocess
+
+    from appliance.config import load
+    from appliance.kamailio.render import control_socket
+
+    assert os.geteuid() == 0, "run the suite as root (make test does)"
+    held, transferor = connected_call(lab, phones)
+    target = phones("103")
+    forged = json.dumps({"call_id": transferor.getInfo().callIdString, "refer_to": "<sip:103@127.0.0.1>",
+                         "cseq": "9"})
+    cfg = load(pbx.config)
+    sockets = [control_socket(cfg, w.index).lstrip("\0") for w in cfg.workers]  # argv holds no NUL
+    sender = ("import socket, sys\ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n"
+              "for name in sys.argv[2:]:\n    s.sendto(sys.argv[1].encode(), b'\\0' + name.encode('latin-1'))\n")
+    # /usr/bin/python3: Debian's, which nobody may run (the venv's lives under /root)
+    subprocess.run(["runuser", "-u", "nobody", "--", "/usr/bin/python3", "-c", sender, forged, *sockets], check=True)
+    lab.poll(1.5)
+    assert not target.calls, "nobody's forged REFER transferred nothing"
+    assert held.state == CONFIRMED and transferor.state == CONFIRMED
+    assert "ignoring a REFER hand-over from uid 65534" in pbx.log_text()

@@ -178,6 +178,12 @@ def hold_music_for(call, one: pj.Call, other: pj.Call) -> MusicOnHold | None:
     return music_on_hold(call.server, held)
 
 
+def release_after_outcome(server: "FeatureServer", leg: "Leg") -> None:
+    """Hangs the transferring phone up when it has answered the outcome NOTIFY, or in 2 s."""
+    leg.release_after_notify = True
+    server.later(2.0, lambda: safe_hangup(leg) if leg.release_after_notify else None)
+
+
 def send_transfer_outcome(leg: pj.Call, code: int, reason: str, cseq: str = "") -> None:
     """Ends the REFER's implicit subscription (RFC 3515) with NOTIFY carrying the outcome."""
     prm = pj.CallSendRequestParam()
@@ -208,6 +214,7 @@ class Leg(pj.Call):
         self.number = number
         self.office = office
         self.disconnected = False
+        self.release_after_notify = False  # hang up once the phone has answered our NOTIFY
 
     def onCallState(self, prm: pj.OnCallStateParam) -> None:
         try:
@@ -220,6 +227,17 @@ class Leg(pj.Call):
 
     def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:
         self.pair.on_media()
+
+    def onCallTsxState(self, prm: pj.OnCallTsxStateParam) -> None:
+        """Hangs up a transferring phone only after it has answered the NOTIFY with the transfer's
+        outcome: a BYE relayed ahead of it (Kamailio's workers run in parallel) would make the
+        phone refuse the NOTIFY and show the transfer as failed."""
+        if not self.release_after_notify or prm.e.type != pj.PJSIP_EVENT_TSX_STATE:
+            return
+        tsx = prm.e.body.tsxState.tsx
+        if tsx.method == "NOTIFY" and tsx.role == pj.PJSIP_ROLE_UAC and tsx.statusCode >= 200:
+            self.release_after_notify = False
+            safe_hangup(self)
 
     def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:  # RFC 2833 and SIP INFO alike
         self.pair.on_dtmf(self, prm.digit)

@@ -15,6 +15,7 @@ import re
 import signal
 import socket
 import sqlite3
+import struct
 import sys
 import time
 from pathlib import Path
@@ -63,6 +64,7 @@ class FeatureServer:
         self.pairs: dict[int, CallPair] = {}  # keyed by id(pair); pairs keep their legs alive
         self.retired: list[object] = []         # ended pairs whose pjsua2 objects die next loop turn
         self.tasks: queue.Queue[Callable[[], None]] = queue.Queue()
+        self.timers: list[tuple[float, Callable[[], None]]] = []  # (when, what), on this thread only
         self.stopping = False
         self.store = CdrStore(cfg.data_dir / "cdr.sqlite", worker=worker)
         recover_after_crash(self.store)
@@ -72,6 +74,7 @@ class FeatureServer:
         self.dialplan = DialPlan(cfg)
         self.board = RingingBoard(cfg.data_dir, worker)
         self.control = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)  # REFERs from the SIP edge
+        self.control.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)  # the sender's uid comes along
         self.control.bind(control_socket(cfg, worker).encode("latin-1"))
         self.control.setblocking(False)
 
@@ -136,11 +139,17 @@ class FeatureServer:
         self.shutdown()
 
     def read_control(self) -> None:
+        """REFERs handed over by Kamailio, which runs as this process's user. An abstract socket
+        has no file permissions, so a datagram from any other user is dropped."""
         while True:
             try:
-                data = self.control.recv(65536)
+                data, ancillary, _flags, _addr = self.control.recvmsg(65536, socket.CMSG_SPACE(12))
             except (BlockingIOError, InterruptedError):
                 return
+            uid = sender_uid(ancillary)
+            if uid != os.getuid():
+                log.warning("ignoring a REFER hand-over from uid %s: only the SIP edge may send them", uid)
+                continue
             try:
                 refer = json.loads(data)
                 self.on_refer(str(refer["call_id"]), str(refer["refer_to"]), str(refer.get("cseq", "")))
@@ -199,9 +208,22 @@ class FeatureServer:
             except Exception:  # a failing task must not take every call down with it
                 log.exception("feature server task failed")
 
+    def later(self, seconds: float, task: Callable[[], None]) -> None:
+        """Runs `task` on the library thread after `seconds` (call only from that thread)."""
+        self.timers.append((time.monotonic() + seconds, task))
+
     def fire_timers(self) -> None:
         for pair in list(self.pairs.values()):
             pair.on_timer()
+        now = time.monotonic()
+        due = [task for when, task in self.timers if when <= now]
+        if due:
+            self.timers = [(when, task) for when, task in self.timers if when > now]
+            for task in due:
+                try:
+                    task()
+                except Exception:
+                    log.exception("timer task failed")
 
     def request_stop(self, *_args: object) -> None:
         self.stopping = True
@@ -342,6 +364,13 @@ class FeatureServer:
 
     def cdr_ended(self, cdr_id: str, disposition: str, code: int | None) -> None:
         self._cdr(lambda: self.store.ended(cdr_id, disposition, code), "end update")
+
+
+def sender_uid(ancillary: list[tuple[int, int, bytes]]) -> int | None:
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and len(data) >= 12:
+            return struct.unpack("3i", data[:12])[1]  # pid, uid, gid
+    return None
 
 
 def run(cfg: Config, worker: int = 0) -> None:

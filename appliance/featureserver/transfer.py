@@ -22,8 +22,8 @@ from urllib.parse import unquote
 import pjsua2 as pj
 
 from .b2bua import (FAILOVER_CODES, CallPair, Leg, MusicOnHold, Target, active_audio, bridge,
-                    disposition_for_failure, music_on_hold, ringback_to, safe_hangup, send_transfer_outcome,
-                    unbridge)
+                    disposition_for_failure, music_on_hold, release_after_outcome, ringback_to, safe_hangup,
+                    send_transfer_outcome, unbridge)
 
 if TYPE_CHECKING:
     from .server import FeatureServer
@@ -269,7 +269,7 @@ def blind_transfer(call, transferor: Leg, number: str, cseq: str) -> None:
         return
     send_transfer_outcome(transferor, 200, "OK", cseq)
     transfer.party_left(transferor, 200)
-    safe_hangup(transferor)
+    release_after_outcome(call.server, transferor)
 
 
 def attended_transfer(server: "FeatureServer", refer: tuple, replaced: tuple, cseq: str) -> None:
@@ -294,5 +294,8 @@ def attended_transfer(server: "FeatureServer", refer: tuple, replaced: tuple, cs
     CallPair.adopt(server, held, target, cdr_id=consultation.cdr_id, dst=target.number, answered=True,
                    recorder=recorder, recording_path=recording_path, targets=[])
     original.finish("answered", 200)  # hangs up only what is still its own
-    safe_hangup(mine)
-    safe_hangup(mine_too)
+    for leg in (mine, mine_too):
+        if leg is leg_1:  # the REFER's dialog: the NOTIFY went there
+            release_after_outcome(server, leg)
+        else:
+            safe_hangup(leg)
