@@ -34,9 +34,9 @@ def module_dir() -> str:
     raise FileNotFoundError("Kamailio modules (app_python3.so) not found: run `make setup`")
 
 
-def kamailio_cfg(cfg: Config, children: int = 4, tcp_children: int = 2) -> str:
-    """`children`: UDP workers; 4 rather than 2 because BLF PUBLISHes loop through them during
-    call setup (docs/benchmarks.md: 2 -> 4 took a watched call's 200 from 12.7 to 9.3 ms p50)."""
+def kamailio_cfg(cfg: Config, children: int = 2, tcp_children: int = 2) -> str:
+    """`children`: UDP workers. Four would speed a BLF-watched call's setup (its PUBLISHes loop
+    through them) but slowed the pickup's 200 OK and reorder more; docs/benchmarks.md has both."""
     net = cfg.network
     # An alias without a port would make every port of the address "myself", including the
     # feature server's, and Kamailio would then mistake in-dialog requests for strict routing.
