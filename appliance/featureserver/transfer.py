@@ -39,6 +39,7 @@ class Transfer:
         self.transferor, self.held = transferor, held
         self.state = "dialling"  # dialling -> ringing -> talking; the call's `transfer` is None after
         self.digits = ""
+        self.src, self.dst = transferor.number, ""  # the consultation's, for its recording's file name
         self.deadline: float | None = time.monotonic() + self.features.transfer_digit_timeout * 3
         self.target: Leg | None = None
         self.targets: list[Target] = []
@@ -126,7 +127,7 @@ class Transfer:
         self.cdr_id = server.cdr_start(direction="outbound" if external else "internal", src=self.transferor.number,
                                        src_name=self.transferor.number, dst=self.digits, sip_call_id="",
                                        dst_number=route.number if external else None, linked_id=self.call.cdr_id)
-        self.src, self.dst = self.transferor.number, self.digits  # for the recording's file name
+        self.dst = self.digits
         self.state = "ringing"
         self.deadline = time.monotonic() + server.cfg.no_answer_timeout
         self.ringback = ringback_to(self.transferor)
