@@ -131,6 +131,7 @@ class Features:
     transfer_key: str = "#"          # pressed during a call: attended transfer (the memo's #)
     transfer_cancel_key: str = "*"   # during a transfer: back to the held party
     transfer_digit_timeout: int = 3  # seconds after the last digit before the number is dialled
+    transfer_in_outbound_calls: bool = True  # false: in calls the office makes out, # goes to the far end
     music_on_hold: Path = SOUNDS / "music-on-hold.wav"
 
 
@@ -440,7 +441,7 @@ def _read_steps(r: _Reader, node: Node, where: str, extensions: set[str], defaul
 
 def _read_features(r: _Reader, node: Node, cfg: Config) -> None:
     feat = r.mapping(node, {"pickup_code", "directed_pickup_prefix", "transfer_key", "transfer_cancel_key",
-                            "transfer_digit_timeout", "music_on_hold"}, "features")
+                            "transfer_digit_timeout", "transfer_in_outbound_calls", "music_on_hold"}, "features")
     codes = {"pickup_code": (r"[0-9*#]{1,4}", "1 to 4 of 0-9 * #"),
              "directed_pickup_prefix": (r"[0-9*#]{1,4}", "1 to 4 of 0-9 * #"),
              "transfer_key": (r"[0-9*#ABCD]", "one DTMF key (0-9 * # A-D)"),
@@ -456,6 +457,8 @@ def _read_features(r: _Reader, node: Node, cfg: Config) -> None:
         r.error(node, "features.transfer_key and features.transfer_cancel_key must differ")
     _apply(feat, "transfer_digit_timeout", lambda n: r.integer(n, "features.transfer_digit_timeout", 1, 30),
            lambda v: setattr(cfg.features, "transfer_digit_timeout", v))
+    _apply(feat, "transfer_in_outbound_calls", lambda n: r.boolean(n, "features.transfer_in_outbound_calls"),
+           lambda v: setattr(cfg.features, "transfer_in_outbound_calls", v))
     if "music_on_hold" in feat:
         name = r.text(feat["music_on_hold"][1], "features.music_on_hold")
         path = (cfg.path.parent / (name or "")).resolve()

@@ -200,3 +200,40 @@ trunks:
         lab.release_phones()
         pbx.stop()
         provider.kill()
+
+
+def test_hash_reaches_an_outside_ivr_when_the_office_keeps_it_for_them(tmp_path, lab):
+    """features.transfer_in_outbound_calls: false — in a call 101 made out, # goes to the far end
+    (here as SIP INFO: the provider offers no telephone-event) instead of starting a transfer."""
+    import pjsua2 as pj
+
+    from conftest import TONES
+
+    port = free_udp_port()
+    script = tmp_path / "ivr.xml"
+    script.write_text((SCENARIOS / "provider_ivr.xml").read_text().replace("@KEY@", "#"))
+    trace = tmp_path / "ivr.messages"
+    ivr = subprocess.Popen(["sipp", "-sf", str(script), "-nostdin", "-i", "127.0.0.1", "-p", str(port), "-m", "1",
+                            "-trace_msg", "-message_file", str(trace)], cwd=tmp_path,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    extra = f"""site: {{name: "NN", area_code: "831"}}
+features: {{transfer_in_outbound_calls: false}}
+trunks:
+  - {{name: main, host: 127.0.0.1, port: {port}, register: false}}"""
+    pbx = start_pbx(write_office(tmp_path, extra=extra))
+    lab.port = pbx.sip_port
+    try:
+        phone = lab.phone("101", "pw-101-secret", TONES["101"])
+        call = phone.dial("88002000600")
+        lab.wait_for(lambda: call.state == pj.PJSIP_INV_STATE_CONFIRMED, 10, "the IVR to answer")
+        lab.poll(0.5)
+        call.dialDtmf("#")
+        lab.wait_for(lambda: "Signal=#" in trace.read_text(), 5, "the IVR to receive #")
+        call.hangup_now()
+        lab.wait_for(lambda: ivr.poll() is not None, 10, "the IVR scenario to end")
+        assert ivr.returncode == 0, trace.read_text()[-2000:]
+        assert "started a transfer" not in pbx.log_text()
+    finally:
+        lab.release_phones()
+        pbx.stop()
+        ivr.kill()

@@ -56,8 +56,12 @@ class Transfer:
     @classmethod
     def start_if_asked(cls, call, leg: Leg, digit: str, *legs: Leg) -> "Transfer | None":
         """A Transfer if `digit` is the transfer key from an office phone of the call, else None.
-        Outside parties cannot transfer: it would let them dial out at the office's expense."""
-        if digit != call.server.cfg.features.transfer_key or not leg.office or leg not in legs:
+        Outside parties cannot transfer: it would let them dial out at the office's expense. An
+        office may keep # for the IVRs it calls (features.transfer_in_outbound_calls: false)."""
+        features = call.server.cfg.features
+        if digit != features.transfer_key or not leg.office or leg not in legs:
+            return None
+        if getattr(call, "direction_out", False) and not features.transfer_in_outbound_calls:
             return None
         held = next(other for other in legs if other is not leg)
         return cls(call, leg, held)
