@@ -95,10 +95,15 @@ def test_status_lists_trunks_that_do_not_register(tmp_path):
         pbx.stop()
 
 
-def provider_calls(tmp_path: Path, scenario: str, name: str) -> tuple[subprocess.Popen, int, Path]:
+def provider_calls(tmp_path: Path, scenario: str, name: str,
+                   fill: dict[str, str] | None = None) -> tuple[subprocess.Popen, int, Path]:
+    """A SIPp 'provider' taking one call with `scenario` (@USER@, @PASSWORD@ and each @KEY@ of `fill` filled in)."""
     port = free_udp_port()
     script = tmp_path / f"{name}.xml"
-    script.write_text((SCENARIOS / scenario).read_text().replace("@USER@", "nn-office").replace("@PASSWORD@", "trunk-pass-2"))
+    text = (SCENARIOS / scenario).read_text().replace("@USER@", "nn-office").replace("@PASSWORD@", "trunk-pass-2")
+    for key, value in (fill or {}).items():
+        text = text.replace(f"@{key}@", value)
+    script.write_text(text)
     trace = tmp_path / f"{name}.messages"
     proc = subprocess.Popen(["sipp", "-sf", str(script), "-nostdin", "-i", "127.0.0.1", "-p", str(port), "-m", "1",
                              "-trace_msg", "-message_file", str(trace)], cwd=tmp_path,
@@ -209,13 +214,7 @@ def test_hash_reaches_an_outside_ivr_when_the_office_keeps_it_for_them(tmp_path,
 
     from conftest import TONES
 
-    port = free_udp_port()
-    script = tmp_path / "ivr.xml"
-    script.write_text((SCENARIOS / "provider_ivr.xml").read_text().replace("@KEY@", "#"))
-    trace = tmp_path / "ivr.messages"
-    ivr = subprocess.Popen(["sipp", "-sf", str(script), "-nostdin", "-i", "127.0.0.1", "-p", str(port), "-m", "1",
-                            "-trace_msg", "-message_file", str(trace)], cwd=tmp_path,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ivr, port, trace = provider_calls(tmp_path, "provider_ivr.xml", "ivr", {"KEY": "#"})
     extra = f"""site: {{name: "NN", area_code: "831"}}
 features: {{transfer_in_outbound_calls: false}}
 trunks:
