@@ -144,6 +144,7 @@ class MusicOnHold(pj.AudioMediaPlayer):
 
     def __init__(self, path, leg: pj.Call):
         super().__init__()
+        self.leg = leg
         audio = active_audio(leg)
         if audio is not None:
             self.createPlayer(str(path))  # loops by default
@@ -172,9 +173,8 @@ def hold_music_for(call, one: pj.Call, other: pj.Call) -> MusicOnHold | None:
     held = other if held_by_remote(one) else one if held_by_remote(other) else None
     if held is None:
         return None
-    if call.hold_music is not None and getattr(call, "hold_music_leg", None) is held:
+    if call.hold_music is not None and call.hold_music.leg is held:
         return call.hold_music
-    call.hold_music_leg = held
     return music_on_hold(call.server, held)
 
 

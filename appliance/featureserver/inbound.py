@@ -176,15 +176,12 @@ class InboundCall:
         self.state = "ringing"
         self.deadline = time.monotonic() + step.timeout
         self.start_ringback()
-        net = self.cfg.network
         if step.kind == "external":
             route = self.server.dialplan.route(step.targets[0])
             targets = self.server.trunk_targets(route.number, route.trunks)
             targets, self.failover = targets[:1], targets[1:]
         else:
-            from_uri = f'"{self.src}" <sip:{self.src}@{self.cfg.domain}>'
-            targets = [Target(f"sip:{n}@{net.bind}:{net.sip_port}", from_uri, self.server.account, number=n)
-                       for n in step.targets]
+            targets = [self.server.phone_target(n, self.src, self.src) for n in step.targets]
             self.server.board.stopped(self.cdr_id)
         self.ring(targets)
         if step.kind != "external":

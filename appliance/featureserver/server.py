@@ -305,10 +305,16 @@ class FeatureServer:
                 return
             pair.dial(targets)
             return
-        net = self.cfg.network
-        from_uri = f'"{src_name}" <sip:{src}@{self.cfg.domain}>'
         self.board.ringing(pair.cdr_id, [route.number])
-        pair.dial([Target(f"sip:{route.number}@{net.bind}:{net.sip_port}", from_uri, self.account)])
+        pair.dial([self.phone_target(route.number, src, src_name)])
+
+    def phone_target(self, extension: str, caller: str, caller_name: str) -> Target:
+        """An office phone, reached through the edge (which knows where it registered), with the
+        caller's identity in From."""
+        net = self.cfg.network
+        name = caller_name.replace('"', "")
+        return Target(f"sip:{extension}@{net.bind}:{net.sip_port}", f'"{name}" <sip:{caller}@{self.cfg.domain}>',
+                      self.account, number=extension)
 
     def legs_in_use(self) -> int:
         return sum(pair.live_legs() for pair in self.pairs.values())

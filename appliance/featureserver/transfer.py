@@ -117,12 +117,9 @@ class Transfer:
         route = server.dialplan.route(self.digits, self.transferor.number)
         external = route.klass not in ("internal", "feature", "denied")
         if route.klass == "internal" and route.number not in (self.transferor.number, self.held.number):
-            net = server.cfg.network
             name = next((e.name for e in server.cfg.extensions if e.number == self.transferor.number),
-                        self.transferor.number).replace('"', "")
-            self.targets = [Target(f"sip:{route.number}@{net.bind}:{net.sip_port}",
-                                   f'"{name}" <sip:{self.transferor.number}@{server.cfg.domain}>', server.account,
-                                   number=route.number)]
+                        self.transferor.number)
+            self.targets = [server.phone_target(route.number, self.transferor.number, name)]
         elif external:
             self.targets = server.trunk_targets(route.number, route.trunks)
         if not self.targets:
@@ -199,16 +196,20 @@ class Transfer:
         self.deadline = None
         self.music = self.ringback = None
         self.recorder = None
-        target, self.target = self.target, None
-        legs = self.spent + ([target] if target is not None else [])
-        for leg in legs:  # the call waits for them to be gone before it is retired
-            leg.pair = self.call
-            self.call.spent.append(leg)
+        legs = self.legs()
+        self.target = None
+        self.hand_back(legs)
         for leg in legs:
             safe_hangup(leg)
         if self.cdr_id is not None and disposition is not None:
             answered = self.state == "talking"  # a consultation that took place, whoever ended it
             self.server.cdr_ended(self.cdr_id, "answered" if answered else disposition, code)
+
+    def hand_back(self, legs: list[Leg]) -> None:
+        """Legs winding down become the call's: it is retired only once they are gone."""
+        for leg in legs:
+            leg.pair = self.call
+            self.call.spent.append(leg)
 
     def abort(self) -> None:
         """The call ends for good (shutdown, or both parties gone)."""
@@ -236,9 +237,7 @@ class Transfer:
                        answered=self.state == "talking", recorder=self.recorder,
                        recording_path=self.recording_path, targets=self.targets)
         call.finish("answered", code)  # after the hand-over: the call hangs up only its own legs
-        for spent in self.spent:
-            spent.pair = call
-            call.spent.append(spent)
+        self.hand_back(self.spent)
         self.server.retire_if_done(call)
         return True
 
