@@ -4,10 +4,17 @@ VENV := .venv
 CONFIG ?= appliance/demo-office.yaml
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test bench check clean
+.PHONY: setup debian-packages pjsua2 run test bench check clean
 
-setup: $(STAMP)
+# Debian packages first (PJSIP's build needs them), then the venv, then our own PJSIP build.
+setup: debian-packages $(STAMP) pjsua2
+
+debian-packages:
 	@scripts/install-debian-packages.sh
+
+# pjsua2 from the PJSIP that scripts/build-pjsip.sh builds (cached: seconds when unchanged).
+pjsua2: $(STAMP)
+	@scripts/build-pjsip.sh $(VENV)/bin/python
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -1,13 +1,30 @@
 """Audio checks for tests: is a given tone present in a WAV file, and how loud."""
 from __future__ import annotations
 
+import struct
+import time
 import wave
 from pathlib import Path
 
 import numpy as np
 
 
+def wait_until_closed(path: Path, timeout: float = 2.0) -> None:
+    """PJSIP (2.14 on) closes a recorder's WAV in the media clock thread, a tick or two after the
+    recorder is released: the RIFF size field is right only once the file is closed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        data = Path(path).read_bytes()[:8]
+        size = Path(path).stat().st_size
+        if len(data) == 8 and data[:4] == b"RIFF" and struct.unpack("<I", data[4:])[0] == size - 8:
+            return
+        if time.monotonic() > deadline:
+            return  # let the reader report what is wrong with the file
+        time.sleep(0.02)
+
+
 def read_wav(path: Path) -> tuple[int, np.ndarray]:
+    wait_until_closed(path)
     with wave.open(str(path), "rb") as w:
         assert w.getsampwidth() == 2, "expected 16-bit PCM"
         rate = w.getframerate()
