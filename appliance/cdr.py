@@ -42,7 +42,8 @@ CREATE INDEX IF NOT EXISTS cdr_started ON cdr(started_at);
 """
 
 COLUMNS = ("id", "sip_call_id", "started_at", "answered_at", "ended_at", "direction", "src", "src_name",
-           "dst", "dst_number", "trunk", "picked_up_by", "transferred_to", "linked_id", "disposition", "sip_code", "duration", "billsec", "recording", "worker")
+           "dst", "dst_number", "trunk", "picked_up_by", "transferred_to", "linked_id", "disposition", "sip_code", "duration", "billsec", "recording")
+# `worker` (kept, always 0 now) numbered the feature-server process of the PyPI wheel's days.
 ADDED_COLUMNS = {"worker": "INTEGER NOT NULL DEFAULT 0", "dst_number": "TEXT", "trunk": "TEXT", "picked_up_by": "TEXT",
                  "transferred_to": "TEXT", "linked_id": "TEXT"}
 
@@ -65,9 +66,7 @@ class OrphanedCall:
 class CdrStore:
     """One connection per process; every write is its own short transaction."""
 
-    def __init__(self, path: Path, worker: int = 0):
-        """`worker`: the feature-server process writing; a restart recovers only its own calls."""
-        self.worker = worker
+    def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(str(path), timeout=5.0, isolation_level=None)
         self.db.row_factory = sqlite3.Row
@@ -89,9 +88,9 @@ class CdrStore:
         assert direction in DIRECTIONS
         cdr_id = str(uuid.uuid4())
         self.db.execute(
-            "INSERT INTO cdr (id, sip_call_id, started_at, direction, src, src_name, dst, dst_number, worker, linked_id) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (cdr_id, sip_call_id, now(), direction, src, src_name, dst, dst_number, self.worker, linked_id))
+            "INSERT INTO cdr (id, sip_call_id, started_at, direction, src, src_name, dst, dst_number, linked_id) "
+            "VALUES (?,?,?,?,?,?,?,?,?)",
+            (cdr_id, sip_call_id, now(), direction, src, src_name, dst, dst_number, linked_id))
         return cdr_id
 
     def link(self, cdr_id: str, linked_id: str) -> None:
@@ -122,15 +121,14 @@ class CdrStore:
             (ended_at, disposition, sip_code, _seconds_between(row["started_at"], ended_at), billsec, cdr_id))
 
     def close_orphans(self, last_alive: dict[str, str] | None = None) -> list[OrphanedCall]:
-        """Closes this worker's records left open by a crash as `failed`; returns them (their WAVs need repair).
+        """Closes the records left open by a crash as `failed`; returns them (their WAVs need repair).
 
         last_alive maps a record id to the last moment it is known to have been alive (e.g. its
         recording's mtime); without it the end is the answer or start time.
         """
         last_alive = last_alive or {}
         orphans = []
-        for row in self.db.execute("SELECT id, started_at, answered_at, recording FROM cdr WHERE ended_at IS NULL AND worker=?",
-                                   (self.worker,)).fetchall():
+        for row in self.db.execute("SELECT id, started_at, answered_at, recording FROM cdr WHERE ended_at IS NULL").fetchall():
             ended_at = last_alive.get(row["id"]) or row["answered_at"] or row["started_at"]
             billsec = _seconds_between(row["answered_at"], ended_at) if row["answered_at"] else 0
             self.db.execute(
@@ -142,8 +140,7 @@ class CdrStore:
     def open_recordings(self) -> list[tuple[str, str]]:
         """(id, recording path) of records still open: the calls a crash may have cut."""
         return [(r["id"], r["recording"]) for r in
-                self.db.execute("SELECT id, recording FROM cdr WHERE ended_at IS NULL AND recording IS NOT NULL AND worker=?",
-                                (self.worker,))]
+                self.db.execute("SELECT id, recording FROM cdr WHERE ended_at IS NULL AND recording IS NOT NULL")]
 
     def list(self, limit: int = 100, include_live: bool = False) -> list[dict]:
         where = "" if include_live else "WHERE ended_at IS NOT NULL"

@@ -45,10 +45,7 @@ def cmd_featureserver(args: argparse.Namespace) -> int:
 
     cfg = _load(args.config)
     _setup_logging(cfg.log_level)
-    if not 0 <= args.worker < len(cfg.workers):
-        print(f"edgepbx: worker must be 0 to {len(cfg.workers) - 1}", file=sys.stderr)
-        return 2
-    run(cfg, args.worker)
+    run(cfg)
     return 0
 
 
@@ -164,9 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     with_config(sub.add_parser("run", help="start every enabled service (Ctrl-C stops)")).set_defaults(func=cmd_run)
     with_config(sub.add_parser("check", help="validate a config; errors as FILE:LINE: message")).set_defaults(func=cmd_check)
-    fs = with_config(sub.add_parser("featureserver", help="run the feature server alone (used by `run`)"))
-    fs.add_argument("--worker", type=int, default=0, help="worker index (each holds 2 calls)")
-    fs.set_defaults(func=cmd_featureserver)
+    with_config(sub.add_parser("featureserver", help="run the feature server alone (used by `run`)")
+                ).set_defaults(func=cmd_featureserver)
     with_config(sub.add_parser("provision", help="run the provisioning servers alone (used by `run`)")
                 ).set_defaults(func=cmd_provision)
     dev = with_config(sub.add_parser("devices", help="known and discovered phones, last config fetch, registration"))

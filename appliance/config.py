@@ -16,11 +16,12 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 EXTENSION_NUMBER = re.compile(r"^[0-9]{2,6}$")
-# The pjsua2 wheel (PJSIP 2.15.1, pjsua2-python) is built with PJSUA_MAX_CALLS=4: one library, and
-# so one feature-server process, holds at most 4 call legs, i.e. 2 bridged calls. Capacity comes
-# from several worker processes (docs/architecture.md).
-CALLS_PER_WORKER = 2
-MIN_RTP_PORTS_PER_WORKER = 16
+# The feature server is one process on the PJSIP edgepbx builds (scripts/pjsip/config_site.h:
+# PJSUA_MAX_CALLS 1024 legs). A bridged call holds two legs, each an RTP and an RTCP port.
+MAX_CONCURRENT_CALLS = 500
+DEFAULT_CONCURRENT_CALLS = 60
+RTP_PORTS_PER_CALL = 4
+RTP_PORTS_SPARE = 16  # ring groups, pickups and transfers hold legs beyond two per call
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,6 @@ class Trunk:
 
 SOUNDS = Path(__file__).resolve().parent / "sounds"
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-MAX_PARALLEL_RING = 3  # the caller's leg plus 3 ringing phones: the 4 legs one worker holds
 
 
 @dataclass
@@ -163,7 +163,7 @@ class Network:
     bind: str = "127.0.0.1"
     sip_port: int = 5060
     rtp_ports: tuple[int, int] = (20000, 20999)
-    feature_port: int = 0  # 0: sip_port + 20; first feature-server worker's SIP port, one per worker after it
+    feature_port: int = 0  # 0: sip_port + 20; the feature server's SIP port (it takes calls from Kamailio only)
     sip_domain: str = ""  # realm for digest auth and From domain; defaults to bind
 
 
@@ -171,14 +171,6 @@ class Network:
 class Security:
     auth_failures_before_ban: int = 10
     ban_seconds: int = 600
-
-
-@dataclass(frozen=True)
-class Worker:
-    """One feature-server process: its index, SIP port and RTP port range."""
-    index: int
-    sip_port: int
-    rtp_ports: tuple[int, int]
 
 
 @dataclass
@@ -198,7 +190,7 @@ class Config:
     network: Network = field(default_factory=Network)
     recording_enabled: bool = True
     no_answer_timeout: int = 30
-    max_concurrent_calls: int = 10
+    max_concurrent_calls: int = 0  # 0 until loaded: as many as network.rtp_ports allow, at most 60
     security: Security = field(default_factory=Security)
     extensions: list[Extension] = field(default_factory=list)
     log_level: str = "info"
@@ -209,13 +201,6 @@ class Config:
     @property
     def domain(self) -> str:
         return self.network.sip_domain or self.network.bind
-
-    @property
-    def workers(self) -> list[Worker]:
-        count = -(-self.max_concurrent_calls // CALLS_PER_WORKER)
-        lo, hi = self.network.rtp_ports
-        span = (hi - lo + 1) // count
-        return [Worker(i, self.network.feature_port + i, (lo + i * span, lo + (i + 1) * span - 1)) for i in range(count)]
 
 
 class _Reader:
@@ -431,9 +416,6 @@ def _read_steps(r: _Reader, node: Node, where: str, extensions: set[str], defaul
             continue
         if strategy == "order":
             steps += [Step("ring", [m], timeout) for m in members]
-        elif len(members) > MAX_PARALLEL_RING:
-            r.error(value, f"{where}: at most {MAX_PARALLEL_RING} phones can ring at once (a feature-server "
-                           f"worker holds 4 call legs); use strategy: order or split the group into steps")
         else:
             steps.append(Step("ring", members, timeout))
     return steps
@@ -689,7 +671,7 @@ def load(path: str | Path) -> Config:
         _apply(rec, "enabled", lambda n: r.boolean(n, "recording.enabled"), lambda v: setattr(cfg, "recording_enabled", v))
     if "calls" in top:
         calls = r.mapping(top["calls"][1], {"no_answer_timeout", "max_concurrent"}, "calls")
-        _apply(calls, "max_concurrent", lambda n: r.integer(n, "calls.max_concurrent", 1, 64),
+        _apply(calls, "max_concurrent", lambda n: r.integer(n, "calls.max_concurrent", 1, MAX_CONCURRENT_CALLS),
                lambda v: setattr(cfg, "max_concurrent_calls", v))
         _apply(calls, "no_answer_timeout", lambda n: r.integer(n, "calls.no_answer_timeout", 1, 600),
                lambda v: setattr(cfg, "no_answer_timeout", v))
@@ -720,23 +702,22 @@ def load(path: str | Path) -> Config:
     if net.feature_port == 0:
         net.feature_port = net.sip_port + 20 if net.sip_port <= 65515 else net.sip_port - 20
     node = top["network"][1] if "network" in top else root
-    workers = len(cfg.workers)
-    feature_ports = range(net.feature_port, net.feature_port + workers)
-    if net.sip_port in feature_ports:
-        r.error(node, f"network.feature_port: ports {feature_ports.start}-{feature_ports.stop - 1} "
-                      f"(one per feature-server worker) must not include network.sip_port")
-    if feature_ports.stop - 1 > 65535:
-        r.error(node, "network.feature_port: not enough ports above it for every feature-server worker")
+    if net.feature_port == net.sip_port:
+        r.error(node, "network.feature_port must differ from network.sip_port")
     rtp = range(net.rtp_ports[0], net.rtp_ports[1] + 1)
     trunk_registrar_port = net.feature_port - 1  # appliance/trunks.py
     if trunk_registrar_port == net.sip_port or trunk_registrar_port in rtp:
         r.error(node, f"network.feature_port: port {trunk_registrar_port} below it (trunk registration) "
                       "must be free of network.sip_port and network.rtp_ports")
-    if net.sip_port in rtp or any(p in rtp for p in feature_ports):
+    if net.sip_port in rtp or net.feature_port in rtp:
         r.error(node, "network.rtp_ports must not include the SIP ports")
-    if len(rtp) < workers * MIN_RTP_PORTS_PER_WORKER:
+    if cfg.max_concurrent_calls == 0:
+        room = (len(rtp) - RTP_PORTS_SPARE) // RTP_PORTS_PER_CALL
+        cfg.max_concurrent_calls = max(1, min(DEFAULT_CONCURRENT_CALLS, room))
+    needed = cfg.max_concurrent_calls * RTP_PORTS_PER_CALL + RTP_PORTS_SPARE
+    if len(rtp) < needed:
         r.error(node, f"network.rtp_ports: {len(rtp)} ports are too few for calls.max_concurrent "
-                      f"{cfg.max_concurrent_calls} (need {workers * MIN_RTP_PORTS_PER_WORKER})")
+                      f"{cfg.max_concurrent_calls} (need {needed}: {RTP_PORTS_PER_CALL} a call and {RTP_PORTS_SPARE} spare)")
     if r.errors:
         raise InvalidConfig(r.errors)
     return cfg

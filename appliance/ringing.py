@@ -1,75 +1,47 @@
-"""Which extensions are ringing, and in which feature-server worker: the board call pickup reads.
-Also which office phones are in a call in which worker (`parties`): Kamailio sends a phone's next
-call to the same worker, where a REFER with Replaces can join the two.
+"""Which office phones are ringing, for which call: the board call pickup reads.
 
-Each worker writes its own rows (a call starts ringing, stops ringing); Kamailio's routing reads
-the board to send a pickup INVITE to the worker that holds the oldest ringing call of the
-picker's group (kemi_router.pickup_worker). SQLite in WAL mode, one short statement each time.
+The feature server is one process, so the board lives in its memory: each call says when a phone
+starts and stops ringing for it (with the Call-ID of the ringing leg, which a phone's BLF key
+names in an INVITE with Replaces), and a pickup looks up the oldest call ringing on one of the
+phones it may take calls from.
 """
 from __future__ import annotations
 
-import sqlite3
 import time
-from pathlib import Path
-
-SCHEMA = """CREATE TABLE IF NOT EXISTS ringing (cdr_id TEXT NOT NULL, extension TEXT NOT NULL, worker INTEGER NOT NULL,
-started REAL NOT NULL, sip_call_id TEXT NOT NULL DEFAULT '', PRIMARY KEY (cdr_id, extension));
-CREATE TABLE IF NOT EXISTS parties (cdr_id TEXT NOT NULL, extension TEXT NOT NULL, worker INTEGER NOT NULL,
-started REAL NOT NULL, PRIMARY KEY (cdr_id, extension));"""
+from dataclasses import dataclass
 
 
-def board_path(data_dir: Path) -> Path:
-    return data_dir / "ringing.sqlite"
-
-
-def create_board(data_dir: Path) -> None:
-    """Creates the board (WAL mode) once, before the workers start and open it together."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(str(board_path(data_dir)), timeout=5.0, isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
-    columns = {row[1] for row in db.execute("PRAGMA table_info(ringing)")}
-    if columns and "sip_call_id" not in columns:
-        db.execute("DROP TABLE ringing")  # from an older version; its rows only live as long as a call rings
-    db.executescript(SCHEMA)
-    db.close()
+@dataclass
+class Ring:
+    cdr_id: str
+    extension: str
+    started: float
+    sip_call_id: str = ""
 
 
 class RingingBoard:
-    def __init__(self, data_dir: Path, worker: int):
-        self.worker = worker
-        self.db = sqlite3.connect(str(board_path(data_dir)), timeout=5.0, isolation_level=None)
-        # No fsync per write: the board only describes calls in progress, and a worker clears its
-        # rows when it starts, so nothing is lost by a power cut that a call setup should wait for.
-        self.db.execute("PRAGMA synchronous=OFF")
-        self.db.executescript(SCHEMA)
-        for table in ("ringing", "parties"):  # rows left by a crash
-            self.db.execute(f"DELETE FROM {table} WHERE worker=?", (worker,))
+    def __init__(self) -> None:
+        self.rings: dict[tuple[str, str], Ring] = {}  # (cdr_id, extension) -> since when
 
     def ringing(self, cdr_id: str, extensions: list[str], sip_call_ids: dict[str, str] | None = None) -> None:
-        """`sip_call_ids`: extension -> Call-ID of the leg ringing it, which a phone's BLF key
-        names in an INVITE with Replaces (from the dialog-info it was notified)."""
+        """`sip_call_ids`: extension -> Call-ID of the leg ringing it, once it is known."""
         ids = sip_call_ids or {}
-        try:
-            self.db.executemany("INSERT OR REPLACE INTO ringing VALUES (?,?,?,?,?)",
-                                [(cdr_id, e, self.worker, time.time(), ids.get(e, "")) for e in extensions])
-        except sqlite3.Error:
-            pass  # pickup of this call will not work; the call itself goes on
+        for extension in extensions:
+            ring = self.rings.get((cdr_id, extension))
+            if ring is None:
+                self.rings[(cdr_id, extension)] = Ring(cdr_id, extension, time.monotonic(), ids.get(extension, ""))
+            elif extension in ids:
+                ring.sip_call_id = ids[extension]
 
     def stopped(self, cdr_id: str) -> None:
-        try:
-            self.db.execute("DELETE FROM ringing WHERE cdr_id=?", (cdr_id,))
-        except sqlite3.Error:
-            pass
+        for key in [key for key in self.rings if key[0] == cdr_id]:
+            del self.rings[key]
 
-    def in_call(self, cdr_id: str, extensions: list[str]) -> None:
-        try:
-            self.db.executemany("INSERT OR REPLACE INTO parties VALUES (?,?,?,?)",
-                                [(cdr_id, e, self.worker, time.time()) for e in extensions if e])
-        except sqlite3.Error:
-            pass  # the phone's next call may land in another worker; calls go on
+    def oldest_ringing(self, extensions: set[str]) -> str | None:
+        """The call ringing longest on any of `extensions` (its CDR id), or None."""
+        rings = [ring for ring in self.rings.values() if ring.extension in extensions]
+        return min(rings, key=lambda ring: ring.started).cdr_id if rings else None
 
-    def call_ended(self, cdr_id: str) -> None:
-        try:
-            self.db.execute("DELETE FROM parties WHERE cdr_id=?", (cdr_id,))
-        except sqlite3.Error:
-            pass
+    def by_sip_call_id(self, sip_call_id: str) -> str | None:
+        """The call whose ringing leg has this Call-ID (a BLF key's Replaces), or None."""
+        return next((ring.cdr_id for ring in self.rings.values() if ring.sip_call_id == sip_call_id), None)

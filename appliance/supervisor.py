@@ -19,7 +19,6 @@ from . import credentials
 from .config import Config
 from .cdr import CdrStore
 from .kamailio import render
-from .ringing import create_board
 from .sipprobe import options_ping
 
 log = logging.getLogger("edgepbx.supervisor")
@@ -68,10 +67,8 @@ class Service:
 
 
 def prepare_databases(cfg: Config) -> None:
-    """Creates the shared SQLite files (WAL) in one process: several workers switching a new
-    file to WAL at the same moment can meet 'database is locked'."""
+    """Creates (or migrates) the CDR database before the services start and open it."""
     CdrStore(cfg.data_dir / "cdr.sqlite").close()
-    create_board(cfg.data_dir)
 
 
 def services(cfg: Config) -> list[Service]:
@@ -86,9 +83,8 @@ def services(cfg: Config) -> list[Service]:
     direct = os.environ.get("EDGEPBX_BENCH_DIRECT_ROUTING") == "1"
     cfg_path, routing_path = render.write(cfg, passwords, direct_routing=direct)
     return [Service("kamailio", render.command(cfg, cfg_path), {"EDGEPBX_ROUTING": str(routing_path)})] + [
-        Service(f"featureserver-{w.index}", [sys.executable, "-m", "appliance.cli", "featureserver",
-                                             "--config", str(cfg.path), "--worker", str(w.index)])
-        for w in cfg.workers] + ([
+        Service("featureserver", [sys.executable, "-m", "appliance.cli", "featureserver", "--config", str(cfg.path)])
+    ] + ([
         Service("provisioning", [sys.executable, "-m", "appliance.cli", "provision", "--config", str(cfg.path)])]
         if cfg.provisioning.enabled else []) + extra + ([
         Service("trunks", [sys.executable, "-m", "appliance.cli", "trunks", "--config", str(cfg.path)])]
@@ -107,7 +103,7 @@ class Supervisor:
     def wait_ready(self) -> bool:
         net = self.cfg.network
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-        pending = {"kamailio": net.sip_port} | {f"featureserver-{w.index}": w.sip_port for w in self.cfg.workers}
+        pending = {"kamailio": net.sip_port, "featureserver": net.feature_port}
         while pending and not self.stopping and time.monotonic() < deadline:
             for name, port in list(pending.items()):
                 if options_ping(net.bind, port, timeout=0.3) is not None:

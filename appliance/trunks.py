@@ -19,7 +19,7 @@ import pjsua2 as pj
 
 from .cdr import now
 from .config import Config, Trunk
-from .pjlib import endpoint_config, start_udp
+from .pjlib import create_library, endpoint_config, start_udp
 
 log = logging.getLogger("edgepbx.trunks")
 FIRST_RETRY, MAX_RETRY = 5.0, 300.0
@@ -30,7 +30,7 @@ updated_at TEXT, expires INTEGER)"""
 
 
 def trunk_port(cfg: Config) -> int:
-    """The registration process's own SIP port: just below the feature-server workers'."""
+    """The registration process's own SIP port: just below the feature server's."""
     return cfg.network.feature_port - 1
 
 
@@ -91,7 +91,7 @@ class TrunkRegistrar:
 
     def start(self) -> None:
         net = self.cfg.network
-        self.ep.libCreate()
+        create_library(self.ep)
         self.ep.libInit(endpoint_config(1, 5 if self.cfg.log_level == "debug" else 2))
         start_udp(self.ep, net.bind, trunk_port(self.cfg))
         self.ep.libStart()

@@ -5,11 +5,12 @@
    SIPp's microsecond message timestamps; again with a BLF watcher on both phones. The same
    SIPp run against Kamailio alone (EDGEPBX_BENCH_DIRECT_ROUTING=1: the edge routes straight to
    the callee) is the limit without the feature server.
-2. Concurrent bridged, recorded calls: pjsua2 phones (bench/phone_farm.py, 4 legs a process) hold
-   N calls with a tone each way; the RTP packets the phones received versus expected, the lost
-   ones (RTP sequence gaps), and the feature-server workers' CPU per call.
+2. Concurrent bridged, recorded calls: pjsua2 phones (bench/phone_farm.py, up to 25 calls a
+   process, G.711 A-law) hold N calls with a tone each way; the RTP packets the phones received
+   versus expected, the lost ones (RTP sequence gaps), the feature server's CPU (% of one core)
+   and resident memory per call.
 
-Usage: .venv/bin/python bench/bench_calls.py [--calls 300] [--rate 20] [--levels 4,8,16,24,32]
+Usage: .venv/bin/python bench/bench_calls.py [--calls 300] [--rate 20] [--levels 50,100,200,300]
 """
 from __future__ import annotations
 
@@ -46,9 +47,8 @@ def setup_times(direct: bool, calls: int, rate: int, workdir: Path, watched: boo
     PUBLISHed to the presence server (without watchers the edge does not track dialogs)."""
     os.environ["EDGEPBX_BENCH_DIRECT_ROUTING"] = "1" if direct else "0"
     workdir.mkdir(parents=True, exist_ok=True)
-    # Enough workers that the offered load (rate x 1 s hold) never meets a full one.
-    capacity = min(64, rate * 3)
-    pbx = start_pbx(write_office(workdir, extra=f"calls: {{max_concurrent: {capacity}}}", rtp_count=capacity * 16))
+    capacity = rate * 3  # the offered load (rate x 1 s hold) never meets calls.max_concurrent
+    pbx = start_pbx(write_office(workdir, extra=f"calls: {{max_concurrent: {capacity}}}", rtp_count=capacity * 4 + 64))
     try:
         uas_port = free_udp_port()
         reg = run_sipp("register.xml", workdir, pbx.sip_port, service="102", user="102", password="pw-102-secret",
@@ -102,6 +102,16 @@ def setup_delays(messages: str) -> dict[str, list[float]]:
     return {code: [1000 * (t - sent[c]) for c, t in got[code].items() if c in sent] for code in got}
 
 
+PER_FARM = 25
+
+
+def resident_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
@@ -134,18 +144,19 @@ def read_line(proc: subprocess.Popen, timeout: float) -> str:
 
 
 def concurrent_calls(level: int, hold: float, workdir: Path) -> dict:
-    """`level` calls between phone processes (4 legs each), held `hold` s, through a fresh appliance."""
+    """`level` calls between phone processes (PER_FARM calls each), held `hold` s, through a fresh appliance."""
     workdir.mkdir(parents=True, exist_ok=True)
-    groups = [min(4, level - i) for i in range(0, level, 4)]
+    groups = [min(PER_FARM, level - i) for i in range(0, level, PER_FARM)]
     callers = [f"2{i:02d}" for i in range(len(groups))]
     callees = [f"3{i:02d}" for i in range(len(groups))]
     extensions = "\n".join(f'  - {{number: "{n}", password: "pw-{n}-secret"}}' for n in callers + callees)
     pbx = start_pbx(write_office(workdir, extensions=extensions,
                                  extra=f"calls: {{no_answer_timeout: 30, max_concurrent: {level}}}",
-                                 rtp_count=max(100, level * 16)))
+                                 rtp_count=level * 4 + 64))
     procs: list[subprocess.Popen] = []
     try:
         workers = [p for p in descendants_of(pbx.proc.pid) if b"featureserver" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        idle_rss_mb = sum(resident_mb(p) for p in workers)
         for callee, count in zip(callees, groups):
             procs.append(farm(["--port", str(pbx.sip_port), "--number", callee, "--password", f"pw-{callee}-secret",
                                "--calls", str(count), "--hold", str(hold), "--tone", "1300"], workdir))
@@ -164,6 +175,7 @@ def concurrent_calls(level: int, hold: float, workdir: Path) -> dict:
         cpu0, t0 = sum(cpu_seconds(p) for p in workers), time.monotonic()
         time.sleep(max(1.0, hold - 2.0))
         cpu1, t1 = sum(cpu_seconds(p) for p in workers), time.monotonic()
+        rss_mb = sum(resident_mb(p) for p in workers)
         results = [json.loads(read_line(proc, hold + 30)) for proc in procs]
         for proc in procs:
             proc.stdin.close()
@@ -174,7 +186,8 @@ def concurrent_calls(level: int, hold: float, workdir: Path) -> dict:
         recordings = len(list((pbx.data_dir / "recordings").rglob("*.wav")))
         return {"calls": level, "legs": legs, "rx": received, "expected": int(expected),
                 "lost": sum(r["lost"] for r in results), "short_percent": 100 * max(0.0, expected - received) / expected,
-                "fs_cpu_percent": cpu_percent, "cpu_per_call": cpu_percent / level, "recordings": recordings}
+                "fs_cpu_percent": cpu_percent, "cpu_per_call": cpu_percent / level, "recordings": recordings,
+                "rss_mb": rss_mb, "rss_per_call_kb": 1024 * (rss_mb - idle_rss_mb) / level}
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -186,7 +199,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--rate", type=int, default=20)
-    parser.add_argument("--levels", default="4,8,16,24,32")
+    parser.add_argument("--levels", default="50,100,200,300")
     parser.add_argument("--hold", type=float, default=10.0)
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="edgepbx-bench-"))
@@ -207,14 +220,16 @@ def main() -> None:
 
     levels = [int(x) for x in args.levels.split(",")]
     print(f"\n2. concurrent bridged + recorded calls, {args.hold:.0f} s hold per level (pjsua2 phones, tone both ways)")
-    print(f"{'calls':>5} {'rx pkts':>9} {'expected':>9} {'seq lost':>8} {'short %':>8} {'FS CPU %':>9} {'CPU %/call':>10} {'WAVs':>5}")
+    print(f"{'calls':>5} {'rx pkts':>9} {'expected':>9} {'seq lost':>8} {'short %':>8} {'FS CPU %':>9} {'CPU %/call':>10} "
+          f"{'RSS MB':>7} {'KB/call':>8} {'WAVs':>5}")
     for level in levels:
         row = concurrent_calls(level, args.hold, workdir / f"load{level}")
         if "error" in row:
             print(f"{level:5d}  failed: {row['error']}")
             break
         print(f"{row['calls']:5d} {row['rx']:9d} {row['expected']:9d} {row['lost']:8d} {row['short_percent']:8.2f} "
-              f"{row['fs_cpu_percent']:9.1f} {row['cpu_per_call']:10.2f} {row['recordings']:5d}")
+              f"{row['fs_cpu_percent']:9.1f} {row['cpu_per_call']:10.2f} {row['rss_mb']:7.1f} "
+              f"{row['rss_per_call_kb']:8.0f} {row['recordings']:5d}")
     print("\n'short %': packets the phones did not receive against 50/s per leg; 'seq lost': RTP sequence gaps.")
     print("The phones run on the same 2 cores as the appliance, so the figures are a floor for the box alone.")
 

@@ -1,4 +1,5 @@
-"""One process of simulated phones for the load benchmark (a pjsua2 process holds 4 legs at most).
+"""One process of simulated phones for the load benchmark (G.711 A-law only, as most desk phones
+default to, so the phones spend little CPU beside the system under test).
 
 Registers one extension, then either places --calls calls to --dial, or answers --calls calls.
 Once all its calls are up it prints `up`, measures RTP for --hold seconds, prints one JSON line
@@ -31,8 +32,10 @@ def main() -> None:
     parser.add_argument("--workdir", required=True)
     args = parser.parse_args()
 
-    lab = PhoneLab(tmp=Path(args.workdir), port=args.port, max_calls=4, record=False)
+    lab = PhoneLab(tmp=Path(args.workdir), port=args.port, max_calls=args.calls + 8, record=False)
     lab.start()
+    for codec in lab.ep.codecEnum2():
+        lab.ep.codecSetPriority(codec.codecId, 255 if codec.codecId.startswith("PCMA/") else 0)
     phone = lab.phone(args.number, args.password, args.tone)
     print("registered" if phone.reg_code == 200 else f"registration failed {phone.reg_code}", flush=True)
     if args.dial:

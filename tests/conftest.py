@@ -41,7 +41,7 @@ def free_port_block(size: int = 200) -> int:
 
 
 def write_office(directory: Path, extra: str = "", no_answer_timeout: int = 30, extensions: str | None = None,
-                 rtp_count: int = 100) -> Path:
+                 rtp_count: int = 400) -> Path:
     base = free_port_block(100 + rtp_count)
     extensions = extensions or "\n".join(
         f'  - {{number: "{n}", name: "Phone {n}", password: "pw-{n}-secret"}}' for n in TONES)
@@ -152,13 +152,18 @@ def lab(tmp_path_factory):
     lab.stop()
 
 
-@pytest.fixture
-def phones(lab, pbx):
-    """Factory for registered test phones on the module's appliance; tidies them up after the test."""
+def phones_on(lab, pbx):
+    """A factory of test phones (extensions of TONES) registered to `pbx`."""
     lab.port = pbx.sip_port
 
     def make(number: str, register: bool = True):
         return lab.phone(number, f"pw-{number}-secret", TONES[number], register=register)
 
-    yield make
+    return make
+
+
+@pytest.fixture
+def phones(lab, pbx):
+    """Factory for registered test phones on the module's appliance; tidies them up after the test."""
+    yield phones_on(lab, pbx)
     lab.release_phones()

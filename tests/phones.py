@@ -200,7 +200,7 @@ class PhoneLab:
     recordings: list[Path] = field(default_factory=list)
     host: str = "127.0.0.1"
     port: int = 5060
-    max_calls: int = 32
+    max_calls: int = 128  # our PJSIP build: no 4-leg cap (scripts/pjsip/config_site.h)
     record: bool = True  # each phone records what it hears (off for load benchmarks)
 
     def start(self) -> None:
@@ -219,6 +219,10 @@ class PhoneLab:
         ec.medConfig.sndClockRate = SAMPLE_RATE
         ec.medConfig.noVad = True
         ec.medConfig.ecTailLen = 0
+        # PJSIP 2.17 test phones' adaptive jitter buffers grew to 500 ms (230 frames discarded)
+        # while a test opened and closed their recorders, though the feature server kept sending
+        # 50 packets/s: bound them, so "who hears whom" is judged on the audio of that moment.
+        ec.medConfig.jbMax = 200
         self.ep.libInit(ec)
         self.ep.audDevManager().setNullDev()
         tc = pj.TransportConfig()
@@ -277,3 +281,14 @@ class PhoneLab:
         for phone in self.phones:
             phone.calls.clear()
             phone.answer, phone.answer_delay = "auto", 0.0
+
+
+def background_calls(lab: PhoneLab, caller: Phone, callee: Phone, count: int, answer: str = "auto") -> list[TestCall]:
+    """`count` calls from `caller` to `callee`, answered (or left ringing with answer='never'): the
+    load a test runs its own call beside, through the same appliance."""
+    callee.answer = answer
+    calls = [caller.dial(callee.number) for _ in range(count)]
+    wanted = pj.PJSIP_INV_STATE_CONFIRMED if answer == "auto" else pj.PJSIP_INV_STATE_EARLY
+    lab.wait_for(lambda: all(c.saw(wanted) for c in calls), 20,
+                 f"{count} background calls to be {'up' if answer == 'auto' else 'ringing'}")
+    return calls

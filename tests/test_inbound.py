@@ -31,7 +31,7 @@ class OutsideCaller(Phone):
 
 @pytest.fixture
 def inbound_office(tmp_path, lab):
-    def start(inbound_yaml: str, more_trunks: str = ""):
+    def start(inbound_yaml: str, more_trunks: str = "", extensions: str | None = None):
         provider_port = free_udp_port()
         greeting = write_tone(tmp_path / "greeting.wav", GREETING_HZ, seconds=1.5)
         night = write_tone(tmp_path / "night.wav", NIGHT_HZ, seconds=1.5)
@@ -44,7 +44,7 @@ def inbound_office(tmp_path, lab):
   invalid_prompt: {invalid}
   digit_timeout: 1
 {inbound_yaml}"""
-        pbx = start_pbx(write_office(tmp_path, extra=extra, no_answer_timeout=8))
+        pbx = start_pbx(write_office(tmp_path, extra=extra, no_answer_timeout=8, extensions=extensions))
         lab.port = pbx.sip_port
         tc = pj.TransportConfig()
         tc.port = provider_port
@@ -99,6 +99,38 @@ def test_without_digits_the_ring_group_rings_and_one_answers(inbound_office, lab
     lab.wait_for(lambda: answering.last_call.state == pj.PJSIP_INV_STATE_DISCONNECTED, 5, "hang-up")
     assert has_tone(call.record_path, TONES["104"]) and lacks_tone(call.record_path, TONES["103"])
     assert pbx.wait_cdr(lambda r: r["direction"] == "inbound")["disposition"] == "answered"
+
+
+GROUP_TONES = dict(zip([f"2{i:02d}" for i in range(1, 11)],
+                       [450.0, 900.0, 1150.0, 1400.0, 2000.0, 2250.0, 2750.0, 3400.0, 3650.0, 3900.0]))
+
+
+def test_a_ring_group_of_ten_phones_rings_them_all_at_once(inbound_office, lab):
+    """The PyPI wheel's 4 legs a process allowed 3; one feature server rings any number."""
+    members = list(GROUP_TONES)
+    pbx, caller = inbound_office(f"  day: [{{ring: {members}, strategy: all, timeout: 10}}]",
+                                 extensions="\n".join(f'  - {{number: "{n}", password: "pw-{n}-secret"}}' for n in members))
+    group = {n: lab.phone(n, f"pw-{n}-secret", hz) for n, hz in GROUP_TONES.items()}
+    for number, phone in group.items():
+        phone.answer = "never"
+    call = caller.dial(DID)
+    lab.wait_for(lambda: all(p.calls and p.last_call.saw(pj.PJSIP_INV_STATE_EARLY) for p in group.values()), 15,
+                 "all ten phones to ring")
+    ringing_at = [p.last_call.events[0].at for p in group.values()]
+    assert max(ringing_at) - min(ringing_at) < 1.0, "they ring at once, not one after another"
+    answering = group["207"].last_call
+    prm = pj.CallOpParam()
+    prm.statusCode = 200
+    answering.answer(prm)
+    lab.wait_for(lambda: answering.state == pj.PJSIP_INV_STATE_CONFIRMED, 5, "207 to answer")
+    lab.wait_for(lambda: all(p.last_call.state == pj.PJSIP_INV_STATE_DISCONNECTED
+                             for n, p in group.items() if n != "207"), 5, "the other nine to stop ringing")
+    lab.poll(2.0)
+    call.hangup_now()
+    lab.wait_for(lambda: answering.state == pj.PJSIP_INV_STATE_DISCONNECTED, 5, "hang-up")
+    assert has_tone(call.record_path, GROUP_TONES["207"]) and lacks_tone(call.record_path, GROUP_TONES["202"])
+    record = pbx.wait_cdr(lambda r: r["direction"] == "inbound")
+    assert record["disposition"] == "answered" and record["recording"]
 
 
 def test_after_hours_the_caller_hears_the_night_greeting_and_the_call_ends(inbound_office, lab):

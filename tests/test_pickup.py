@@ -6,7 +6,8 @@ import pjsua2 as pj
 import pytest
 
 from audio import has_tone
-from conftest import TONES, start_pbx, write_office
+from conftest import TONES, phones_on, start_pbx, write_office
+from phones import background_calls
 from sipp import finish_sipp, start_sipp
 
 
@@ -19,12 +20,7 @@ def office(tmp_path_factory):
 
 @pytest.fixture
 def phones_here(lab, office):
-    lab.port = office.sip_port
-
-    def make(number: str):
-        return lab.phone(number, f"pw-{number}-secret", TONES[number])
-
-    yield make
+    yield phones_on(lab, office)
     lab.release_phones()
 
 
@@ -80,3 +76,20 @@ def test_with_two_calls_ringing_the_oldest_is_picked_up(office, lab, phones_here
     assert record["picked_up_by"] == "105" and record["disposition"] == "answered"
     second.last_call.hangup_now()
     finish_sipp(*newer, 20, lab)
+
+
+def test_pickup_finds_its_call_among_many_ringing(office, lab, phones_here):
+    background_calls(lab, phones_here("104"), phones_here("105"), 12, answer="never")
+    caller, ringing, picker = phones_here("101"), phones_here("102"), phones_here("103")
+    ringing.answer = "never"
+    call = caller.dial("102")
+    lab.wait_for(lambda: ringing.calls and call.saw(pj.PJSIP_INV_STATE_EARLY), 10, "102 to ring")
+    pick = picker.dial("**102")
+    lab.wait_for(lambda: pick.state == pj.PJSIP_INV_STATE_CONFIRMED and call.state == pj.PJSIP_INV_STATE_CONFIRMED,
+                 5, "the pickup to connect")
+    lab.poll(1.5)
+    pick.hangup_now()
+    lab.wait_for(lambda: call.state == pj.PJSIP_INV_STATE_DISCONNECTED, 5, "the call to end")
+    assert has_tone(call.record_path, TONES["103"]) and has_tone(pick.record_path, TONES["101"])
+    record = office.wait_cdr(lambda r: r["src"] == "101" and r["dst"] == "102" and r["picked_up_by"])
+    assert record["picked_up_by"] == "103" and record["disposition"] == "answered"

@@ -11,6 +11,7 @@ import pytest
 
 from audio import has_tone, lacks_tone
 from conftest import TONES, start_pbx, write_office
+from phones import background_calls
 
 MOH_HZ = 659.26
 CONFIRMED, DISCONNECTED = pj.PJSIP_INV_STATE_CONFIRMED, pj.PJSIP_INV_STATE_DISCONNECTED
@@ -48,6 +49,22 @@ def assert_101_talks_to_103(lab, held, target_call, phase: str) -> None:
     after = heard(lab, held, phase), heard(lab, target_call, phase)
     assert has_tone(after[0], TONES["103"]) and lacks_tone(after[0], MOH_HZ), "101 now talks to 103"
     assert has_tone(after[1], TONES["101"]) and lacks_tone(after[1], TONES["102"])
+
+
+def consult_and_join(lab, phones, transferor):
+    """102 (on `transferor`, its call with 101 held) calls 103, then joins the two calls with its
+    transfer key (REFER with Replaces); returns 103's phone."""
+    target = phones("103")
+    consultation = transferor.phone.dial("103")
+    lab.wait_for(lambda: consultation.state == CONFIRMED and target.calls and target.last_call.state == CONFIRMED,
+                 5, "102 to reach 103")
+    lab.poll(0.5)
+    transferor.xferReplaces(consultation, pj.CallOpParam(True))
+    lab.wait_for(lambda: transferor.state == DISCONNECTED and consultation.state == DISCONNECTED, 5,
+                 "both of 102's calls to be released")
+    assert 200 in transferor.transfer_codes
+    lab.poll(0.3)
+    return target
 
 
 def start_transfer(lab, phones, pbx, call_of_transferor, target: str = "103", answer_delay: float = 1.0):
@@ -187,16 +204,7 @@ def test_attended_refer_with_replaces_joins_the_two_calls(lab, phones, pbx):
     lab.poll(0.5)
     on_hold = heard(lab, held, "phone-hold", 1.2)
     assert has_tone(on_hold, MOH_HZ) and lacks_tone(on_hold, TONES["102"])
-    target = phones("103")
-    consultation = transferor.phone.dial("103")
-    lab.wait_for(lambda: consultation.state == CONFIRMED and target.calls and target.last_call.state == CONFIRMED,
-                 5, "102 to reach 103")
-    lab.poll(0.5)
-    transferor.xferReplaces(consultation, pj.CallOpParam(True))
-    lab.wait_for(lambda: transferor.state == DISCONNECTED and consultation.state == DISCONNECTED, 5,
-                 "both of 102's calls to be released")
-    assert 200 in transferor.transfer_codes
-    lab.poll(0.3)
+    target = consult_and_join(lab, phones, transferor)
     assert_101_talks_to_103(lab, held, target.last_call, "joined")
     held.hangup_now()
     lab.wait_for(lambda: target.last_call.state == DISCONNECTED, 5, "103 to be hung up")
@@ -226,7 +234,7 @@ def test_refer_to_nowhere_is_refused_and_the_call_goes_on(lab, phones, pbx, targ
 
 
 def test_a_refer_hand_over_from_another_user_is_ignored(lab, phones, pbx):
-    """The workers take REFERs on abstract Unix sockets, which any local user can reach: only the
+    """The feature server takes REFERs on an abstract Unix socket, which any local user can reach: only the
     edge's user (the appliance's own) is obeyed. Needs root, as `make test` runs."""
     import json
     import os
@@ -241,7 +249,7 @@ def test_a_refer_hand_over_from_another_user_is_ignored(lab, phones, pbx):
     forged = json.dumps({"call_id": transferor.getInfo().callIdString, "refer_to": "<sip:103@127.0.0.1>",
                          "cseq": "9"})
     cfg = load(pbx.config)
-    sockets = [control_socket(cfg, w.index).lstrip("\0") for w in cfg.workers]  # argv holds no NUL
+    sockets = [control_socket(cfg).lstrip("\0")]  # argv holds no NUL
     sender = ("import socket, sys\ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n"
               "for name in sys.argv[2:]:\n    s.sendto(sys.argv[1].encode(), b'\\0' + name.encode('latin-1'))\n")
     # /usr/bin/python3: Debian's, which nobody may run (the venv's lives under /root)
@@ -250,3 +258,14 @@ def test_a_refer_hand_over_from_another_user_is_ignored(lab, phones, pbx):
     assert not target.calls, "nobody's forged REFER transferred nothing"
     assert held.state == CONFIRMED and transferor.state == CONFIRMED
     assert "ignoring a REFER hand-over from uid 65534" in pbx.log_text()
+
+
+def test_attended_refer_joins_two_calls_while_many_calls_are_up(lab, phones, pbx):
+    """With the PyPI wheel (4 legs a process) the two calls could sit in different worker
+    processes and never be joined; one feature server holds them all."""
+    load = background_calls(lab, phones("104"), phones("105"), 12)
+    held, transferor = connected_call(lab, phones)
+    transferor.setHold(pj.CallOpParam(True))
+    target = consult_and_join(lab, phones, transferor)
+    assert_101_talks_to_103(lab, held, target.last_call, "joined-under-load")
+    assert all(call.state == CONFIRMED for call in load), "the other calls went on"

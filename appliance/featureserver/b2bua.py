@@ -38,20 +38,11 @@ def disposition_for_failure(code: int) -> str:
     return "busy" if code in BUSY_CODES else "failed"
 
 
-# Marks every final answer the B2BUA itself gives a caller. pjsua also refuses calls on its
-# own ("486" when its 4 legs are taken) without it; Kamailio tells the two apart by this header
-# and tries the next worker (kemi_router.ksr_failure_next_worker), then strips it.
-FINAL_MARK = "X-Edgepbx-Final"
-
-
 def safe_hangup(call: pj.Call, code: int = 0) -> None:
     """Hangs up (or rejects with `code`) a leg that may already be gone."""
     prm = pj.CallOpParam()
     if code:
         prm.statusCode = code
-        mark = pj.SipHeader()
-        mark.hName, mark.hValue = FINAL_MARK, "1"
-        prm.txOption.headers.append(mark)
     try:
         call.hangup(prm)
     except pj.Error:
@@ -252,7 +243,6 @@ class CallPair:
         self.caller = Leg(server.account, self, "caller", caller_leg_id, number=src, office=True)
         self.cdr_id = server.cdr_start(direction=direction, src=src, src_name=src_name, dst=dst,
                                        sip_call_id=sip_call_id, dst_number=dst_number)
-        server.board.in_call(self.cdr_id, [src])
 
     def _setup(self, server: "FeatureServer", src: str, src_name: str, dst: str, direction_out: bool) -> None:
         self.server = server
@@ -291,7 +281,6 @@ class CallPair:
             pair.no_answer_deadline = time.monotonic() + server.cfg.no_answer_timeout
             pair.ringback = ringback_to(caller)
         server.pairs[id(pair)] = pair
-        server.board.in_call(cdr_id, [leg.number for leg in (caller, callee) if leg.office])
         pair.connect_media()
         return pair
 
@@ -375,15 +364,7 @@ class CallPair:
         self.state = "ended"
         self.no_answer_deadline = None
         self.ringback = self.hold_music = self.recorder = None
-        self.server.board.call_ended(self.cdr_id)
         self.server.retire_if_done(self)
-
-    def live_legs(self) -> int:
-        """Legs of this call still up (the worker has MAX_LEGS in all), a transfer's included."""
-        legs = self.owned((self.caller, self.callee, *self.spent))
-        if self.transfer is not None:
-            legs += self.transfer.legs()
-        return sum(not leg.disconnected for leg in legs)
 
     def owned(self, legs) -> list[Leg]:
         """The legs still this call's (a transfer hands legs on to another call)."""
@@ -426,8 +407,6 @@ class CallPair:
             if self.recorder is None:
                 self.start_recording()
             self.server.cdr_answered(self.cdr_id, self.recording_path)
-            if leg.office:
-                self.server.board.in_call(self.cdr_id, [leg.number])
             self.connect_media()
         elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
             if self.state == "answered":
@@ -463,7 +442,6 @@ class CallPair:
         self.start_recording()
         self.server.cdr_answered(self.cdr_id, self.recording_path)
         self.server.cdr_picked_up(self.cdr_id, picker)
-        self.server.board.in_call(self.cdr_id, [picker])
         log.info("call %s %s -> %s picked up by %s", self.cdr_id, self.src, self.dst, picker)
         self.connect_media()
         return True
@@ -510,7 +488,6 @@ class CallPair:
         self.state = "ended"
         self.no_answer_deadline = None
         self.ringback = self.hold_music = None
-        self.server.board.call_ended(self.cdr_id)
         if self.transfer is not None:
             self.transfer.abort()
         self.recorder = None  # closing the WAV writes its final header

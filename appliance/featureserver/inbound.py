@@ -205,7 +205,6 @@ class InboundCall:
         self.start_recording()
         self.server.cdr_answered(self.cdr_id, self.recording_path)
         self.server.cdr_picked_up(self.cdr_id, picker)
-        self.server.board.in_call(self.cdr_id, [picker])
         log.info("inbound %s picked up by %s", self.cdr_id, picker)
         self.connect_media()
         return True
@@ -279,8 +278,6 @@ class InboundCall:
             self.answered_by = target.number or target.uri if target and target.trunk else info.remoteUri
             self.start_recording()
             self.server.cdr_answered(self.cdr_id, self.recording_path)
-            if leg.office:
-                self.server.board.in_call(self.cdr_id, [leg.number])
             self.connect_media()
         elif disconnected:
             if leg is self.winner:
@@ -320,7 +317,6 @@ class InboundCall:
         if self.transfer is not None:
             self.transfer.abort()
         self.prompt = self.ringback = self.recorder = self.hold_music = None
-        self.server.board.call_ended(self.cdr_id)
         self.server.board.stopped(self.cdr_id)
         self.server.cdr_ended(self.cdr_id, disposition, code)
         log.info("inbound %s from %s to %s ended: %s (%s)", self.cdr_id, self.src, self.dst, disposition, code)
@@ -338,12 +334,6 @@ class InboundCall:
         if self.state == "answered" and self.winner is not None:
             return self.caller, self.winner
         return None
-
-    def live_legs(self) -> int:
-        legs = [leg for leg in [self.caller, *self.callees, *self.spent, self.winner] if leg and leg.pair is self]
-        if self.transfer is not None:
-            legs += self.transfer.legs()
-        return sum(not leg.disconnected for leg in legs)
 
     def legs_gone(self) -> bool:
         legs = [self.caller, *self.callees, *self.spent] + ([self.winner] if self.winner else [])

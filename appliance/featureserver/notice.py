@@ -78,8 +78,5 @@ class ToneNotice:
     def parties(self) -> None:
         return None
 
-    def live_legs(self) -> int:
-        return 0 if self.caller.disconnected else 1
-
     def legs_gone(self) -> bool:
         return self.caller.disconnected

@@ -12,6 +12,7 @@ import logging
 import os
 import queue
 import re
+import resource
 import signal
 import socket
 import sqlite3
@@ -24,10 +25,10 @@ from typing import Callable
 import pjsua2 as pj
 
 from ..cdr import CdrStore
-from ..config import CALLS_PER_WORKER, Config, Trunk
+from ..config import Config, Trunk
 from ..dialplan import DialPlan, format_for_trunk
 from ..recordings import recording_path, recover_after_crash
-from ..pjlib import endpoint_config, start_udp
+from ..pjlib import create_library, endpoint_config, set_office_codecs, start_udp
 from ..ringing import RingingBoard
 from ..trunks import trunk_states
 from ..kamailio.render import control_socket
@@ -38,10 +39,12 @@ from .transfer import attended_transfer, blind_transfer, parse_refer_to
 
 log = logging.getLogger("edgepbx.featureserver")
 
-CODEC_PRIORITIES = {"G722/16000": 240, "PCMA/8000": 230, "PCMU/8000": 220}  # others disabled
-MAX_LEGS = CALLS_PER_WORKER * 2  # the wheel's PJSUA_MAX_CALLS (4); config.py explains
+# PJSUA_MAX_CALLS of our PJSIP build (scripts/pjsip/config_site.h): pjsua itself never refuses a
+# leg; calls.max_concurrent is enforced here, with a 503 the caller understands.
+MAX_LEGS = 1024
+CONF_THREADS = os.cpu_count() or 1
 REQUEST_LINE = re.compile(r"^INVITE\s+sips?:([^@;>\s]+)@", re.IGNORECASE)
-PICKUP_HEADER = re.compile(r"^X-Edgepbx-Pickup:\s*(\S+)", re.IGNORECASE | re.MULTILINE)
+REPLACES_HEADER = re.compile(r"^X-Edgepbx-Replaces:\s*([^;\s]+)", re.IGNORECASE | re.MULTILINE)
 TRUNK_HEADER = re.compile(r"^X-Edgepbx-Trunk:\s*(\S+)", re.IGNORECASE | re.MULTILINE)
 FROM_USER = re.compile(r"^(?:From|f):[^\r\n]*?<?sips?:([^@;>\s]+)@", re.IGNORECASE | re.MULTILINE)
 ASSERTED_ID = re.compile(r'^P-Asserted-Identity:\s*(?:"([^"]*)"\s*)?<?sips?:([^@;>\s]+)@', re.IGNORECASE | re.MULTILINE)
@@ -57,56 +60,55 @@ class Account(pj.Account):
 
 
 class FeatureServer:
-    def __init__(self, cfg: Config, worker: int = 0):
+    def __init__(self, cfg: Config):
         self.cfg = cfg
-        self.worker = cfg.workers[worker]
         self.kamailio_addr = f"{cfg.network.bind}:{cfg.network.sip_port}"
         self.pairs: dict[int, CallPair] = {}  # keyed by id(pair); pairs keep their legs alive
         self.retired: list[object] = []         # ended pairs whose pjsua2 objects die next loop turn
         self.tasks: queue.Queue[Callable[[], None]] = queue.Queue()
         self.timers: list[tuple[float, Callable[[], None]]] = []  # (when, what), on this thread only
         self.stopping = False
-        self.store = CdrStore(cfg.data_dir / "cdr.sqlite", worker=worker)
+        self.store = CdrStore(cfg.data_dir / "cdr.sqlite")
         recover_after_crash(self.store)
         self.ep = pj.Endpoint()
         self.account: Account | None = None
         self.trunk_accounts: dict[str, pj.Account] = {}  # one per trunk: its credentials for 401/407
         self.dialplan = DialPlan(cfg)
-        self.board = RingingBoard(cfg.data_dir, worker)
+        self.board = RingingBoard()
         self.control = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)  # REFERs from the SIP edge
         self.control.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)  # the sender's uid comes along
-        self.control.bind(control_socket(cfg, worker).encode("latin-1"))
+        self.control.bind(control_socket(cfg).encode("latin-1"))
         self.control.setblocking(False)
 
     # -- library setup ----------------------------------------------------------------------
 
     def start(self) -> None:
         net = self.cfg.network
-        self.ep.libCreate()
+        create_library(self.ep)
         ec = endpoint_config(MAX_LEGS, 5 if self.cfg.log_level == "debug" else 2)
         ec.medConfig.clockRate = 16000
         ec.medConfig.sndClockRate = 16000
         ec.medConfig.channelCount = 1
-        ec.medConfig.maxMediaPorts = MAX_LEGS * 2 + 16
+        # Two legs and a recorder a call, players for greetings, ringback and music on hold.
+        ec.medConfig.maxMediaPorts = min(3072, self.cfg.max_concurrent_calls * 4 + 128)
+        ec.medConfig.confThreads = CONF_THREADS  # the parallel bridge: mixing on every core
         ec.medConfig.noVad = True
         ec.medConfig.ecTailLen = 0
         self.ep.libInit(ec)
-        start_udp(self.ep, net.bind, self.worker.sip_port)
+        start_udp(self.ep, net.bind, net.feature_port)
         self.ep.libStart()
-        for codec in self.ep.codecEnum2():  # ids look like "PCMA/8000/1"
-            name = "/".join(codec.codecId.split("/")[:2])
-            self.ep.codecSetPriority(codec.codecId, CODEC_PRIORITIES.get(name, 0))
+        set_office_codecs(self.ep)
         ac = pj.AccountConfig()
-        ac.idUri = f"sip:edgepbx@{net.bind}:{self.worker.sip_port}"
-        ac.mediaConfig.transportConfig.port = self.worker.rtp_ports[0]
-        ac.mediaConfig.transportConfig.portRange = self.worker.rtp_ports[1] - self.worker.rtp_ports[0]
+        ac.idUri = f"sip:edgepbx@{net.bind}:{net.feature_port}"
+        ac.mediaConfig.transportConfig.port = net.rtp_ports[0]
+        ac.mediaConfig.transportConfig.portRange = net.rtp_ports[1] - net.rtp_ports[0]
         ac.mediaConfig.transportConfig.boundAddress = net.bind
         self.account = Account(self)
         self.account.create(ac, True)
         for trunk in self.cfg.trunks:
             self.trunk_accounts[trunk.name] = self.trunk_account(trunk, ac)
-        log.info("feature server worker %d listening on %s:%d (RTP %d-%d)", self.worker.index, net.bind,
-                 self.worker.sip_port, *self.worker.rtp_ports)
+        log.info("feature server listening on %s:%d (RTP %d-%d, up to %d calls)", net.bind, net.feature_port,
+                 *net.rtp_ports, self.cfg.max_concurrent_calls)
 
     def trunk_account(self, trunk: Trunk, base: pj.AccountConfig) -> pj.Account:
         """No registration here (appliance/trunks.py does it once); calls go out through the edge."""
@@ -174,7 +176,7 @@ class FeatureServer:
         """A phone's transfer key: blind (REFER to a number) or attended (with Replaces)."""
         found = self.find_party(sip_call_id)
         if found is None:
-            log.warning("REFER on a call this worker does not have (Call-ID %s)", sip_call_id)
+            log.warning("REFER on a call that is not up (Call-ID %s)", sip_call_id)
             return
         call, leg = found
         number, replaces = parse_refer_to(refer_to)
@@ -191,8 +193,7 @@ class FeatureServer:
             return
         other = self.find_party(replaces)
         if other is None or other[0] is call:
-            # The consultation runs in another worker (this one was full when it started).
-            log.warning("call %s: the call to replace (%s) is not in this worker", call.cdr_id, replaces)
+            log.warning("call %s: the call to replace (%s) is not up", call.cdr_id, replaces)
             send_transfer_outcome(leg, 481, "Call/Transaction Does Not Exist", cseq)
             return
         attended_transfer(self, found, other, cseq)
@@ -254,7 +255,7 @@ class FeatureServer:
         src_name = asserted.group(1) if asserted and asserted.group(1) else src
         call_id = re.search(r"^(?:Call-ID|i):\s*(\S+)", msg, re.IGNORECASE | re.MULTILINE)
         trunk = TRUNK_HEADER.search(msg)
-        full = self.legs_in_use() + 2 > MAX_LEGS  # this caller's leg, and one to reach someone
+        full = self.calls_in_progress() >= self.cfg.max_concurrent_calls
         if source == self.kamailio_addr and trunk and not full:
             caller = FROM_USER.search(msg)
             inbound = InboundCall(self, prm.callId, src=caller.group(1) if caller else "anonymous", did=dst,
@@ -270,15 +271,18 @@ class FeatureServer:
             self.retired.append(intruder)  # freed on the next loop turn, outside this callback
             return
         if full:
-            # Full: Kamailio tries the next worker on this 503 (never 486: that means "callee busy").
+            log.warning("calls.max_concurrent (%d) reached: INVITE for %s refused with 503",
+                        self.cfg.max_concurrent_calls, dst)
             refused = pj.Call(self.account, prm.callId)
             safe_hangup(refused, 503)
             self.retired.append(refused)
             return
         route = self.dialplan.route(dst.replace("%23", "#"), src)
-        wanted = PICKUP_HEADER.search(msg)  # only the edge sets it: a pickup code, or a BLF key's Replaces
-        if route.klass == "feature" or wanted:
-            target = next((p for p in self.pairs.values() if wanted and p.cdr_id == wanted.group(1)), None)
+        replaces = REPLACES_HEADER.search(msg)  # only the edge sets it: a BLF key's pickup
+        if route.klass == "feature" or replaces:
+            wanted = (self.board.by_sip_call_id(replaces.group(1)) if replaces
+                      else self.board.oldest_ringing(self.pickup_members(route.number, src)))
+            target = next((p for p in self.pairs.values() if wanted and p.cdr_id == wanted), None)
             if target is not None and target.pick_up(prm.callId, src):
                 return
             log.info("%s dialled %s: nothing to pick up", src, dst)
@@ -316,8 +320,18 @@ class FeatureServer:
         return Target(f"sip:{extension}@{net.bind}:{net.sip_port}", f'"{name}" <sip:{caller}@{self.cfg.domain}>',
                       self.account, number=extension)
 
-    def legs_in_use(self) -> int:
-        return sum(pair.live_legs() for pair in self.pairs.values())
+    def pickup_members(self, code: str, picker: str) -> set[str]:
+        """The phones whose ringing calls `picker` may take with `code`: its pickup group's for the
+        pickup code, the named extension for the directed prefix."""
+        features = self.cfg.features
+        if code == features.pickup_code:
+            me = self.cfg.extension(picker)
+            group = me.pickup_group if me else "office"
+            return {e.number for e in self.cfg.extensions if e.pickup_group == group and e.number != picker}
+        return {code[len(features.directed_pickup_prefix):]}
+
+    def calls_in_progress(self) -> int:
+        return sum(pair.state != "ended" for pair in self.pairs.values())
 
     def trunk_targets(self, number: str, names: list[str]) -> list[Target]:
         """The route's trunks in order, those whose registration is failing last (still tried)."""
@@ -379,12 +393,21 @@ def sender_uid(ancillary: list[tuple[int, int, bytes]]) -> int | None:
     return None
 
 
-def run(cfg: Config, worker: int = 0) -> None:
-    server = FeatureServer(cfg, worker)
+def raise_file_limit() -> None:
+    """Each call leg holds an RTP and an RTCP socket: lift the soft open-files limit to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else 65536
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
+def run(cfg: Config) -> None:
+    raise_file_limit()
+    server = FeatureServer(cfg)
     signal.signal(signal.SIGTERM, server.request_stop)
     signal.signal(signal.SIGINT, server.request_stop)
     server.start()
-    print(f"feature server worker {worker} ready", flush=True)
+    print("feature server ready", flush=True)
     server.loop()
     # Leave without Python's finalizer: it would destroy stray pjsua2 proxies after libDestroy,
     # which trips pjsua's assertions. Everything worth keeping is closed and flushed by now.

@@ -6,8 +6,8 @@ unanswered target, or a failed dial bring the held party back. If the held party
 consultation call goes on as an ordinary call.
 
 A Transfer lives inside the call that holds both parties (a CallPair or an InboundCall, "the
-call") on the feature server's library thread; the target's leg is a third leg of the same
-worker. Records: the consultation call gets its own CDR (src = the transferring phone,
+call") on the feature server's library thread; the target's leg is a third leg of that call.
+Records: the consultation call gets its own CDR (src = the transferring phone,
 linked_id = the call's record); on completion the call's record gets `transferred_to` and ends,
 and the consultation record goes on with the held party and the target.
 """
@@ -151,7 +151,7 @@ class Transfer:
             try:
                 self.target.makeCall(target.uri, prm)
                 return
-            except pj.Error as exc:  # e.g. every leg of this worker in use
+            except pj.Error as exc:  # e.g. no RTP port free
                 log.error("call %s: transfer cannot dial %s: %s", self.call.cdr_id, target.uri, exc.info())
                 self.target.disconnected = True
         self.cancel(f"no line free to reach {self.digits}", "failed")
@@ -277,8 +277,8 @@ def blind_transfer(call, transferor: Leg, number: str, cseq: str) -> None:
 
 
 def attended_transfer(server: "FeatureServer", refer: tuple, replaced: tuple, cseq: str) -> None:
-    """REFER with Replaces: a phone talks to A on one call and to C on another (both through this
-    worker) and joins them. The older call is the original one: its record ends with
+    """REFER with Replaces: a phone talks to A on one call and to C on another and joins
+    them. The older call is the original one: its record ends with
     `transferred_to`; the consultation's record (and recording) goes on with the joined parties and
     is linked to it."""
     (call_1, leg_1), (call_2, leg_2) = refer, replaced

@@ -33,16 +33,12 @@ class Router:
         self.realm = routing["realm"]
         self.extensions = routing["extensions"]  # number -> {"password", "name"}
         self.fs_host = routing["feature_server"]["host"]
-        self.fs_ports = [int(p) for p in routing["feature_server"]["ports"]]  # one per worker process
+        self.fs_port = int(routing["feature_server"]["port"])
         self.ban_after = int(routing["ban_after"])
         self.direct = bool(routing.get("direct_routing", False))  # benchmark only: bypass the feature server
         self.registrations_path = routing.get("registrations_db")
         self.trunks = {(t["ip"], int(t["port"])): t["name"] for t in routing.get("trunks", [])}
-        self.pickup_code = routing.get("pickup_code", "0")
-        self.directed_prefix = routing.get("directed_pickup_prefix", "**")
-        self.ringing_path = routing.get("ringing_db")
-        self.ringing = None
-        self.controls = routing["feature_server"].get("controls", [])  # each worker's REFER socket
+        self.control_address = routing["feature_server"]["control"]  # where the feature server takes REFERs
         edge = routing.get("edge") or {}
         self.edge = (edge.get("host"), int(edge.get("port", 0)))  # this Kamailio: pua's PUBLISHes come from here
         self.flags = routing.get("flags") or {}
@@ -99,20 +95,20 @@ class Router:
             KSR.sl.sl_send_reply(405, "Method Not Allowed")
             return 1
         KSR.hdr.remove("X-Edgepbx-Trunk")  # only this edge says a call came in on a trunk, or what to pick up
-        KSR.hdr.remove("X-Edgepbx-Pickup")
+        KSR.hdr.remove("X-Edgepbx-Replaces")
         if from_fs:
             self.to_phone()
         elif trunk:
             KSR.hdr.remove("P-Asserted-Identity")
             KSR.hdr.append(f"X-Edgepbx-Trunk: {trunk}\r\n")
             KSR.rr.record_route()
-            self.to_worker()
+            self.relay_to_feature_server()
         else:
             self.to_feature_server()
         return 1
 
     def from_feature_server(self) -> bool:
-        return KSR.pv.get("$si") == self.fs_host and int(KSR.pv.get("$sp")) in self.fs_ports
+        return KSR.pv.get("$si") == self.fs_host and int(KSR.pv.get("$sp")) == self.fs_port
 
     def from_trunk_registrar(self) -> bool:
         return (KSR.pv.get("$si"), int(KSR.pv.get("$sp"))) == self.trunk_registrar
@@ -146,7 +142,7 @@ class Router:
             if not KSR.isdsturiset():
                 KSR.nathelper.handle_ruri_alias()
             if method == "REFER" and not self.from_feature_server():
-                self.refer_to_worker()
+                self.refer_to_feature_server()
                 return EXIT
             self.relay()
             return EXIT
@@ -219,17 +215,16 @@ class Router:
             KSR.setflag(int(self.flags.get("no_callee_publish", 10)))
         KSR.dialog.dlg_manage()
 
-    def refer_to_worker(self):
-        """A phone's transfer key (REFER, blind or with Replaces) on a call through a worker: the
-        worker carries it out itself, so the edge accepts the REFER here (202) and hands its
-        content to that worker's control socket; the worker reports the outcome with NOTIFY."""
+    def refer_to_feature_server(self):
+        """A phone's transfer key (REFER, blind or with Replaces) on a call through the feature
+        server, which carries it out itself: the edge accepts the REFER here (202) and hands its
+        content to the feature server's control socket; the outcome goes back by NOTIFY."""
         next_hop = KSR.pv.gete("$du") or KSR.pv.gete("$ru") or ""
         port = next_hop.rsplit(":", 1)[-1].split(";")[0].split(">")[0]
-        worker = self.fs_ports.index(int(port)) if port.isdigit() and int(port) in self.fs_ports else None
-        refer_to = KSR.pv.gete("$hdr(Refer-To)") or KSR.pv.gete("$hdr(r)")
-        if worker is None or worker >= len(self.controls):
+        if not (port.isdigit() and int(port) == self.fs_port):
             self.relay()
             return
+        refer_to = KSR.pv.gete("$hdr(Refer-To)") or KSR.pv.gete("$hdr(r)")
         if not refer_to:
             KSR.sl.sl_send_reply(400, "Missing Refer-To")
             return
@@ -238,9 +233,9 @@ class Router:
         try:
             if self.control is None:
                 self.control = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            self.control.sendto(json.dumps(refer).encode(), self.controls[worker].encode("latin-1"))
+            self.control.sendto(json.dumps(refer).encode(), self.control_address.encode("latin-1"))
         except OSError as exc:
-            KSR.err(f"edgepbx: cannot hand REFER to worker {worker}: {exc}\n")
+            KSR.err(f"edgepbx: cannot hand REFER to the feature server: {exc}\n")
             KSR.sl.sl_send_reply(503, "Service Unavailable")
             return
         KSR.sl.sl_send_reply(202, "Accepted")
@@ -322,106 +317,25 @@ class Router:
             self.to_phone()
             return
         replaces = KSR.pv.gete("$hdr(Replaces)")
-        if replaces:  # a BLF key picking up the call ringing on the watched phone
-            worker = self.replaced_ringing_worker(replaces)
-            if worker is None:
-                KSR.sl.sl_send_reply(481, "Call Does Not Exist")
-                return
+        if replaces:
+            # A BLF key picking up the call ringing on the watched phone. pjsua would act on
+            # Replaces by itself; the feature server bridges the caller with the picker instead.
             KSR.hdr.remove("Replaces")
-        else:
-            worker = self.pickup_worker(caller)
+            KSR.hdr.append(f"X-Edgepbx-Replaces: {replaces.split(';', 1)[0].strip()}\r\n")
         self.track_dialog(caller, None)
         KSR.rr.record_route()
-        if worker is not None:
-            KSR.setdsturi(f"sip:{self.fs_host}:{worker}")
-            self.relay()
-            return
-        self.to_worker()
+        self.relay_to_feature_server()
 
-    def replaced_ringing_worker(self, replaces):
-        """The worker port of the call whose ringing leg has the Call-ID in Replaces (with
-        X-Edgepbx-Pickup naming the call), or None."""
-        call_id = replaces.split(";", 1)[0].strip()
-        row = self.ringing_row("SELECT cdr_id, worker FROM ringing WHERE sip_call_id=? LIMIT 1", [call_id])
-        if row is None:
-            return None
-        KSR.hdr.append(f"X-Edgepbx-Pickup: {row[0]}\r\n")
-        return self.fs_ports[int(row[1])]
-
-    def ringing_row(self, query, args):
-        try:
-            if self.ringing is None and self.ringing_path and os.path.exists(self.ringing_path):
-                self.ringing = sqlite3.connect(self.ringing_path, timeout=0.5, isolation_level=None)
-            if self.ringing is not None:
-                return self.ringing.execute(query, args).fetchone()
-        except sqlite3.Error as exc:
-            KSR.warn(f"edgepbx: ringing board lookup failed: {exc}\n")
-        return None
-
-    def pickup_worker(self, picker):
-        """For a pickup code: the worker port holding the oldest call ringing in the picker's group
-        (or on the directed extension), with X-Edgepbx-Pickup naming the call; else None."""
-        dialled = (KSR.pv.gete("$rU") or "").replace("%23", "#").rstrip("#")
-        if dialled == self.pickup_code:
-            group = self.extensions[picker].get("group", "office")
-            members = [n for n, e in self.extensions.items() if e.get("group", "office") == group and n != picker]
-        elif dialled.startswith(self.directed_prefix) and dialled[len(self.directed_prefix):] in self.extensions:
-            members = [dialled[len(self.directed_prefix):]]
-        else:
-            return None
-        marks = ",".join("?" * len(members))
-        row = self.ringing_row(f"SELECT cdr_id, worker FROM ringing WHERE extension IN ({marks}) "
-                               "ORDER BY started LIMIT 1", members) if members else None
-        if row is None:
-            return None  # any worker answers "nothing to pick up"
-        KSR.hdr.append(f"X-Edgepbx-Pickup: {row[0]}\r\n")
-        return self.fs_ports[int(row[1])]
-
-    def worker_of(self, extension):
-        """The worker holding the phone's latest call, if it has one (ringing.sqlite `parties`)."""
-        if not extension:
-            return None
-        row = self.ringing_row("SELECT worker FROM parties WHERE extension=? ORDER BY started DESC LIMIT 1", [extension])
-        return int(row[0]) if row else None
-
-    def to_worker(self):
-        # Round robin over the feature-server workers; a full worker answers 503 and the
-        # failure route tries the next one, so a call fails only when every worker is full.
-        # Not atomic across Kamailio's processes: two calls may now and then start at the same
-        # worker, which the failover absorbs. (sht_inc/$shtinc do not create a missing item.)
-        turn = KSR.htable.sht_get("workers", "next") or 0
-        KSR.htable.sht_seti("workers", "next", (turn + 1) % 1000000)
-        start = turn % len(self.fs_ports)
-        busy_in = self.worker_of(KSR.pv.gete("$au"))
-        if busy_in is not None and busy_in < len(self.fs_ports):
-            start = busy_in  # a phone's second call joins its first: a REFER with Replaces needs both
-        KSR.pv.seti("$avp(fs_index)", start)
-        KSR.pv.seti("$avp(fs_tries)", 1)
-        KSR.setdsturi(f"sip:{self.fs_host}:{self.fs_ports[start]}")
-        KSR.tm.t_on_failure("ksr_failure_next_worker")
+    def relay_to_feature_server(self):
+        KSR.setdsturi(f"sip:{self.fs_host}:{self.fs_port}")
+        KSR.tm.t_on_failure("ksr_failure_feature_server")
         self.relay()
 
-    def ksr_failure_next_worker(self, msg):
-        """A worker is full when it answers 503, or when pjsua itself refuses with 486 (its leg
-        limit is hit before our code sees the call): a 486 without the B2BUA's mark."""
-        if KSR.tm.t_is_canceled() > 0:
-            return 1
-        ours = not KSR.pv.is_null("$T_rpl($hdr(X-Edgepbx-Final))")
-        full = KSR.tm.t_check_status("503") > 0 or (KSR.tm.t_check_status("486") > 0 and not ours)
-        if not full:
-            return 1
-        tries = KSR.pv.get("$avp(fs_tries)") or 1
-        if tries >= len(self.fs_ports):
-            KSR.warn("edgepbx: every feature-server worker is full; call refused with 503\n")
+    def ksr_failure_feature_server(self, msg):
+        """The feature server's 503 (calls.max_concurrent reached) reaches the phone as 503: relayed,
+        Kamailio would turn it into 500 as RFC 3261 16.7 asks of a proxy."""
+        if KSR.tm.t_is_canceled() < 0 and KSR.tm.t_check_status("503") > 0:
             KSR.tm.t_reply(503, "All Lines Busy")
-            return 1
-        index = ((KSR.pv.get("$avp(fs_index)") or 0) + 1) % len(self.fs_ports)
-        KSR.pv.seti("$avp(fs_index)", index)
-        KSR.pv.seti("$avp(fs_tries)", tries + 1)
-        KSR.pv.sets("$ru", KSR.pv.get("$ru"))  # marks the R-URI unused, so tm opens a new branch
-        KSR.setdsturi(f"sip:{self.fs_host}:{self.fs_ports[index]}")
-        KSR.tm.t_on_failure("ksr_failure_next_worker")
-        self.relay()
         return 1
 
     def to_phone(self):
@@ -457,7 +371,6 @@ class Router:
         return 1
 
     def ksr_onreply_manage(self, msg):
-        KSR.hdr.remove("X-Edgepbx-Final")  # internal to the edge and the feature server
         if KSR.isbflagset(FLB_NATB) or KSR.isflagset(FLT_NATS):
             KSR.nathelper.set_contact_alias()
         return 1

@@ -79,7 +79,6 @@ modparam("nathelper", "sipping_from", "sip:keepalive@{cfg.domain}")
 modparam("auth", "secret", "{secrets.token_hex(16)}")
 modparam("auth", "nonce_expire", 300)
 modparam("htable", "htable", "authfail=>size=8;autoexpire={cfg.security.ban_seconds};")
-modparam("htable", "htable", "workers=>size=2;")
 # db_sqlite wants sqlite:// then the absolute path with its own leading slash
 modparam("presence", "db_url", "sqlite:///{presence_db(cfg)}")
 modparam("presence", "subs_db_mode", 0)
@@ -128,26 +127,23 @@ def _resolve(host: str) -> str:
         return host
 
 
-def control_socket(cfg: Config, worker: int) -> str:
-    """The abstract Unix socket (leading NUL: no file to go stale) where a worker takes REFERs."""
-    return f"\0edgepbx-{cfg.network.bind}-{cfg.network.sip_port}-worker{worker}"
+def control_socket(cfg: Config) -> str:
+    """The abstract Unix socket (leading NUL: no file to go stale) where the feature server takes
+    the REFERs Kamailio hands over."""
+    return f"\0edgepbx-{cfg.network.bind}-{cfg.network.sip_port}-featureserver"
 
 
 def routing_data(cfg: Config, passwords: dict[str, str], direct_routing: bool = False) -> dict:
     return {
         "realm": cfg.domain,
-        "feature_server": {"host": cfg.network.bind, "ports": [w.sip_port for w in cfg.workers],
-                           "controls": [control_socket(cfg, w.index) for w in cfg.workers]},
+        "feature_server": {"host": cfg.network.bind, "port": cfg.network.feature_port,
+                           "control": control_socket(cfg)},
         "ban_after": cfg.security.auth_failures_before_ban,
         "direct_routing": direct_routing,
         "registrations_db": str(cfg.data_dir / "registrations.sqlite"),
         "trunk_registrar": {"host": cfg.network.bind, "port": cfg.network.feature_port - 1},
         "trunks": [{"name": t.name, "ip": _resolve(t.host), "port": t.port} for t in cfg.trunks],
-        "extensions": {e.number: {"password": passwords[e.number], "name": e.name, "group": e.pickup_group}
-                       for e in cfg.extensions},
-        "pickup_code": cfg.features.pickup_code,
-        "directed_pickup_prefix": cfg.features.directed_pickup_prefix,
-        "ringing_db": str(cfg.data_dir / "ringing.sqlite"),
+        "extensions": {e.number: {"password": passwords[e.number], "name": e.name} for e in cfg.extensions},
         "edge": {"host": cfg.network.bind, "port": cfg.network.sip_port},
         "flags": {"publish": FLAG_PUBLISH, "no_caller_publish": FLAG_NO_CALLER_PUBLISH,
                   "no_callee_publish": FLAG_NO_CALLEE_PUBLISH},
