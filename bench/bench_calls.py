@@ -152,7 +152,7 @@ def concurrent_calls(level: int, hold: float, workdir: Path) -> dict:
     extensions = "\n".join(f'  - {{number: "{n}", password: "pw-{n}-secret"}}' for n in callers + callees)
     pbx = start_pbx(write_office(workdir, extensions=extensions,
                                  extra=f"calls: {{no_answer_timeout: 30, max_concurrent: {level}}}",
-                                 rtp_count=level * 4 + 64))
+                                 rtp_count=level * 8 + 64))
     procs: list[subprocess.Popen] = []
     try:
         workers = [p for p in descendants_of(pbx.proc.pid) if b"featureserver" in Path(f"/proc/{p}/cmdline").read_bytes()]
