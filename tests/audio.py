@@ -14,7 +14,8 @@ def wait_until_closed(path: Path, timeout: float = 2.0) -> None:
     recorder is released: the RIFF size field is right only once the file is closed."""
     deadline = time.monotonic() + timeout
     while True:
-        data = Path(path).read_bytes()[:8]
+        with open(path, "rb") as fh:
+            data = fh.read(8)
         size = Path(path).stat().st_size
         if len(data) == 8 and data[:4] == b"RIFF" and struct.unpack("<I", data[4:])[0] == size - 8:
             return

@@ -266,16 +266,12 @@ class FeatureServer:
         if source != self.kamailio_addr or not (src or trunk):
             # Only Kamailio, which has authenticated the caller, may place calls here.
             log.warning("rejecting INVITE from %s (not the SIP edge or no asserted caller)", source)
-            intruder = pj.Call(self.account, prm.callId)
-            safe_hangup(intruder, 403)
-            self.retired.append(intruder)  # freed on the next loop turn, outside this callback
+            self.refuse(prm.callId, 403)
             return
         if full:
             log.warning("calls.max_concurrent (%d) reached: INVITE for %s refused with 503",
                         self.cfg.max_concurrent_calls, dst)
-            refused = pj.Call(self.account, prm.callId)
-            safe_hangup(refused, 503)
-            self.retired.append(refused)
+            self.refuse(prm.callId, 503)
             return
         route = self.dialplan.route(dst.replace("%23", "#"), src)
         replaces = REPLACES_HEADER.search(msg)  # only the edge sets it: a BLF key's pickup
@@ -284,6 +280,10 @@ class FeatureServer:
                       else self.board.oldest_ringing(self.pickup_members(route.number, src)))
             target = next((p for p in self.pairs.values() if wanted and p.cdr_id == wanted), None)
             if target is not None and target.pick_up(prm.callId, src):
+                return
+            if replaces:  # RFC 3891: the dialog to replace is gone (answered or ended meanwhile)
+                log.info("%s pressed a BLF key for a call no longer ringing (Call-ID %s)", src, replaces.group(1))
+                self.refuse(prm.callId, 481)
                 return
             log.info("%s dialled %s: nothing to pick up", src, dst)
             notice = ToneNotice(self, prm.callId, src, "nothing to pick up")
@@ -319,6 +319,13 @@ class FeatureServer:
         name = caller_name.replace('"', "")
         return Target(f"sip:{extension}@{net.bind}:{net.sip_port}", f'"{name}" <sip:{caller}@{self.cfg.domain}>',
                       self.account, number=extension)
+
+    def refuse(self, leg_id: int, code: int) -> None:
+        """Answers an incoming INVITE with `code`; its pjsua2 object is freed on the next loop turn,
+        outside the callback that received it."""
+        leg = pj.Call(self.account, leg_id)
+        safe_hangup(leg, code)
+        self.retired.append(leg)
 
     def pickup_members(self, code: str, picker: str) -> set[str]:
         """The phones whose ringing calls `picker` may take with `code`: its pickup group's for the
