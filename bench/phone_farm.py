@@ -32,7 +32,8 @@ def main() -> None:
     parser.add_argument("--workdir", required=True)
     args = parser.parse_args()
 
-    lab = PhoneLab(tmp=Path(args.workdir), port=args.port, max_calls=args.calls + 8, record=False)
+    lab = PhoneLab(tmp=Path(args.workdir), port=args.port, max_calls=args.calls + 8, record=False,
+                   clock_rate=8000)
     lab.start()
     for codec in lab.ep.codecEnum2():
         lab.ep.codecSetPriority(codec.codecId, 255 if codec.codecId.startswith("PCMA/") else 0)

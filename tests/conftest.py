@@ -34,7 +34,7 @@ def _free(port: int) -> bool:
 def free_port_block(size: int = 200) -> int:
     """A base port with `size` free UDP ports after it (SIP, feature server, RTP)."""
     for _ in range(200):
-        base = random.randrange(20000, 32000, 10)  # below the kernel's ephemeral port range
+        base = random.randrange(20000, max(20010, 32760 - size), 10)  # the block ends below the ephemeral range
         if all(_free(p) for p in [base, *range(base + 20, base + 40), base + 100, base + 101, base + size - 1]):
             return base
     raise RuntimeError("no free port block")

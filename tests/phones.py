@@ -202,6 +202,7 @@ class PhoneLab:
     port: int = 5060
     max_calls: int = 128  # our PJSIP build: no 4-leg cap (scripts/pjsip/config_site.h)
     record: bool = True  # each phone records what it hears (off for load benchmarks)
+    clock_rate: int = SAMPLE_RATE  # the load benchmark's G.711 phones mix at 8000: no resampling
 
     def start(self) -> None:
         self.ep.libCreate()
@@ -215,14 +216,15 @@ class PhoneLab:
         ec.logConfig.consoleLevel = int(os.environ.get("PHONE_LOG", "1"))
         ec.logConfig.level = ec.logConfig.consoleLevel
         ec.logConfig.msgLogging = ec.logConfig.consoleLevel >= 4
-        ec.medConfig.clockRate = SAMPLE_RATE
-        ec.medConfig.sndClockRate = SAMPLE_RATE
+        ec.medConfig.clockRate = self.clock_rate
+        ec.medConfig.sndClockRate = self.clock_rate
         ec.medConfig.noVad = True
         ec.medConfig.ecTailLen = 0
         # PJSIP 2.17 test phones' adaptive jitter buffers grew to 500 ms (230 frames discarded)
         # while a test opened and closed their recorders, though the feature server kept sending
         # 50 packets/s: bound them, so "who hears whom" is judged on the audio of that moment.
         ec.medConfig.jbMax = 200
+        ec.medConfig.quality = 2  # cheap resampling (libsamplerate SINC_FASTEST), as the feature server
         self.ep.libInit(ec)
         self.ep.audDevManager().setNullDev()
         tc = pj.TransportConfig()

@@ -43,6 +43,11 @@ log = logging.getLogger("edgepbx.featureserver")
 # leg; calls.max_concurrent is enforced here, with a 503 the caller understands.
 MAX_LEGS = 1024
 CONF_THREADS = os.cpu_count() or 1
+# pjsua's default quality (8) has the bridge resample 8 <-> 16 kHz legs with libsamplerate's
+# SRC_SINC_BEST_QUALITY: 50 recorded calls then took a whole core and the phones got 53 % of their
+# packets. Below 3 it uses SRC_SINC_FASTEST (97 dB SNR, ample for telephone audio): 50 calls at
+# 42 % of a core with none lost (docs/benchmarks.md).
+MEDIA_QUALITY = 2
 REQUEST_LINE = re.compile(r"^INVITE\s+sips?:([^@;>\s]+)@", re.IGNORECASE)
 REPLACES_HEADER = re.compile(r"^X-Edgepbx-Replaces:\s*([^;\s]+)", re.IGNORECASE | re.MULTILINE)
 TRUNK_HEADER = re.compile(r"^X-Edgepbx-Trunk:\s*(\S+)", re.IGNORECASE | re.MULTILINE)
@@ -92,6 +97,7 @@ class FeatureServer:
         # Two legs and a recorder a call, players for greetings, ringback and music on hold.
         ec.medConfig.maxMediaPorts = min(3072, self.cfg.max_concurrent_calls * 4 + 128)
         ec.medConfig.confThreads = CONF_THREADS  # the parallel bridge: mixing on every core
+        ec.medConfig.quality = MEDIA_QUALITY
         ec.medConfig.noVad = True
         ec.medConfig.ecTailLen = 0
         self.ep.libInit(ec)
