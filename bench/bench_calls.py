@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
 
-from conftest import descendants_of, start_pbx, write_office  # noqa: E402
+from conftest import descendants_of, free_port_block, start_pbx, write_office  # noqa: E402
 from sipp import free_udp_port, run_sipp, start_sipp  # noqa: E402
 
 SIPP_DIR = Path(__file__).resolve().parent / "sipp"
@@ -112,6 +112,19 @@ def resident_mb(pid: int) -> float:
     return 0.0
 
 
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds per thread name (threads of one name summed): where the feature server spends."""
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return out
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
@@ -143,27 +156,59 @@ def read_line(proc: subprocess.Popen, timeout: float) -> str:
         raise TimeoutError("phone process silent") from None
 
 
-def concurrent_calls(level: int, hold: float, workdir: Path) -> dict:
-    """`level` calls between phone processes (PER_FARM calls each), held `hold` s, through a fresh appliance."""
+class EdgepbxOffice:
+    """The appliance as the system under test: `pids` are the feature server's."""
+
+    def __init__(self, extensions: dict[str, str], level: int, workdir: Path):
+        listed = "\n".join(f'  - {{number: "{n}", password: "{pw}"}}' for n, pw in extensions.items())
+        self.config = write_office(workdir, extensions=listed, rtp_count=level * 8 + 64,
+                                   extra=f"calls: {{no_answer_timeout: 30, max_concurrent: {level}}}")
+        self.pbx = None
+
+    def start(self) -> None:
+        self.pbx = start_pbx(self.config)
+        self.sip_port = self.pbx.sip_port
+
+    def pids(self) -> list[int]:
+        return [p for p in descendants_of(self.pbx.proc.pid) if b"featureserver" in Path(f"/proc/{p}/cmdline").read_bytes()]
+
+    def recording_count(self) -> int:
+        return len(list((self.pbx.data_dir / "recordings").rglob("*.wav")))
+
+    def stop(self) -> None:
+        if self.pbx is not None:
+            self.pbx.stop()
+
+
+def asterisk_office(extensions: dict[str, str], level: int, workdir: Path):
+    from asterisk_peer import AsteriskOffice
+
+    rtp_count = level * 8 + 64
+    base = free_port_block(100 + rtp_count)
+    office = AsteriskOffice(extensions, base, (base + 100, base + 99 + rtp_count), workdir / "asterisk.log")
+    return office
+
+
+def concurrent_calls(level: int, hold: float, workdir: Path, make_office=EdgepbxOffice) -> dict:
+    """`level` calls between phone processes (PER_FARM calls each), held `hold` s, through a fresh
+    office of `make_office` (the appliance, or Asterisk configured alike)."""
     workdir.mkdir(parents=True, exist_ok=True)
     groups = [min(PER_FARM, level - i) for i in range(0, level, PER_FARM)]
     callers = [f"2{i:02d}" for i in range(len(groups))]
     callees = [f"3{i:02d}" for i in range(len(groups))]
-    extensions = "\n".join(f'  - {{number: "{n}", password: "pw-{n}-secret"}}' for n in callers + callees)
-    pbx = start_pbx(write_office(workdir, extensions=extensions,
-                                 extra=f"calls: {{no_answer_timeout: 30, max_concurrent: {level}}}",
-                                 rtp_count=level * 8 + 64))
+    office = make_office({n: f"pw-{n}-secret" for n in callers + callees}, level, workdir)
     procs: list[subprocess.Popen] = []
     try:
-        workers = [p for p in descendants_of(pbx.proc.pid) if b"featureserver" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        office.start()
+        workers = office.pids()
         idle_rss_mb = sum(resident_mb(p) for p in workers)
         for callee, count in zip(callees, groups):
-            procs.append(farm(["--port", str(pbx.sip_port), "--number", callee, "--password", f"pw-{callee}-secret",
+            procs.append(farm(["--port", str(office.sip_port), "--number", callee, "--password", f"pw-{callee}-secret",
                                "--calls", str(count), "--hold", str(hold), "--tone", "1300"], workdir))
         for proc in procs:
             assert read_line(proc, 30) == "registered"
         for caller, callee, count in zip(callers, callees, groups):
-            procs.append(farm(["--port", str(pbx.sip_port), "--number", caller, "--password", f"pw-{caller}-secret",
+            procs.append(farm(["--port", str(office.sip_port), "--number", caller, "--password", f"pw-{caller}-secret",
                                "--calls", str(count), "--dial", callee, "--hold", str(hold), "--tone", "500"], workdir))
         for proc in procs[len(groups):]:
             assert read_line(proc, 30) == "registered"
@@ -172,9 +217,12 @@ def concurrent_calls(level: int, hold: float, workdir: Path) -> dict:
             if line != "up":
                 return {"calls": level, "error": line}
         time.sleep(1.5)
-        cpu0, t0 = sum(cpu_seconds(p) for p in workers), time.monotonic()
+        cpu0, t0, threads0 = sum(cpu_seconds(p) for p in workers), time.monotonic(), thread_cpu(workers[0])
+        farm0 = sum(cpu_seconds(p.pid) for p in procs)
         time.sleep(max(1.0, hold - 2.0))
-        cpu1, t1 = sum(cpu_seconds(p) for p in workers), time.monotonic()
+        cpu1, t1, threads1 = sum(cpu_seconds(p) for p in workers), time.monotonic(), thread_cpu(workers[0])
+        farm_percent = 100 * (sum(cpu_seconds(p.pid) for p in procs) - farm0) / (t1 - t0)
+        busiest = sorted(((100 * (threads1[n] - threads0.get(n, 0.0)) / (t1 - t0), n) for n in threads1), reverse=True)[:3]
         rss_mb = sum(resident_mb(p) for p in workers)
         results = [json.loads(read_line(proc, hold + 30)) for proc in procs]
         for proc in procs:
@@ -183,16 +231,18 @@ def concurrent_calls(level: int, hold: float, workdir: Path) -> dict:
         expected = sum(r["legs"] * r["seconds"] * 50 for r in results)  # 20 ms packets
         received = sum(r["rx"] for r in results)
         cpu_percent = 100 * (cpu1 - cpu0) / (t1 - t0)
-        recordings = len(list((pbx.data_dir / "recordings").rglob("*.wav")))
         return {"calls": level, "legs": legs, "rx": received, "expected": int(expected),
                 "lost": sum(r["lost"] for r in results), "short_percent": 100 * max(0.0, expected - received) / expected,
-                "fs_cpu_percent": cpu_percent, "cpu_per_call": cpu_percent / level, "recordings": recordings,
-                "rss_mb": rss_mb, "rss_per_call_kb": 1024 * (rss_mb - idle_rss_mb) / level}
+                "fs_cpu_percent": cpu_percent, "cpu_per_call": cpu_percent / level,
+                "recordings": office.recording_count(),
+                "rss_mb": rss_mb, "rss_per_call_kb": 1024 * (rss_mb - idle_rss_mb) / level,
+                "farm_cpu_percent": farm_percent,
+                "fs_threads": ", ".join(f"{name} {percent:.0f}%" for percent, name in busiest)}
     finally:
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
-        pbx.stop()
+        office.stop()
 
 
 def main() -> None:
@@ -201,6 +251,7 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=20)
     parser.add_argument("--levels", default="50,100,200,300")
     parser.add_argument("--hold", type=float, default=10.0)
+    parser.add_argument("--no-asterisk", action="store_true", help="skip the Asterisk 22 peer (it needs root and debootstrap)")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="edgepbx-bench-"))
     print(f"machine: {os.cpu_count()} cores; work files in {workdir}")
@@ -219,19 +270,35 @@ def main() -> None:
               + ("  (some calls failed)" if r["failed"] else ""))
 
     levels = [int(x) for x in args.levels.split(",")]
-    print(f"\n2. concurrent bridged + recorded calls, {args.hold:.0f} s hold per level (pjsua2 phones, tone both ways)")
-    print(f"{'calls':>5} {'rx pkts':>9} {'expected':>9} {'seq lost':>8} {'short %':>8} {'FS CPU %':>9} {'CPU %/call':>10} "
-          f"{'RSS MB':>7} {'KB/call':>8} {'WAVs':>5}")
-    for level in levels:
-        row = concurrent_calls(level, args.hold, workdir / f"load{level}")
-        if "error" in row:
-            print(f"{level:5d}  failed: {row['error']}")
-            break
-        print(f"{row['calls']:5d} {row['rx']:9d} {row['expected']:9d} {row['lost']:8d} {row['short_percent']:8.2f} "
-              f"{row['fs_cpu_percent']:9.1f} {row['cpu_per_call']:10.2f} {row['rss_mb']:7.1f} "
-              f"{row['rss_per_call_kb']:8.0f} {row['recordings']:5d}")
+    systems = [EdgepbxOffice] + ([] if args.no_asterisk else [asterisk_office])
+    if not args.no_asterisk:
+        from asterisk_peer import version
+        print(f"\npeer: {version()} (Debian unstable, chroot), MixMonitor on every call")
+    print(f"\n2. concurrent bridged + recorded calls, {args.hold:.0f} s hold per level (pjsua2 phones, G.711 A-law, "
+          f"tone both ways); CPU in % of one core, the machine has {os.cpu_count()} cores")
+    print(f"{'system':<9}{'calls':>5} {'rx pkts':>9} {'expected':>9} {'seq lost':>8} {'short %':>8} {'CPU %':>6} "
+          f"{'%/call':>6} {'RSS MB':>7} {'KB/call':>8} {'WAVs':>5} {'farm %':>6}  busiest threads")
+    for make_office in systems:
+        best = None
+        name = "edgepbx" if make_office is EdgepbxOffice else "Asterisk"
+        for level in levels:
+            row = concurrent_calls(level, args.hold, workdir / f"{make_office.__name__}-{level}", make_office)
+            if "error" in row:
+                print(f"{name:<9}{level:5d}  failed: {row['error']}")
+                break
+            print(f"{name:<9}{row['calls']:5d} {row['rx']:9d} {row['expected']:9d} {row['lost']:8d} "
+                  f"{row['short_percent']:8.2f} {row['fs_cpu_percent']:6.1f} {row['cpu_per_call']:6.2f} "
+                  f"{row['rss_mb']:7.1f} {row['rss_per_call_kb']:8.0f} {row['recordings']:5d} "
+                  f"{row['farm_cpu_percent']:6.1f}  {row['fs_threads']}")
+            if row["short_percent"] < 0.5:
+                best = row
+        if best is not None:
+            machine = 100 * (os.cpu_count() or 1)
+            print(f"  -> at {best['cpu_per_call']:.2f} % a call (measured at {best['calls']} calls): about "
+                  f"{0.5 * machine / best['cpu_per_call']:.0f} calls at 50 % and {0.9 * machine / best['cpu_per_call']:.0f} "
+                  f"at 90 % of the machine's CPU")
     print("\n'short %': packets the phones did not receive against 50/s per leg; 'seq lost': RTP sequence gaps.")
-    print("The phones run on the same 2 cores as the appliance, so the figures are a floor for the box alone.")
+    print("The phones run on the same 2 cores as the system under test ('farm %'), so the figures are a floor.")
 
 
 if __name__ == "__main__":

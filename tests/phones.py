@@ -285,6 +285,15 @@ class PhoneLab:
             phone.answer, phone.answer_delay = "auto", 0.0
 
 
+def talk(lab: PhoneLab, caller: Phone, callee: Phone, timeout: float = 5.0) -> tuple[TestCall, TestCall]:
+    """`caller` calls `callee` (answering automatically) and both calls are up: (caller's, callee's)."""
+    call = caller.dial(callee.number)
+    lab.wait_for(lambda: call.state == pj.PJSIP_INV_STATE_CONFIRMED and callee.calls
+                 and callee.last_call.state == pj.PJSIP_INV_STATE_CONFIRMED, timeout,
+                 f"{caller.number} and {callee.number} to talk")
+    return call, callee.last_call
+
+
 def background_calls(lab: PhoneLab, caller: Phone, callee: Phone, count: int, answer: str = "auto") -> list[TestCall]:
     """`count` calls from `caller` to `callee`, answered (or left ringing with answer='never'): the
     load a test runs its own call beside, through the same appliance."""

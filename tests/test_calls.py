@@ -6,9 +6,11 @@ import time
 from pathlib import Path
 
 import pjsua2 as pj
+import pytest
 
 from audio import duration_seconds, has_tone, lacks_tone
 from conftest import TONES
+from phones import talk
 
 
 def test_extensions_call_each_other_with_two_way_audio_recording_and_cdr(pbx, lab, phones):
@@ -35,6 +37,40 @@ def test_extensions_call_each_other_with_two_way_audio_recording_and_cdr(pbx, la
     assert recording.is_relative_to(pbx.data_dir / "recordings")
     assert duration_seconds(recording) >= 2.5
     assert has_tone(recording, TONES["101"]) and has_tone(recording, TONES["102"])
+
+
+HIGH_TONES = {"101": 5200.0, "102": 6400.0}  # above the 3.4 kHz of a narrowband (G.711) call
+
+
+@pytest.mark.parametrize("codec, wideband", [("opus/48000", True), ("G722/16000", True), ("PCMA/8000", False)])
+def test_wideband_phones_keep_wideband_audio_through_the_bridge_and_the_recording(pbx, lab, codec, wideband):
+    """Phones that offer opus (or G.722) first get it on both legs, hear each other's 5-6 kHz tones
+    and the recording keeps them; G.711 phones cannot carry them (the check can fail)."""
+    preferred = {c.codecId: c.priority for c in lab.ep.codecEnum2()}
+    for codec_id in preferred:
+        lab.ep.codecSetPriority(codec_id, 255 if codec_id.startswith(codec) else 0)
+    lab.port = pbx.sip_port
+    try:
+        a = lab.phone("101", "pw-101-secret", HIGH_TONES["101"])
+        b = lab.phone("102", "pw-102-secret", HIGH_TONES["102"])
+        call, _ = talk(lab, a, b, 10)
+        name = codec.split("/")[0]
+        assert call.getStreamInfo(0).codecName == name and b.last_call.getStreamInfo(0).codecName == name
+        lab.poll(2.5)
+        call_id = call.getInfo().callIdString
+        call.hangup_now()
+        lab.wait_for(lambda: b.last_call.state == pj.PJSIP_INV_STATE_DISCONNECTED, 5, "hang-up")
+        record = pbx.wait_cdr(lambda r: r["sip_call_id"] == call_id and r["ended_at"])
+        heard = [call.record_path, b.last_call.record_path, Path(record["recording"])]
+        if wideband:
+            assert has_tone(heard[0], HIGH_TONES["102"]) and has_tone(heard[1], HIGH_TONES["101"])
+            assert has_tone(heard[2], HIGH_TONES["101"]) and has_tone(heard[2], HIGH_TONES["102"])
+        else:
+            assert all(lacks_tone(path, HIGH_TONES["101"]) and lacks_tone(path, HIGH_TONES["102"]) for path in heard)
+    finally:
+        for codec_id, priority in preferred.items():
+            lab.ep.codecSetPriority(codec_id, priority)
+        lab.release_phones()
 
 
 def test_calls_up_to_the_configured_capacity_then_503(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 
 from audio import has_tone, lacks_tone
 from conftest import TONES, start_pbx, write_office
-from phones import background_calls
+from phones import background_calls, talk
 
 MOH_HZ = 659.26
 CONFIRMED, DISCONNECTED = pj.PJSIP_INV_STATE_CONFIRMED, pj.PJSIP_INV_STATE_DISCONNECTED
@@ -35,12 +35,9 @@ def heard(lab, call, name: str, seconds: float = 1.5):
 
 
 def connected_call(lab, phones, a: str = "101", b: str = "102"):
-    caller, callee = phones(a), phones(b)
-    call = caller.dial(b)
-    lab.wait_for(lambda: call.state == CONFIRMED and callee.calls and callee.last_call.state == CONFIRMED, 5,
-                 f"{a} and {b} to talk")
+    calls = talk(lab, phones(a), phones(b))
     lab.poll(0.5)
-    return call, callee.last_call
+    return calls
 
 
 def assert_101_talks_to_103(lab, held, target_call, phase: str) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import EDGEPBX, ROOT, start_pbx, write_office
+from phones import talk
 from sipp import SCENARIOS, free_udp_port
 
 TRUNK_USER, TRUNK_PASSWORD = "8312000000", "trunk-pass-1"
@@ -182,9 +183,7 @@ trunks:
     try:
         held_phone = lab.phone("101", "pw-101-secret", TONES["101"])
         transferring = lab.phone("102", "pw-102-secret", TONES["102"])
-        held = held_phone.dial("102")
-        lab.wait_for(lambda: held.state == pj.PJSIP_INV_STATE_CONFIRMED and transferring.calls
-                     and transferring.last_call.state == pj.PJSIP_INV_STATE_CONFIRMED, 5, "101 and 102 to talk")
+        held, _ = talk(lab, held_phone, transferring)
         lab.poll(0.5)
         transferring.last_call.dialDtmf("#89101234567#")
         lab.wait_for(lambda: "SIP/2.0 200 OK" in trace.read_text(), 10, "the provider to answer the consultation")
