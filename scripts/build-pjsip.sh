@@ -34,6 +34,10 @@ if ! ls "$cache"/pjsua2-*.whl >/dev/null 2>&1; then
   log="$work/build.log"
   started=$(date +%s)
 
+  # The binding's build tools first: better to fail now than after the libraries' build.
+  "$python" -m pip install -q --disable-pip-version-check "wheel==0.45.1" "setuptools==75.8.0" >"$log" 2>&1 \
+    || fail "could not install wheel/setuptools into the venv (pip: $(tail -1 "$log"))"
+
   # 1. Fetch the source with a private apt configuration: the system's sources stay untouched.
   mirror=$( (grep -rhE '^[[:space:]]*(URIs:|deb )' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null || true) \
            | grep -oE 'https?://[^ ]+/debian/?' | head -n1 || true)
@@ -43,7 +47,7 @@ if ! ls "$cache"/pjsua2-*.whl >/dev/null 2>&1; then
   apt_opts=(-o "Dir::Etc::sourcelist=$work/apt/sources.list" -o "Dir::Etc::sourceparts=-"
             -o "Dir::State::Lists=$work/apt/lists" -o "APT::Sandbox::User=root")
   step "fetching asterisk source lists ($DEBIAN_SUITE) from $mirror"
-  apt-get -q "${apt_opts[@]}" update >"$log" 2>&1 || fail "apt-get update of $DEBIAN_SUITE sources failed (see below)
+  apt-get -q "${apt_opts[@]}" update >>"$log" 2>&1 || fail "apt-get update of $DEBIAN_SUITE sources failed (see below)
 $(tail -5 "$log")"
   offered=$(apt-cache "${apt_opts[@]}" showsrc asterisk 2>/dev/null | sed -n 's/^Version: //p' | sort -V | tail -n1)
   [ -n "$offered" ] || fail "Debian $DEBIAN_SUITE offers no asterisk source package"
@@ -94,8 +98,6 @@ $(tail -25 "$log")"
 
   # 3. The SWIG binding, as a wheel built with the target interpreter.
   step "building the pjsua2 Python binding (swig)"
-  "$python" -m pip install -q --disable-pip-version-check "wheel==0.45.1" "setuptools==75.8.0" >>"$log" 2>&1 \
-    || fail "could not install wheel/setuptools into the venv"
   (cd "$pj/pjsip-apps/src/swig/python" && make PYTHON_EXE="$python" pjsua2_wrap.cpp >>"$log" 2>&1 \
       && "$python" setup.py -q bdist_wheel >>"$log" 2>&1) \
     || fail "the Python binding failed to build (log: see below)
