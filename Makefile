@@ -4,7 +4,10 @@ VENV := .venv
 CONFIG ?= appliance/demo-office.yaml
 STAMP := $(VENV)/.installed
 
-.PHONY: setup debian-packages pjsua2 run test bench check clean
+PORTAL_DIR ?= var/portal
+PORTAL_PORT ?= 8800
+
+.PHONY: setup debian-packages pjsua2 run portal test bench check clean
 
 # Debian packages first (PJSIP's build needs them), then the venv, then our own PJSIP build.
 setup: debian-packages $(STAMP) pjsua2
@@ -24,6 +27,10 @@ $(STAMP): requirements.lock pyproject.toml
 
 run: setup
 	$(VENV)/bin/edgepbx run --config $(CONFIG)
+
+# The cloud portal on SQLite under var/portal (docs/cloud.md); DATABASE_URL=postgresql://... for PostgreSQL.
+portal: setup
+	$(VENV)/bin/edgepbx-portal run --data-dir $(PORTAL_DIR) --port $(PORTAL_PORT) $(if $(DATABASE_URL),--database-url $(DATABASE_URL))
 
 check: setup
 	$(VENV)/bin/edgepbx check --config $(CONFIG)

@@ -3,11 +3,15 @@
 Writing at start means a crash of the feature server loses no call: on restart every record
 still open is closed as `failed` (close_orphans). Ids are UUIDs so the cloud sync can upload
 each record exactly once.
+
+Every write also queues the record in the outbox, in the same transaction: the cloud agent
+(appliance/cloud) can never miss a change, even across a power cut between the two.
 """
 from __future__ import annotations
 
 import sqlite3
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -39,13 +43,27 @@ CREATE TABLE IF NOT EXISTS cdr (
     linked_id TEXT
 );
 CREATE INDEX IF NOT EXISTS cdr_started ON cdr(started_at);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- the order things happened in, and are sent in
+    kind TEXT NOT NULL,                     -- 'cdr' or 'recording'
+    ref TEXT NOT NULL,                      -- the CDR id
+    version INTEGER NOT NULL DEFAULT 1,     -- bumped by each change, so a send only acks what it read
+    queued_at TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    UNIQUE (kind, ref)
+);
 """
+QUEUE = ("INSERT INTO outbox (kind, ref, queued_at) VALUES (?, ?, ?) "
+         "ON CONFLICT (kind, ref) DO UPDATE SET version = version + 1")
 
 COLUMNS = ("id", "sip_call_id", "started_at", "answered_at", "ended_at", "direction", "src", "src_name",
            "dst", "dst_number", "trunk", "picked_up_by", "transferred_to", "linked_id", "disposition", "sip_code", "duration", "billsec", "recording")
 # `worker` (kept, always 0 now) numbered the feature-server process of the PyPI wheel's days.
 ADDED_COLUMNS = {"worker": "INTEGER NOT NULL DEFAULT 0", "dst_number": "TEXT", "trunk": "TEXT", "picked_up_by": "TEXT",
-                 "transferred_to": "TEXT", "linked_id": "TEXT"}
+                 "transferred_to": "TEXT", "linked_id": "TEXT",
+                 # set by the cloud agent once the portal acknowledged the recording's hash
+                 "recording_sha256": "TEXT", "recording_synced_at": "TEXT"}
 
 
 def now() -> str:
@@ -81,33 +99,55 @@ class CdrStore:
     def close(self) -> None:
         self.db.close()
 
+    @contextmanager
+    def _changing(self, cdr_id: str, recording_done: bool = False):
+        """One transaction: the change and its outbox entry (and the recording's, once closed)."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            self.db.execute(QUEUE, ("cdr", cdr_id, now()))
+            if recording_done:
+                self.db.execute("INSERT INTO outbox (kind, ref, queued_at) SELECT 'recording', id, ? FROM cdr "
+                                "WHERE id=? AND recording IS NOT NULL ON CONFLICT (kind, ref) DO NOTHING",
+                                (now(), cdr_id))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
     def start(self, *, direction: str, src: str, dst: str, src_name: str | None = None,
               sip_call_id: str | None = None, dst_number: str | None = None, linked_id: str | None = None) -> str:
         """`dst` is what was dialled, `dst_number` the normalised number sent out (external calls);
         `linked_id` the record of the call this one was transferred from."""
         assert direction in DIRECTIONS
         cdr_id = str(uuid.uuid4())
-        self.db.execute(
-            "INSERT INTO cdr (id, sip_call_id, started_at, direction, src, src_name, dst, dst_number, linked_id) "
-            "VALUES (?,?,?,?,?,?,?,?,?)",
-            (cdr_id, sip_call_id, now(), direction, src, src_name, dst, dst_number, linked_id))
+        with self._changing(cdr_id):
+            self.db.execute(
+                "INSERT INTO cdr (id, sip_call_id, started_at, direction, src, src_name, dst, dst_number, linked_id) "
+                "VALUES (?,?,?,?,?,?,?,?,?)",
+                (cdr_id, sip_call_id, now(), direction, src, src_name, dst, dst_number, linked_id))
         return cdr_id
 
     def link(self, cdr_id: str, linked_id: str) -> None:
-        self.db.execute("UPDATE cdr SET linked_id=? WHERE id=?", (linked_id, cdr_id))
+        with self._changing(cdr_id):
+            self.db.execute("UPDATE cdr SET linked_id=? WHERE id=?", (linked_id, cdr_id))
 
     def transferred(self, cdr_id: str, target: str) -> None:
-        self.db.execute("UPDATE cdr SET transferred_to=? WHERE id=?", (target, cdr_id))
+        with self._changing(cdr_id):
+            self.db.execute("UPDATE cdr SET transferred_to=? WHERE id=?", (target, cdr_id))
 
     def picked_up(self, cdr_id: str, extension: str) -> None:
-        self.db.execute("UPDATE cdr SET picked_up_by=? WHERE id=?", (extension, cdr_id))
+        with self._changing(cdr_id):
+            self.db.execute("UPDATE cdr SET picked_up_by=? WHERE id=?", (extension, cdr_id))
 
     def trunk(self, cdr_id: str, name: str) -> None:
-        self.db.execute("UPDATE cdr SET trunk=? WHERE id=?", (name, cdr_id))
+        with self._changing(cdr_id):
+            self.db.execute("UPDATE cdr SET trunk=? WHERE id=?", (name, cdr_id))
 
     def answered(self, cdr_id: str, recording: str | None) -> None:
-        self.db.execute("UPDATE cdr SET answered_at=?, recording=? WHERE id=? AND ended_at IS NULL",
-                        (now(), recording, cdr_id))
+        with self._changing(cdr_id):
+            self.db.execute("UPDATE cdr SET answered_at=?, recording=? WHERE id=? AND ended_at IS NULL",
+                            (now(), recording, cdr_id))
 
     def ended(self, cdr_id: str, disposition: str, sip_code: int | None = None) -> None:
         assert disposition in DISPOSITIONS
@@ -116,9 +156,10 @@ class CdrStore:
             return
         ended_at = now()
         billsec = _seconds_between(row["answered_at"], ended_at) if row["answered_at"] else 0
-        self.db.execute(
-            "UPDATE cdr SET ended_at=?, disposition=?, sip_code=?, duration=?, billsec=? WHERE id=? AND ended_at IS NULL",
-            (ended_at, disposition, sip_code, _seconds_between(row["started_at"], ended_at), billsec, cdr_id))
+        with self._changing(cdr_id, recording_done=True):
+            self.db.execute(
+                "UPDATE cdr SET ended_at=?, disposition=?, sip_code=?, duration=?, billsec=? WHERE id=? AND ended_at IS NULL",
+                (ended_at, disposition, sip_code, _seconds_between(row["started_at"], ended_at), billsec, cdr_id))
 
     def close_orphans(self, last_alive: dict[str, str] | None = None) -> list[OrphanedCall]:
         """Closes the records left open by a crash as `failed`; returns them (their WAVs need repair).
@@ -131,9 +172,10 @@ class CdrStore:
         for row in self.db.execute("SELECT id, started_at, answered_at, recording FROM cdr WHERE ended_at IS NULL").fetchall():
             ended_at = last_alive.get(row["id"]) or row["answered_at"] or row["started_at"]
             billsec = _seconds_between(row["answered_at"], ended_at) if row["answered_at"] else 0
-            self.db.execute(
-                "UPDATE cdr SET ended_at=?, disposition='failed', duration=?, billsec=? WHERE id=?",
-                (ended_at, _seconds_between(row["started_at"], ended_at), billsec, row["id"]))
+            with self._changing(row["id"], recording_done=True):
+                self.db.execute(
+                    "UPDATE cdr SET ended_at=?, disposition='failed', duration=?, billsec=? WHERE id=?",
+                    (ended_at, _seconds_between(row["started_at"], ended_at), billsec, row["id"]))
             orphans.append(OrphanedCall(row["id"], row["recording"]))
         return orphans
 

@@ -105,20 +105,60 @@ def cmd_trunks(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from .cloud.status import cloud_status
     from .trunks import trunk_states
 
     cfg = _load(args.config)
     trunks = trunk_states(cfg)
+    cloud = cloud_status(cfg)
     if args.json:
-        print(json.dumps({"trunks": trunks}, indent=1))
+        print(json.dumps({"trunks": trunks, "cloud": cloud}, indent=1))
         return 0
     if not trunks:
         print(f"{args.config}: no trunks configured")
-        return 0
-    print(f"{'trunk':<16} {'server':<24} {'state':<16} last answer")
+    else:
+        print(f"{'trunk':<16} {'server':<24} {'state':<16} last answer")
     for t in trunks:
         answer = f"{t['last_code']} {t['last_reason'] or ''}".strip() if t["last_code"] is not None else "-"
         print(f"{t['name']:<16} {t['host']:<24} {t['state']:<16} {answer}")
+    if not cloud["enrolled"]:
+        print("cloud: not enrolled (edgepbx enroll --config FILE PORTAL_URL CODE)")
+    else:
+        depth = cloud["outbox"]
+        print(f"cloud: site {cloud['site']} at {cloud['portal_url']}; last sync {cloud['last_sync_at'] or 'never'}; "
+              f"outbox {depth['cdr']} call records, {depth['recording']} recordings"
+              + (f", {depth['rejected']} refused" if depth["rejected"] else ""))
+        if cloud["last_error"]:
+            print(f"cloud: last error at {cloud['last_error_at']}: {cloud['last_error']}")
+    return 0
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    from .cloud.client import PortalRefused, PortalUnreachable
+    from .cloud.link import enroll
+
+    cfg = _load(args.config)
+    try:
+        link = enroll(cfg.data_dir, args.portal_url, args.code)
+    except ValueError as exc:
+        print(f"edgepbx: {exc}", file=sys.stderr)
+        return 2
+    except PortalRefused as exc:
+        print(f"edgepbx: the portal refused the code: {exc.message}", file=sys.stderr)
+        return 1
+    except PortalUnreachable as exc:
+        print(f"edgepbx: cannot reach the portal: {exc}", file=sys.stderr)
+        return 1
+    print(f"enrolled as site {link.site} of {link.portal_url}; `edgepbx run` syncs call records and recordings there")
+    return 0
+
+
+def cmd_cloud(args: argparse.Namespace) -> int:
+    from .cloud.agent import run
+
+    cfg = _load(args.config)
+    _setup_logging(cfg.log_level)
+    run(cfg)
     return 0
 
 
@@ -172,7 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
     ext.add_argument("--json", action="store_true")
     ext.set_defaults(func=cmd_extensions)
     with_config(sub.add_parser("trunks", help="keep the trunks registered (used by `run`)")).set_defaults(func=cmd_trunks)
-    status = with_config(sub.add_parser("status", help="trunk registration state"))
+    enroll = with_config(sub.add_parser("enroll", help="link the box to a cloud portal with a one-time code"))
+    enroll.add_argument("portal_url", help="e.g. https://portal.example.com")
+    enroll.add_argument("code", help="the site's enrolment code from the portal")
+    enroll.set_defaults(func=cmd_enroll)
+    with_config(sub.add_parser("cloud", help="sync to the cloud portal (used by `run`)")).set_defaults(func=cmd_cloud)
+    status = with_config(sub.add_parser("status", help="trunk registration state and the cloud link"))
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
     dialplan = sub.add_parser("dialplan", help="the office dial plan").add_subparsers(dest="dialplan_command",

@@ -174,6 +174,14 @@ class Security:
 
 
 @dataclass
+class Cloud:
+    """The cloud agent's manners; the portal itself comes from `edgepbx enroll` (docs/cloud.md)."""
+    upload_kbps: int = 2000         # cap on upload bandwidth so syncing never hurts live calls; 0: none
+    heartbeat_seconds: int = 60
+    retry_max_seconds: int = 300    # back-off ceiling while the portal is unreachable
+
+
+@dataclass
 class Config:
     path: Path
     site_name: str = "Office"
@@ -192,6 +200,7 @@ class Config:
     no_answer_timeout: int = 30
     max_concurrent_calls: int = 0  # 0 until loaded: as many as network.rtp_ports allow, at most 60
     security: Security = field(default_factory=Security)
+    cloud: Cloud = field(default_factory=Cloud)
     extensions: list[Extension] = field(default_factory=list)
     log_level: str = "info"
 
@@ -384,7 +393,7 @@ def _read_phone(r: _Reader, node: Node, number: str, macs: dict[str, int]) -> Ph
 
 
 TOP_LEVEL_KEYS = {"site", "data_dir", "network", "recording", "calls", "security", "extensions", "logging",
-                  "features", "provisioning", "trunks", "dialplan", "inbound"}
+                  "features", "provisioning", "trunks", "dialplan", "inbound", "cloud"}
 
 
 def _read_steps(r: _Reader, node: Node, where: str, extensions: set[str], default_timeout: int) -> list[Step]:
@@ -681,6 +690,14 @@ def load(path: str | Path) -> Config:
                lambda v: setattr(cfg.security, "auth_failures_before_ban", v))
         _apply(sec, "ban_seconds", lambda n: r.integer(n, "security.ban_seconds", 1, 86400),
                lambda v: setattr(cfg.security, "ban_seconds", v))
+    if "cloud" in top:
+        cloud = r.mapping(top["cloud"][1], {"upload_kbps", "heartbeat_seconds", "retry_max_seconds"}, "cloud")
+        _apply(cloud, "upload_kbps", lambda n: r.integer(n, "cloud.upload_kbps", 0, 1_000_000),
+               lambda v: setattr(cfg.cloud, "upload_kbps", v))
+        _apply(cloud, "heartbeat_seconds", lambda n: r.integer(n, "cloud.heartbeat_seconds", 1, 3600),
+               lambda v: setattr(cfg.cloud, "heartbeat_seconds", v))
+        _apply(cloud, "retry_max_seconds", lambda n: r.integer(n, "cloud.retry_max_seconds", 1, 3600),
+               lambda v: setattr(cfg.cloud, "retry_max_seconds", v))
     if "logging" in top:
         log = r.mapping(top["logging"][1], {"level"}, "logging")
         if "level" in log:

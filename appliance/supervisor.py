@@ -88,7 +88,9 @@ def services(cfg: Config) -> list[Service]:
         Service("provisioning", [sys.executable, "-m", "appliance.cli", "provision", "--config", str(cfg.path)])]
         if cfg.provisioning.enabled else []) + extra + ([
         Service("trunks", [sys.executable, "-m", "appliance.cli", "trunks", "--config", str(cfg.path)])]
-        if any(t.register for t in cfg.trunks) else [])
+        if any(t.register for t in cfg.trunks) else []) + [
+        # Always: it idles until `edgepbx enroll` links the box, then syncs what happened before too.
+        Service("cloud", [sys.executable, "-m", "appliance.cli", "cloud", "--config", str(cfg.path)])]
 
 
 class Supervisor:

@@ -37,3 +37,12 @@ def repair(path: Path) -> bool:
                 return changed
             offset += 8 + chunk_len + (chunk_len & 1)
         raise ValueError(f"{path}: no data chunk")
+
+
+def is_closed(path: Path) -> bool:
+    """True once the writer has closed the file: its RIFF size covers the whole file. (pjmedia
+    writes the sizes at close, a media tick after the call's CDR ends.)"""
+    with open(path, "rb") as fh:
+        head = fh.read(12)
+        size = fh.seek(0, 2)
+    return len(head) == 12 and head[:4] == b"RIFF" and struct.unpack("<I", head[4:8])[0] == size - 8 and size > 44

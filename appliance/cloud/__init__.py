@@ -1,0 +1,1 @@
+"""The box's link to the cloud portal: enrolment, the outbox of CDRs and recordings, heartbeats."""

@@ -1,0 +1,236 @@
+"""The cloud agent (`edgepbx cloud`, started by `edgepbx run`): store and forward.
+
+CDRs go first, in batches, oldest first; then recordings, each resumably in chunks under the
+configured bandwidth cap; a heartbeat every `cloud.heartbeat_seconds`. When the portal cannot be
+reached the agent waits with exponential back-off and jitter and nothing is lost: the outbox
+lives in the CDR database and an entry leaves it only when the portal has acknowledged it.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import signal
+import time
+from datetime import datetime
+from pathlib import Path
+
+from .. import wavfix
+from ..config import Config
+from .client import PortalClient, PortalRefused, PortalUnreachable
+from .link import CloudLink, load_link
+from .outbox import Entry, Outbox
+from .status import collect_status, write_state
+
+log = logging.getLogger("edgepbx.cloud")
+
+CDR_BATCH = 500
+CHUNK_BYTES = 256 * 1024
+UNCLOSED_GRACE_SECONDS = 60  # a recording still open this long after its call ended lost its writer
+IDLE_POLL_SECONDS = 1.0
+NOT_ENROLLED_POLL_SECONDS = 5.0
+MAX_RECORDING_ATTEMPTS = 5
+
+
+class Throttle:
+    """Keeps uploads under a byte rate so they never crowd out live calls' RTP."""
+
+    def __init__(self, kbps: int):
+        self.bytes_per_second = kbps * 125 if kbps > 0 else 0
+        self.next_free = time.monotonic()
+
+    def wait(self, nbytes: int) -> None:
+        if not self.bytes_per_second:
+            return
+        now = time.monotonic()
+        if self.next_free > now:
+            time.sleep(self.next_free - now)
+        self.next_free = max(now, self.next_free) + nbytes / self.bytes_per_second
+
+
+class Agent:
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.outbox = Outbox(cfg.data_dir / "cdr.sqlite")
+        self.throttle = Throttle(cfg.cloud.upload_kbps)
+        self.link: CloudLink | None = None
+        self.client: PortalClient | None = None
+        self.stopping = False
+        self.next_heartbeat = 0.0
+        self.started = time.monotonic()
+        self.state: dict = {"last_sync_at": None, "last_error": None, "last_error_at": None}
+        self.hashes: dict[tuple[str, float, int], str] = {}
+
+    # --- the loop -------------------------------------------------------------------------
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, lambda *_: setattr(self, "stopping", True))
+        backoff = 0.0
+        while not self.stopping:
+            if not self._linked():
+                self._sleep(NOT_ENROLLED_POLL_SECONDS)
+                continue
+            try:
+                busy = self.cycle()
+                if backoff:
+                    log.info("portal %s reachable again; outbox %s", self.link.portal_url, self.outbox.depth())
+                backoff = 0.0
+                if not busy:
+                    self._sleep(IDLE_POLL_SECONDS)
+            except PortalUnreachable as exc:
+                backoff = min(self.cfg.cloud.retry_max_seconds, max(1.0, backoff * 2))
+                self._error(str(exc), warn=backoff <= 1.0)
+                self._sleep(random.uniform(0.5, 1.0) * backoff)  # jitter: a fleet does not come back in step
+            except PortalRefused as exc:
+                self._error(f"portal refused: {exc}")
+                if exc.status == 401:  # revoked or unknown credential: nothing will pass until re-enrolled
+                    self.link = None
+                    self._sleep(self.cfg.cloud.retry_max_seconds)
+                else:
+                    self._sleep(5.0)
+        self.outbox.close()
+
+    def _sleep(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while not self.stopping and time.monotonic() < end:
+            time.sleep(min(0.2, max(0.0, end - time.monotonic())))
+
+    def _linked(self) -> bool:
+        link = load_link(self.cfg.data_dir)
+        if link is None:
+            self.link = None
+            return False
+        if self.link != link:
+            if self.client:
+                self.client.close()
+            self.link, self.client = link, PortalClient(link.portal_url, link.credential)
+            self.next_heartbeat = 0.0
+            log.info("syncing to %s as site %s", link.portal_url, link.site)
+        return True
+
+    def _error(self, message: str, warn: bool = True) -> None:
+        if warn or message != self.state["last_error"]:
+            log.warning("cloud sync: %s", message)
+        self.state.update(last_error=message, last_error_at=datetime.now().astimezone().isoformat(timespec="seconds"))
+        self._save_state()
+
+    def _synced(self) -> None:
+        self.state.update(last_sync_at=datetime.now().astimezone().isoformat(timespec="seconds"), last_error=None)
+        self._save_state()
+
+    def _save_state(self) -> None:
+        write_state(self.cfg.data_dir, dict(self.state, outbox=self.outbox.depth(),
+                                            portal_url=self.link.portal_url if self.link else None))
+
+    def cycle(self) -> bool:
+        """One round: heartbeat if due, a batch of CDRs, else one recording. True if it did work."""
+        if time.monotonic() >= self.next_heartbeat:
+            self.heartbeat()
+        if self.send_cdrs():
+            return True
+        return self.send_one_recording()
+
+    # --- what is sent ---------------------------------------------------------------------
+    def heartbeat(self) -> None:
+        status = collect_status(self.cfg, self.outbox.depth(), time.monotonic() - self.started)
+        self.client.request("POST", "/api/v1/heartbeat", status)
+        self.next_heartbeat = time.monotonic() + self.cfg.cloud.heartbeat_seconds
+
+    def send_cdrs(self) -> bool:
+        pending = self.outbox.pending_cdrs(CDR_BATCH)
+        if not pending:
+            return False
+        try:
+            self.client.request("POST", "/api/v1/calls", {"calls": [record for _, record in pending]})
+        except PortalRefused as exc:
+            if exc.status != 422:
+                raise
+            self._send_one_by_one(pending)  # find the record the portal refuses; send the rest
+            return True
+        self.outbox.ack([entry for entry, _ in pending])
+        self._synced()
+        return True
+
+    def _send_one_by_one(self, pending: list[tuple[Entry, dict]]) -> None:
+        for entry, record in pending:
+            try:
+                self.client.request("POST", "/api/v1/calls", {"calls": [record]})
+                self.outbox.ack([entry])
+            except PortalRefused as exc:
+                if exc.status != 422:
+                    raise
+                log.error("cloud sync: the portal refuses call record %s (%s); set aside", entry.ref, exc.message)
+                self.outbox.set_aside(entry, "cdr-rejected", exc.message)
+
+    def send_one_recording(self) -> bool:
+        for entry, row in self.outbox.pending_recordings():
+            path = Path(row["recording"])
+            if not path.exists():
+                log.error("cloud sync: recording %s of call %s is gone; its call record is synced without it",
+                          path, entry.ref)
+                self.outbox.set_aside(entry, "recording-rejected", "file missing")
+                return True
+            if not wavfix.is_closed(path):
+                if _seconds_since(row["ended_at"]) < UNCLOSED_GRACE_SECONDS:
+                    continue  # the feature server closes it a media tick after the call ends
+                wavfix.repair(path)
+                log.warning("repaired recording %s left open by its writer", path)
+            try:
+                self.upload(entry, path)
+            except PortalRefused as exc:
+                if exc.status == 401:
+                    raise
+                self.outbox.failed(entry, exc.message)
+                if entry.attempts + 1 >= MAX_RECORDING_ATTEMPTS:
+                    log.error("cloud sync: recording of call %s refused %d times (%s); set aside",
+                              entry.ref, MAX_RECORDING_ATTEMPTS, exc.message)
+                    self.outbox.set_aside(entry, "recording-rejected", exc.message)
+                raise
+            return True
+        return False
+
+    def _hash(self, path: Path) -> tuple[str, int]:
+        st = path.stat()
+        key = (str(path), st.st_mtime, st.st_size)
+        if key not in self.hashes:
+            digest = hashlib.sha256()
+            with open(path, "rb") as fh:
+                while data := fh.read(1 << 20):
+                    digest.update(data)
+            self.hashes = {key: digest.hexdigest()}  # only the file being uploaded is worth keeping
+        return self.hashes[key], st.st_size
+
+    def upload(self, entry: Entry, path: Path) -> None:
+        sha256, size = self._hash(path)
+        answer = self.client.request("POST", "/api/v1/recordings", {"call_id": entry.ref, "sha256": sha256, "size": size})
+        if answer.get("status") == "upload" and answer.get("offset"):
+            log.info("resuming the upload of call %s's recording at byte %d of %d", entry.ref, answer["offset"], size)
+        with open(path, "rb") as fh:
+            while answer.get("status") == "upload":
+                offset = int(answer["offset"])
+                fh.seek(offset)
+                data = fh.read(CHUNK_BYTES)
+                self.throttle.wait(len(data))
+                try:
+                    answer = self.client.request("PUT", f"/api/v1/recordings/{sha256}?call_id={entry.ref}&offset={offset}", data)
+                except PortalRefused as exc:
+                    if exc.status == 409:  # another offset on the portal (a lost answer): ask again
+                        answer = self.client.request("POST", "/api/v1/recordings",
+                                                     {"call_id": entry.ref, "sha256": sha256, "size": size})
+                        continue
+                    if exc.status == 422 and "sha256" in exc.message:
+                        self.hashes.clear()
+                    raise
+        if answer.get("status") != "stored":
+            raise PortalUnreachable(f"unexpected answer to a recording upload: {answer}")
+        self.outbox.recording_synced(entry, sha256)
+        self._synced()
+
+
+def _seconds_since(moment: str | None) -> float:
+    if not moment:
+        return 0.0
+    return (datetime.now().astimezone() - datetime.fromisoformat(moment)).total_seconds()
+
+
+def run(cfg: Config) -> None:
+    Agent(cfg).run()

@@ -1,0 +1,138 @@
+"""The `edgepbx-portal` command line: run the portal, add sites, revoke them, list calls and sites."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .db import open_database, remember_url
+from .fleet import FleetError
+
+
+def _sessions(args: argparse.Namespace):
+    return open_database(Path(args.data_dir), args.database_url)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .api import create_app
+    from .storage import open_storage
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    data_dir = Path(args.data_dir)
+    sessions = _sessions(args)
+    remember_url(data_dir, args.database_url)
+    app = create_app(sessions, open_storage(args.storage, data_dir))
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets=None) -> None:  # noqa: ANN001
+            await super().startup(sockets)
+            if self.started:
+                logging.getLogger("edgepbx.portal").info("portal ready on http://%s:%d", args.bind, args.port)
+
+    config = uvicorn.Config(app, host=args.bind, port=args.port, log_level="warning", access_log=False,
+                            timeout_keep_alive=30)
+    Server(config).run()
+    return 0
+
+
+def cmd_add_site(args: argparse.Namespace) -> int:
+    from .fleet import add_site
+
+    with _sessions(args)() as session:
+        code = add_site(session, args.org, args.site)
+    print(f"site {args.site} of {args.org}: enrolment code (one use, 7 days); on the box run\n"
+          f"  edgepbx enroll --config FILE PORTAL_URL CODE")
+    print(code)
+    return 0
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    from .fleet import revoke
+
+    with _sessions(args)() as session:
+        count = revoke(session, args.site)
+    print(f"site {args.site}: {count} credential(s) revoked; the box must enrol again")
+    return 0
+
+
+def cmd_calls(args: argparse.Namespace) -> int:
+    from .fleet import site_by_name
+    from .sync import site_calls
+
+    with _sessions(args)() as session:
+        calls = site_calls(session, site_by_name(session, args.site))
+    if args.json:
+        print(json.dumps(calls, indent=1))
+        return 0
+    for c in calls:
+        print(f"{c['started_at']:<30} {c['direction']:<9} {c['src']:<8} {c['dst']:<14} {c['disposition'] or 'live':<10} "
+              f"{c['billsec'] if c['billsec'] is not None else '':>5}  {(c['recording_sha256'] or '-')[:12]}")
+    return 0
+
+
+def cmd_sites(args: argparse.Namespace) -> int:
+    from .fleet import site_rows
+
+    with _sessions(args)() as session:
+        rows = site_rows(session)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    print(f"{'organisation':<20} {'site':<20} {'state':<8} {'last heartbeat':<26} {'outbox':>6}  version")
+    for r in rows:
+        status = r["status"]
+        print(f"{r['org']:<20} {r['site']:<20} {'online' if r['online'] else 'offline':<8} "
+              f"{(r['last_heartbeat_at'] or '-')[:25]:<26} {status.get('outbox_depth', '-'):>6}  {status.get('version', '-')}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgepbx-portal", description="The edgepbx cloud portal")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--data-dir", required=True, help="the portal's directory (SQLite, recordings)")
+        p.add_argument("--database-url", help="postgresql://… (default: SQLite in the data dir, or the URL "
+                                              "`run` last used there)")
+        return p
+
+    run = common(sub.add_parser("run", help="serve the sync API"))
+    run.add_argument("--port", type=int, required=True)
+    run.add_argument("--bind", default="127.0.0.1")
+    run.add_argument("--storage", help="recordings: a directory (default DATA_DIR/objects)")
+    run.set_defaults(func=cmd_run)
+    add = common(sub.add_parser("add-site", help="create a site (and its organisation); prints its enrolment code"))
+    add.add_argument("--org", required=True)
+    add.add_argument("--site", required=True)
+    add.set_defaults(func=cmd_add_site)
+    rev = common(sub.add_parser("revoke-site", help="revoke a site's credentials"))
+    rev.add_argument("--site", required=True)
+    rev.set_defaults(func=cmd_revoke)
+    calls = common(sub.add_parser("calls", help="a site's calls, oldest first"))
+    calls.add_argument("--site", required=True)
+    calls.add_argument("--json", action="store_true")
+    calls.set_defaults(func=cmd_calls)
+    sites = common(sub.add_parser("sites", help="every site: online or not, last heartbeat, outbox"))
+    sites.add_argument("--json", action="store_true")
+    sites.set_defaults(func=cmd_sites)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except FleetError as exc:
+        print(f"edgepbx-portal: {exc.message}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"edgepbx-portal: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""Organisations, sites, enrolment and credentials: what an operator does and what a box proves."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from . import tokens
+from .db import as_utc
+from .models import EnrolmentCode, Heartbeat, Organisation, Site, SiteCredential, utcnow
+
+CODE_LIFETIME = timedelta(days=7)
+OFFLINE_AFTER_MISSED = 3  # heartbeats
+
+
+class FleetError(Exception):
+    """A request the portal refuses, with the HTTP status that says why."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def add_site(session: Session, org_name: str, site_name: str) -> str:
+    """Creates the organisation (if new) and the site (if new); returns a fresh one-time
+    enrolment code. For an existing site the code lets a replacement box take its place."""
+    org = session.scalar(select(Organisation).where(Organisation.name == org_name))
+    if org is None:
+        org = Organisation(name=org_name)
+        session.add(org)
+        session.flush()
+    site = session.scalar(select(Site).where(Site.name == site_name))
+    if site is None:
+        site = Site(org_id=org.id, name=site_name)
+        session.add(site)
+        session.flush()
+    elif site.org_id != org.id:
+        raise FleetError(409, f"site {site_name!r} belongs to another organisation")
+    code = tokens.new_enrolment_code()
+    session.add(EnrolmentCode(site_id=site.id, code_hash=tokens.digest(code), expires_at=utcnow() + CODE_LIFETIME))
+    session.commit()
+    return code
+
+
+def enrol(session: Session, code: str) -> tuple[Site, str]:
+    """Spends a code (once, atomically) and returns the site and its new credential."""
+    code_hash = tokens.digest(tokens.normalise_code(code))
+    now = utcnow()
+    row = session.scalar(select(EnrolmentCode).where(EnrolmentCode.code_hash == code_hash))
+    if row is None or as_utc(row.expires_at) < now:
+        raise FleetError(403, "unknown or expired enrolment code")
+    spent = session.execute(update(EnrolmentCode).where(EnrolmentCode.id == row.id, EnrolmentCode.used_at.is_(None))
+                            .values(used_at=now))
+    if spent.rowcount != 1:
+        session.rollback()
+        raise FleetError(403, "enrolment code already used")
+    credential = tokens.new_credential()
+    session.add(SiteCredential(site_id=row.site_id, token_hash=tokens.digest(credential)))
+    site = session.get(Site, row.site_id)
+    session.commit()
+    return site, credential
+
+
+def authenticate(session: Session, credential: str) -> Site:
+    row = session.scalar(select(SiteCredential).where(SiteCredential.token_hash == tokens.digest(credential)))
+    if row is None:
+        raise FleetError(401, "unknown credential")
+    if row.revoked_at is not None:
+        raise FleetError(401, "credential revoked; enrol the box again")
+    return session.get(Site, row.site_id)
+
+
+def site_by_name(session: Session, name: str) -> Site:
+    site = session.scalar(select(Site).where(Site.name == name))
+    if site is None:
+        raise FleetError(404, f"no site {name!r}")
+    return site
+
+
+def revoke(session: Session, site_name: str) -> int:
+    """Revokes every credential of the site (its box must enrol again); returns how many."""
+    site = site_by_name(session, site_name)
+    result = session.execute(update(SiteCredential).where(SiteCredential.site_id == site.id,
+                                                          SiteCredential.revoked_at.is_(None))
+                             .values(revoked_at=utcnow()))
+    session.commit()
+    return result.rowcount
+
+
+def record_heartbeat(session: Session, site: Site, status: dict) -> None:
+    text = json.dumps(status, sort_keys=True)
+    now = utcnow()
+    session.add(Heartbeat(site_id=site.id, at=now, status=text))
+    session.execute(update(Site).where(Site.id == site.id).values(last_heartbeat_at=now, last_status=text))
+    session.commit()
+
+
+def site_rows(session: Session, now: datetime | None = None) -> list[dict]:
+    """Every site with its organisation and whether it is online (heartbeats not missed)."""
+    now = now or datetime.now(timezone.utc)
+    rows = []
+    for site, org in session.execute(select(Site, Organisation).join(Organisation).order_by(Organisation.name, Site.name)):
+        status = json.loads(site.last_status) if site.last_status else {}
+        last = as_utc(site.last_heartbeat_at)
+        interval = status.get("heartbeat_seconds", 60)
+        online = last is not None and (now - last).total_seconds() < OFFLINE_AFTER_MISSED * interval
+        rows.append({"org": org.name, "site": site.name, "online": online,
+                     "last_heartbeat_at": last.isoformat() if last else None, "status": status})
+    return rows

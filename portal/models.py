@@ -1,0 +1,124 @@
+"""The portal's tables: organisations own sites (one box each); a site's calls, recordings,
+credentials, heartbeats and uploads in progress.
+
+Every row a box writes is keyed by its site, so one site's credential can never touch another's.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (BigInteger, DateTime, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Organisation(Base):
+    __tablename__ = "organisation"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(120), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Site(Base):
+    __tablename__ = "site"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organisation.id"), index=True)
+    name: Mapped[str] = mapped_column(String(120), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_status: Mapped[str | None] = mapped_column(Text)  # the last heartbeat's JSON
+
+
+class EnrolmentCode(Base):
+    """A one-time code an operator hands to the installer; only its hash is kept."""
+    __tablename__ = "enrolment_code"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("site.id"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class SiteCredential(Base):
+    """The bearer token a box holds; only its hash is kept, revocable."""
+    __tablename__ = "site_credential"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("site.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Call(Base):
+    """A box's CDR as the box last sent it (upserted by its id), plus the recording's hash."""
+    __tablename__ = "call"
+    site_id: Mapped[int] = mapped_column(ForeignKey("site.id"), primary_key=True)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    sip_call_id: Mapped[str | None] = mapped_column(String(255))
+    started_at: Mapped[str] = mapped_column(String(40))  # the box's local time with its UTC offset
+    started_utc: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    answered_at: Mapped[str | None] = mapped_column(String(40))
+    ended_at: Mapped[str | None] = mapped_column(String(40))
+    direction: Mapped[str] = mapped_column(String(16))
+    src: Mapped[str] = mapped_column(String(64))
+    src_name: Mapped[str | None] = mapped_column(String(255))
+    dst: Mapped[str] = mapped_column(String(64))
+    dst_number: Mapped[str | None] = mapped_column(String(64))
+    trunk: Mapped[str | None] = mapped_column(String(64))
+    picked_up_by: Mapped[str | None] = mapped_column(String(16))
+    transferred_to: Mapped[str | None] = mapped_column(String(64))
+    linked_id: Mapped[str | None] = mapped_column(String(36))
+    disposition: Mapped[str | None] = mapped_column(String(16))
+    sip_code: Mapped[int | None] = mapped_column(Integer)
+    duration: Mapped[int | None] = mapped_column(Integer)
+    billsec: Mapped[int | None] = mapped_column(Integer)
+    recording: Mapped[str | None] = mapped_column(Text)  # the file's path on the box
+    recording_sha256: Mapped[str | None] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Recording(Base):
+    """A site's recording, stored once by content hash in the storage backend."""
+    __tablename__ = "recording"
+    site_id: Mapped[int] = mapped_column(ForeignKey("site.id"), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    stored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Upload(Base):
+    """A recording arriving in chunks; `received` moves only by compare-and-set, so two portal
+    instances (or a retried request) can never append the same chunk twice."""
+    __tablename__ = "upload"
+    __table_args__ = (UniqueConstraint("site_id", "sha256"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("site.id"), index=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    received: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class UploadChunk(Base):
+    __tablename__ = "upload_chunk"
+    upload_id: Mapped[int] = mapped_column(ForeignKey("upload.id", ondelete="CASCADE"), primary_key=True)
+    offset: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Heartbeat(Base):
+    __tablename__ = "heartbeat"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("site.id"), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    status: Mapped[str] = mapped_column(Text)  # JSON as the box sent it
+

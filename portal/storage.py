@@ -1,0 +1,69 @@
+"""Where recordings' bytes live, by content hash: a local directory shared by every portal
+instance. The database only says which site holds which hash.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Iterator, Protocol
+
+
+def key_for(sha256: str) -> str:
+    return f"recordings/{sha256[:2]}/{sha256}.wav"
+
+
+class Storage(Protocol):
+    def put_file(self, sha256: str, path: Path) -> None: ...
+    def exists(self, sha256: str) -> bool: ...
+    def open(self, sha256: str) -> BinaryIO: ...
+    def staging_dir(self) -> Path: ...
+
+
+class LocalStorage:
+    """A directory shared by every portal instance (one machine, or a network file system)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        (root / "staging").mkdir(parents=True, exist_ok=True)
+
+    def path(self, sha256: str) -> Path:
+        return self.root / key_for(sha256)
+
+    def put_file(self, sha256: str, path: Path) -> None:
+        """Moves a verified file into place; the same content twice is harmless."""
+        target = self.path(sha256)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(path, target)
+
+    def exists(self, sha256: str) -> bool:
+        return self.path(sha256).exists()
+
+    def open(self, sha256: str) -> BinaryIO:
+        return open(self.path(sha256), "rb")
+
+    def staging_dir(self) -> Path:
+        return self.root / "staging"
+
+
+def staged_file(storage: Storage) -> tuple[BinaryIO, Path]:
+    """A temporary file beside the store (same file system, so put_file is a rename)."""
+    fd, name = tempfile.mkstemp(dir=storage.staging_dir(), suffix=".part")
+    return os.fdopen(fd, "wb"), Path(name)
+
+
+def open_storage(spec: str | None, data_dir: Path) -> Storage:
+    """`spec`: None (data_dir/objects) or a directory."""
+    return LocalStorage(Path(spec) if spec else data_dir / "objects")
+
+
+def copy_stream(src: BinaryIO, dst: BinaryIO) -> None:
+    shutil.copyfileobj(src, dst, 1 << 20)
+
+
+def iter_file(fh: BinaryIO, chunk: int = 1 << 16) -> Iterator[bytes]:
+    while data := fh.read(chunk):
+        yield data

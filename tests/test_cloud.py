@@ -1,0 +1,313 @@
+"""The box's cloud agent against a real running portal (SQLite and PostgreSQL): enrolment, calls
+and recordings arriving exactly once, outages, resumed uploads, revocation, tenant isolation and
+two portal instances behind a load balancer."""
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, start_pbx, write_office
+from phones import background_calls, talk
+from portal_lab import (EDGEPBX, AgentProcess, Portal, close_portal, drop_database, enroll, free_tcp_port, new_database, seed_calls,
+                        start_portal)
+
+FAST_CLOUD = "cloud: {heartbeat_seconds: 2, retry_max_seconds: 2, upload_kbps: 0}"
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def edgepbx(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(EDGEPBX + list(args), capture_output=True, text=True, cwd=ROOT, timeout=60)
+
+
+def status(config: Path) -> dict:
+    out = edgepbx("status", "--config", str(config), "--json")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)["cloud"]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def portal(request, tmp_path):
+    portal = start_portal(tmp_path, request.param)
+    yield portal
+    close_portal(portal)
+
+
+@pytest.fixture
+def sqlite_portal(tmp_path):
+    portal = start_portal(tmp_path, "sqlite")
+    yield portal
+    close_portal(portal)
+
+
+def test_an_enrolment_code_works_once_and_only_its_hash_is_kept(sqlite_portal, tmp_path):
+    (tmp_path / "box").mkdir()
+    office = write_office(tmp_path / "box", FAST_CLOUD)
+    assert status(office)["enrolled"] is False
+    code = sqlite_portal.add_site("Acme", "acme-hq")
+    first = enroll(office, sqlite_portal, code.lower().replace("-", " "))  # as an installer might type it
+    assert first.returncode == 0, first.stderr
+    link_file = office.parent / "var" / "cloud.json"
+    credential = json.loads(link_file.read_text())["credential"]
+    assert link_file.stat().st_mode & 0o777 == 0o600
+    again = enroll(office, sqlite_portal, code)
+    assert again.returncode == 1 and "already used" in again.stderr
+    wrong = enroll(office, sqlite_portal, "AAAA-BBBB-CCCC-DDDD")
+    assert wrong.returncode == 1 and "unknown or expired" in wrong.stderr
+    cloud = status(office)
+    assert cloud["enrolled"] and cloud["site"] == "acme-hq" and cloud["portal_url"] == sqlite_portal.url
+    db = sqlite3.connect(sqlite_portal.data_dir / "portal.sqlite")
+    dump = "\n".join(db.iterdump())  # everything the portal stores
+    db.close()
+    assert credential not in dump and code not in dump
+    assert hashlib.sha256(credential.encode()).hexdigest() in dump
+
+
+def test_a_recorded_call_arrives_in_the_portal_with_its_recording(portal, lab, tmp_path):
+    (tmp_path / "box").mkdir()
+    office = write_office(tmp_path / "box", FAST_CLOUD)
+    assert enroll(office, portal, portal.add_site("Acme", "acme-hq")).returncode == 0
+    pbx = start_pbx(office)
+    try:
+        lab.port = pbx.sip_port
+        a = lab.phone("101", "pw-101-secret", 500.0)
+        b = lab.phone("102", "pw-102-secret", 1300.0)
+        call, _ = talk(lab, a, b)
+        lab.poll(2.0)
+        call.hangup_now()
+        box = pbx.wait_cdr(lambda r: r["src"] == "101" and r["disposition"] == "answered")
+        calls = portal.wait_calls("acme-hq", lambda cs: any(c["id"] == box["id"] and c["recording_sha256"] for c in cs))
+        there = next(c for c in calls if c["id"] == box["id"])
+        assert {k: there[k] for k in box} == box  # every field as the box has it
+        assert there["recording_sha256"] == sha256_of(box["recording"])
+        assert sha256_of(portal.stored(there["recording_sha256"])) == there["recording_sha256"]
+        deadline = time.monotonic() + 10
+        while True:  # a heartbeat every 2 s reports the box's state
+            site = next(s for s in json.loads(portal.cli("sites", "--json").stdout) if s["site"] == "acme-hq")
+            if site["status"].get("phones_registered") == 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert site["online"] and site["org"] == "Acme"
+        assert site["status"]["phones_registered"] == 2 and site["status"]["extensions"] == 5
+    finally:
+        lab.release_phones()
+        pbx.stop()
+
+
+def test_fifty_calls_while_the_portal_is_down_all_arrive_once_when_it_is_back(lab, tmp_path):
+    portal = start_portal(tmp_path, "postgresql")
+    (tmp_path / "box").mkdir()
+    office = write_office(tmp_path / "box", FAST_CLOUD)
+    assert enroll(office, portal, portal.add_site("Acme", "acme-hq")).returncode == 0
+    pbx = start_pbx(office)
+    try:
+        portal.stop()
+        lab.port = pbx.sip_port
+        a = lab.phone("101", "pw-101-secret", 500.0)
+        b = lab.phone("102", "pw-102-secret", 1300.0)
+        background_calls(lab, a, b, 50)
+        lab.poll(1.5)
+        lab.hang_up_everything()
+        deadline = time.monotonic() + 20
+        while len([r for r in pbx.cdrs() if r["recording"]]) < 50 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        box = {r["id"]: r for r in pbx.cdrs()}
+        assert len(box) == 50
+        cloud = status(office)
+        assert cloud["outbox"]["cdr"] == 50 and cloud["outbox"]["recording"] == 50
+        assert cloud["last_error"] and "127.0.0.1" in cloud["last_error"]
+
+        portal.start()  # same port, same database: the portal is back
+        calls = portal.wait_calls("acme-hq", lambda cs: len(cs) >= 50 and all(c["recording_sha256"] for c in cs), 90)
+        assert sorted(c["id"] for c in calls) == sorted(box)  # each once, none missing
+        for c in calls:
+            assert c["recording_sha256"] == sha256_of(box[c["id"]]["recording"])
+            assert c["disposition"] == box[c["id"]]["disposition"] == "answered"
+        deadline = time.monotonic() + 10
+        while (cloud := status(office))["outbox"] != {"cdr": 0, "recording": 0, "rejected": 0} and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert cloud["outbox"] == {"cdr": 0, "recording": 0, "rejected": 0} and cloud["last_error"] is None
+    finally:
+        lab.release_phones()
+        pbx.stop()
+        close_portal(portal)
+
+
+def test_an_upload_killed_midway_resumes_where_it_stopped(sqlite_portal, tmp_path):
+    (tmp_path / "box").mkdir()
+    office = write_office(tmp_path / "box", "cloud: {heartbeat_seconds: 60, retry_max_seconds: 2, upload_kbps: 2000}")
+    assert enroll(office, sqlite_portal, sqlite_portal.add_site("Acme", "acme-hq")).returncode == 0
+    data_dir = office.parent / "var"
+    [call_id] = seed_calls(data_dir, 1, recording_seconds=60)  # 1.9 MB at 250 KB/s: about 8 s
+    recording = data_dir / "recordings" / f"{call_id}.wav"
+    portal_db = sqlite3.connect(sqlite_portal.data_dir / "portal.sqlite")
+    agent = AgentProcess(office).start()
+    try:
+        received = 0
+        deadline = time.monotonic() + 30
+        while received < 600_000 and time.monotonic() < deadline:
+            row = portal_db.execute("SELECT received FROM upload").fetchone()
+            received = row[0] if row else 0
+            time.sleep(0.05)
+        assert received >= 600_000, "the upload never got going"
+        agent.kill()  # as a power cut would
+        size = recording.stat().st_size
+        assert received < size
+        agent.start()
+        calls = sqlite_portal.wait_calls("acme-hq", lambda cs: cs and cs[0]["recording_sha256"], 30)
+        assert calls[0]["recording_sha256"] == sha256_of(recording)
+        resumed = [line for line in agent.text().splitlines() if "resuming the upload" in line]
+        assert resumed, agent.text()[-2000:]
+        offset = int(resumed[0].split(" at byte ")[1].split()[0])
+        assert offset >= received  # nothing sent twice, nothing skipped (the hash checks it)
+        assert portal_db.execute("SELECT count(*) FROM upload").fetchone()[0] == 0
+    finally:
+        agent.kill()
+        portal_db.close()
+
+
+def test_a_site_credential_cannot_touch_another_sites_data(sqlite_portal, tmp_path):
+    sys.path.insert(0, str(ROOT))
+    from appliance.cloud.client import PortalClient, PortalRefused
+
+    credentials = {}
+    for site in ("site-a", "site-b"):
+        (tmp_path / site).mkdir()
+        office = write_office(tmp_path / site, FAST_CLOUD)
+        assert enroll(office, sqlite_portal, sqlite_portal.add_site(f"Org of {site}", site)).returncode == 0
+        credentials[site] = json.loads((office.parent / "var" / "cloud.json").read_text())["credential"]
+    a, b = (PortalClient(sqlite_portal.url, credentials[s]) for s in ("site-a", "site-b"))
+    record = {"id": "8c0b9f46-3a36-4d7e-9c56-0d5b3f0e9a11", "started_at": "2026-11-25T10:00:00.000+03:00",
+              "direction": "inbound", "src": "+74951234567", "dst": "101", "disposition": "answered"}
+    b.request("POST", "/api/v1/calls", {"calls": [record]})
+    a.request("POST", "/api/v1/calls", {"calls": [dict(record, src="+70000000000", disposition="failed")]})
+    [b_call] = sqlite_portal.calls("site-b")
+    assert b_call["src"] == "+74951234567" and b_call["disposition"] == "answered"  # untouched by A
+    [a_call] = sqlite_portal.calls("site-a")
+    assert a_call["src"] == "+70000000000"
+
+    only_b = dict(record, id="5f1d2c7e-8a4b-4c3d-9e2f-1a0b9c8d7e6f")
+    b.request("POST", "/api/v1/calls", {"calls": [only_b]})
+    sha = hashlib.sha256(b"B's recording").hexdigest()
+    with pytest.raises(PortalRefused) as refused:  # A cannot attach a recording to B's call
+        a.request("POST", "/api/v1/recordings", {"call_id": only_b["id"], "sha256": sha, "size": 13})
+    assert refused.value.status == 409
+    assert b.request("POST", "/api/v1/recordings", {"call_id": only_b["id"], "sha256": sha, "size": 13})["offset"] == 0
+    with pytest.raises(PortalRefused) as refused:  # nor write into B's upload
+        a.request("PUT", f"/api/v1/recordings/{sha}?call_id={only_b['id']}&offset=0", b"A's bytes....")
+    assert refused.value.status == 404
+    for client in (PortalClient(sqlite_portal.url), PortalClient(sqlite_portal.url, "epbx_guessed")):
+        with pytest.raises(PortalRefused) as refused:
+            client.request("POST", "/api/v1/calls", {"calls": [record]})
+        assert refused.value.status == 401
+
+
+def test_a_revoked_site_is_refused_and_its_box_keeps_what_it_could_not_send(sqlite_portal, tmp_path):
+    (tmp_path / "box").mkdir()
+    office = write_office(tmp_path / "box", FAST_CLOUD)
+    assert enroll(office, sqlite_portal, sqlite_portal.add_site("Acme", "acme-hq")).returncode == 0
+    data_dir = office.parent / "var"
+    first = seed_calls(data_dir, 1)
+    agent = AgentProcess(office).start()
+    try:
+        sqlite_portal.wait_calls("acme-hq", lambda cs: [c["id"] for c in cs] == first, 20)
+        out = sqlite_portal.cli("revoke-site", "--site", "acme-hq")
+        assert "1 credential(s) revoked" in out.stdout
+        later = seed_calls(data_dir, 1)
+        deadline = time.monotonic() + 20
+        while "revoked" not in (status(office)["last_error"] or "") and time.monotonic() < deadline:
+            time.sleep(0.3)
+        cloud = status(office)
+        assert "credential revoked" in cloud["last_error"]
+        assert cloud["outbox"]["cdr"] == 1  # kept for when the box is enrolled again
+        assert [c["id"] for c in sqlite_portal.calls("acme-hq")] == first
+        assert "credential revoked" in edgepbx("status", "--config", str(office)).stdout
+
+        assert enroll(office, sqlite_portal, sqlite_portal.add_site("Acme", "acme-hq")).returncode == 0
+        sqlite_portal.wait_calls("acme-hq", lambda cs: [c["id"] for c in cs] == first + later, 20)
+    finally:
+        agent.kill()
+
+
+HAPROXY_CFG = """global
+    maxconn 2000
+    stats socket {socket} mode 600 level admin
+defaults
+    mode http
+    option httpclose
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+frontend portal
+    bind 127.0.0.1:{port}
+    default_backend instances
+backend instances
+    balance roundrobin
+    server one 127.0.0.1:{one}
+    server two 127.0.0.1:{two}
+"""
+
+
+def haproxy_requests(socket_path: Path) -> dict[str, int]:
+    import socket as sk
+
+    with sk.socket(sk.AF_UNIX) as s:
+        s.connect(str(socket_path))
+        s.sendall(b"show stat\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    lines = data.decode().splitlines()
+    header = lines[0].lstrip("# ").split(",")
+    rows = [dict(zip(header, line.split(","))) for line in lines[1:] if line]
+    return {r["svname"]: int(r["stot"]) for r in rows if r["pxname"] == "instances" and r["svname"] in ("one", "two")}
+
+
+def test_two_portal_instances_on_one_postgresql_behind_a_load_balancer(tmp_path):
+    url = new_database()
+    portal = Portal(tmp_path / "portal", url)
+    second_port = free_tcp_port()
+    balancer = None
+    agents = []
+    try:
+        portal.start()
+        portal.start(port=second_port)
+        lb_port, stats = free_tcp_port(), tmp_path / "haproxy.sock"
+        cfg = tmp_path / "haproxy.cfg"
+        cfg.write_text(HAPROXY_CFG.format(socket=stats, port=lb_port, one=portal.port, two=second_port))
+        balancer = subprocess.Popen(["haproxy", "-f", str(cfg), "-db"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        time.sleep(0.5)
+        front = Portal(portal.data_dir, url, port=lb_port)  # what boxes see: the balancer's address
+        expected = {}
+        for site in ("box-1", "box-2", "box-3"):
+            (tmp_path / site).mkdir()
+            office = write_office(tmp_path / site, FAST_CLOUD)
+            assert enroll(office, front, portal.add_site("Fleet", site)).returncode == 0
+            data_dir = office.parent / "var"
+            ids = seed_calls(data_dir, 300)
+            ids += seed_calls(data_dir, 4, recording_seconds=20)
+            expected[site] = {i: sha256_of(data_dir / "recordings" / f"{i}.wav")
+                              if (data_dir / "recordings" / f"{i}.wav").exists() else None for i in ids}
+            agents.append(AgentProcess(office).start())
+        for site, want in expected.items():
+            calls = portal.wait_calls(site, lambda cs: len(cs) == len(want) and sum(bool(c["recording_sha256"]) for c in cs) == 4, 60)
+            assert {c["id"]: c["recording_sha256"] for c in calls} == want
+        served = haproxy_requests(stats)
+        assert served["one"] > 10 and served["two"] > 10, served  # both instances did real work
+    finally:
+        for agent in agents:
+            agent.kill()
+        if balancer:
+            balancer.terminate()
+            balancer.wait(timeout=10)
+        portal.stop()
+        drop_database(url)
