@@ -130,6 +130,11 @@ def cmd_status(args: argparse.Namespace) -> int:
               + (f", {depth['rejected']} refused" if depth["rejected"] else ""))
         if cloud["last_error"]:
             print(f"cloud: last error at {cloud['last_error_at']}: {cloud['last_error']}")
+        if cloud["config"]:
+            remote = cloud["config"]
+            print(f"cloud: config version {remote['version']} from the portal: {remote['state']} at {remote['at']}")
+            for error in remote["errors"] or []:
+                print(f"  {error}")
     return 0
 
 

@@ -3,6 +3,12 @@
 Each service is a child process in its own process group, so stopping kills its workers too,
 and with PR_SET_PDEATHSIG so it dies with the supervisor even after a SIGKILL. A child that
 exits unexpectedly is restarted with back-off; SIGTERM/SIGINT stop everything within 5 s.
+
+SIGHUP (sent by the cloud agent after it installed a config from the portal) re-reads the config
+and applies it once no call is up, restarting only the services whose config changed: Kamailio
+keeps running (and its phones' registrations) unless its own config file changed, since it
+re-reads the routing data itself. If the services do not come up on the new config, the previous
+one (FILE.previous) is put back and started again.
 """
 from __future__ import annotations
 
@@ -15,9 +21,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+import sqlite3
+
 from . import credentials
-from .config import Config
-from .cdr import CdrStore
+from .cloud.remote_config import RUNNING_STATE, SUPERVISOR_PID_ENV, previous_path, sha256_text, write_json
+from .config import Config, InvalidConfig, load
+from .cdr import CdrStore, now
 from .kamailio import render
 from .sipprobe import options_ping
 
@@ -93,14 +102,34 @@ def services(cfg: Config) -> list[Service]:
         Service("cloud", [sys.executable, "-m", "appliance.cli", "cloud", "--config", str(cfg.path)])]
 
 
+def _without_nonce_secret(kamailio_cfg: str) -> str:
+    """Kamailio's config as far as a restart matters: the digest nonce secret is new at each render."""
+    return "\n".join(line for line in kamailio_cfg.splitlines() if '"auth", "secret"' not in line)
+
+
+def calls_in_progress(cfg: Config) -> int:
+    """Calls whose record is still open: what a config change must not cut."""
+    db = sqlite3.connect(f"file:{cfg.data_dir / 'cdr.sqlite'}?mode=ro", uri=True, timeout=5.0)
+    try:
+        return db.execute("SELECT count(*) FROM cdr WHERE ended_at IS NULL").fetchone()[0]
+    finally:
+        db.close()
+
+
 class Supervisor:
     def __init__(self, cfg: Config):
         self.cfg = cfg
         self.services = services(cfg)
         self.stopping = False
+        self.reload_requested = False
+        self.pending: Config | None = None
+        self.waiting_logged = False
 
     def request_stop(self, *_args: object) -> None:
         self.stopping = True
+
+    def request_reload(self, *_args: object) -> None:
+        self.reload_requested = True
 
     def wait_ready(self) -> bool:
         net = self.cfg.network
@@ -117,6 +146,8 @@ class Supervisor:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
+        signal.signal(signal.SIGHUP, self.request_reload)
+        os.environ[SUPERVISOR_PID_ENV] = str(os.getpid())  # the cloud agent signals us after a config push
         for service in self.services:
             service.start()
         if not self.wait_ready():
@@ -124,12 +155,77 @@ class Supervisor:
                 log.error("services did not come up; see the errors above")
             self.stop_all()
             return 1
+        self.record_running("running")
         print("edgepbx ready", flush=True)
         while not self.stopping:
             self.watch()
+            self.reload_when_idle()
             time.sleep(0.2)
         self.stop_all()
         return 0
+
+    # --- a new config -------------------------------------------------------------------
+    def record_running(self, state: str, error: str | None = None) -> None:
+        text = self.cfg.path.read_text(encoding="utf-8")
+        write_json(self.cfg.data_dir / RUNNING_STATE, {"sha256": sha256_text(text), "state": state,
+                                                       "error": error, "at": now()})
+
+    def reload_when_idle(self) -> None:
+        if self.reload_requested:
+            self.reload_requested = False
+            try:
+                self.pending = load(self.cfg.path)
+            except InvalidConfig as exc:
+                log.error("new config not applied, it does not validate:\n%s", exc)
+                self.pending = None
+                return
+            self.waiting_logged = False
+        if self.pending is None:
+            return
+        busy = calls_in_progress(self.cfg)
+        if busy:
+            if not self.waiting_logged:
+                log.info("new config waits for %d call(s) in progress to end", busy)
+                self.waiting_logged = True
+            return
+        new, self.pending = self.pending, None
+        if self.apply(new):
+            self.record_running("applied")
+            return
+        log.error("services did not come up on the new config; putting the previous one back")
+        error = "services did not come up on it (see the box's log); the previous config was put back"
+        previous = previous_path(self.cfg.path)
+        if previous.exists():
+            os.replace(previous, self.cfg.path)
+            self.apply(load(self.cfg.path))
+        self.record_running("rolled_back", error)
+
+    def apply(self, new: Config) -> bool:
+        """Restarts what the new config changes; the cloud agent (which asked) keeps running."""
+        kamailio_cfg = self.cfg.data_dir / "kamailio" / "kamailio.cfg"
+        before = _without_nonce_secret(kamailio_cfg.read_text()) if kamailio_cfg.exists() else ""
+        self.cfg = new
+        fresh = {s.name: s for s in services(new)}  # re-renders kamailio.cfg and routing.json
+        keep = {"cloud"} | ({"kamailio"} if _without_nonce_secret(kamailio_cfg.read_text()) == before else set())
+        kept = [s for s in self.services if s.name in keep and s.name in fresh]
+        for service in self.services:
+            if service not in kept:
+                self.stop_one(service)
+        self.services = kept + [s for name, s in fresh.items() if name not in {k.name for k in kept}]
+        for service in self.services:
+            if service.proc is None:
+                service.start()
+        log.info("config applied: restarted %s", ", ".join(s.name for s in self.services if s not in kept) or "nothing")
+        return self.wait_ready()
+
+    def stop_one(self, service: Service) -> None:
+        service.signal_group(signal.SIGTERM)
+        if service.proc is not None:
+            try:
+                service.proc.wait(timeout=STOP_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in %.0f s; killing it", service.name, STOP_GRACE_SECONDS)
+        service.reap_group()
 
     def watch(self) -> None:
         now = time.monotonic()

@@ -13,7 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session, sessionmaker
 
-from . import fleet, sync
+from . import configs, fleet, sync
 from .fleet import FleetError
 from .storage import Storage
 
@@ -83,8 +83,30 @@ def create_app(sessions: sessionmaker[Session], storage: Storage) -> FastAPI:
 
     @app.post("/api/v1/heartbeat")
     async def heartbeat(request: Request) -> dict:
+        """Answers with the newest config version, so the box pulls only when there is one."""
         body = await json_body(request)
-        await run_in_threadpool(as_site, request, lambda s, site: fleet.record_heartbeat(s, site, body))
+
+        def work(session: Session, site) -> dict:  # noqa: ANN001
+            fleet.record_heartbeat(session, site, body)
+            desired = configs.desired_config(session, site)
+            return {"ok": True, "config_version": desired.version if desired else None}
+        return await run_in_threadpool(as_site, request, work)
+
+    @app.get("/api/v1/config")
+    def config(request: Request) -> dict:
+        def work(session: Session, site) -> dict:  # noqa: ANN001
+            desired = configs.desired_config(session, site)
+            if desired is None:
+                raise FleetError(404, "no config pushed for this site")
+            return {"version": desired.version, "sha256": desired.sha256, "config": desired.text}
+        return as_site(request, work)
+
+    @app.post("/api/v1/config/{version}/result")
+    async def config_result(version: int, request: Request) -> dict:
+        body = await json_body(request)
+        errors = body.get("errors") or []
+        await run_in_threadpool(as_site, request, lambda s, site: configs.report(
+            s, site, version, bool(body.get("applied")), errors if isinstance(errors, list) else [str(errors)]))
         return {"ok": True}
 
     return app

@@ -59,6 +59,31 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_push_config(args: argparse.Namespace) -> int:
+    from .configs import push_config
+
+    text = Path(args.file).read_text(encoding="utf-8")
+    with _sessions(args)() as session:
+        version = push_config(session, args.site, text, check=not args.no_check)
+    print(f"site {args.site}: config version {version} queued; the box pulls it at its next heartbeat")
+    return 0
+
+
+def cmd_configs(args: argparse.Namespace) -> int:
+    from .configs import config_rows
+
+    with _sessions(args)() as session:
+        rows = config_rows(session, args.site)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    for r in rows:
+        print(f"v{r['version']:<4} {r['created_at'][:19]}  {r['state']:<9} {r['sha256'][:12]}")
+        for error in r["errors"]:
+            print(f"       {error}")
+    return 0
+
+
 def cmd_calls(args: argparse.Namespace) -> int:
     from .fleet import site_by_name
     from .sync import site_calls
@@ -112,6 +137,15 @@ def build_parser() -> argparse.ArgumentParser:
     rev = common(sub.add_parser("revoke-site", help="revoke a site's credentials"))
     rev.add_argument("--site", required=True)
     rev.set_defaults(func=cmd_revoke)
+    push = common(sub.add_parser("push-config", help="queue a new office config for a site's box"))
+    push.add_argument("--site", required=True)
+    push.add_argument("--file", required=True, help="the office config (YAML), as `edgepbx check` takes it")
+    push.add_argument("--no-check", action="store_true", help="skip the portal's validation (the box still validates)")
+    push.set_defaults(func=cmd_push_config)
+    cfgs = common(sub.add_parser("configs", help="a site's config versions and what its box said (never their text)"))
+    cfgs.add_argument("--site", required=True)
+    cfgs.add_argument("--json", action="store_true")
+    cfgs.set_defaults(func=cmd_configs)
     calls = common(sub.add_parser("calls", help="a site's calls, oldest first"))
     calls.add_argument("--site", required=True)
     calls.add_argument("--json", action="store_true")

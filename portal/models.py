@@ -122,3 +122,17 @@ class Heartbeat(Base):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     status: Mapped[str] = mapped_column(Text)  # JSON as the box sent it
 
+
+class SiteConfig(Base):
+    """A version of a site's office config pushed from the portal, and what its box said of it."""
+    __tablename__ = "site_config"
+    __table_args__ = (UniqueConstraint("site_id", "version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("site.id"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)  # the YAML (holds SIP passwords: never listed or logged)
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending, applied, rejected
+    errors: Mapped[str | None] = mapped_column(Text)  # JSON list of the box's FILE:LINE: messages
+    reported_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -57,10 +57,12 @@ def upsert_calls(session: Session, site: Site, records: list) -> int:
     if not rows:
         return 0
     dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(Call).values(list(rows.values()))
+    stmt = dialect.insert(Call)
     changing = {f: stmt.excluded[f] for f in CDR_FIELDS if f != "id"} | {
         "started_utc": stmt.excluded.started_utc, "updated_at": stmt.excluded.updated_at}
-    session.execute(stmt.on_conflict_do_update(index_elements=["site_id", "id"], set_=changing))
+    # executemany with the rows as parameters: SQLAlchemy batches them into multi-row statements it
+    # compiles once; .values(rows) compiled a 10,000-parameter statement per batch, 10-18x slower.
+    session.execute(stmt.on_conflict_do_update(index_elements=["site_id", "id"], set_=changing), list(rows.values()))
     session.commit()
     return len(rows)
 

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pjsua2 as pj
 import pytest
 
 from conftest import ROOT, start_pbx, write_office
@@ -311,3 +312,71 @@ def test_two_portal_instances_on_one_postgresql_behind_a_load_balancer(tmp_path)
             balancer.wait(timeout=10)
         portal.stop()
         drop_database(url)
+
+
+def test_a_config_pushed_from_the_portal_applies_after_the_call_in_progress_and_a_bad_one_is_refused(lab, tmp_path):
+    portal = start_portal(tmp_path, "sqlite")
+    (tmp_path / "box").mkdir()
+    office = write_office(tmp_path / "box", FAST_CLOUD)
+    original = office.read_text()
+    assert enroll(office, portal, portal.add_site("Acme", "acme-hq")).returncode == 0
+    pbx = start_pbx(office)
+    try:
+        lab.port = pbx.sip_port
+        a = lab.phone("101", "pw-101-secret", 500.0)
+        b = lab.phone("102", "pw-102-secret", 1300.0)
+        call, _ = talk(lab, a, b)
+        before = {name: pid_of(pbx, name) for name in ("kamailio", "featureserver")}
+
+        pushed = tmp_path / "pushed.yaml"
+        pushed.write_text(original + '  - {number: "106", name: "New hire", password: "pw-106-secret"}\n')
+        assert "version 1 queued" in portal.cli("push-config", "--site", "acme-hq", "--file", str(pushed)).stdout
+        deadline = time.monotonic() + 20
+        while status(office)["config"] is None and time.monotonic() < deadline:
+            lab.poll(0.3)
+        assert status(office)["config"]["state"] == "installed"  # and waits: a call is up
+        lab.poll(3.0)
+        assert call.state == pj.PJSIP_INV_STATE_CONFIRMED and pid_of(pbx, "featureserver") == before["featureserver"]
+        assert "waits for 1 call(s) in progress" in pbx.log_text()
+        call.hangup_now()
+
+        deadline = time.monotonic() + 30
+        while json.loads(portal.cli("configs", "--site", "acme-hq", "--json").stdout)[0]["state"] == "pending":
+            assert time.monotonic() < deadline, pbx.log_text()[-3000:]
+            lab.poll(0.3)
+        [v1] = json.loads(portal.cli("configs", "--site", "acme-hq", "--json").stdout)
+        assert v1["state"] == "applied" and v1["errors"] == [] and "config" not in v1
+        assert office.read_text() == pushed.read_text()
+        assert pid_of(pbx, "featureserver") != before["featureserver"]
+        assert pid_of(pbx, "kamailio") == before["kamailio"]  # registrations kept: 101 and 102 need not re-register
+        new_hire = lab.phone("106", "pw-106-secret", 2100.0)
+        assert new_hire.reg_code == 200
+        talk(lab, new_hire, a, 10)
+        lab.hang_up_everything()
+
+        broken = tmp_path / "broken.yaml"
+        broken.write_text(original + '  - {number: "1", name: "Too short"}\n')
+        refused_here = portal.cli("push-config", "--site", "acme-hq", "--file", str(broken), check=False)
+        assert refused_here.returncode == 2 and "config:" in refused_here.stderr  # the portal checks first
+        portal.cli("push-config", "--site", "acme-hq", "--file", str(broken), "--no-check")
+        deadline = time.monotonic() + 20
+        while (v2 := json.loads(portal.cli("configs", "--site", "acme-hq", "--json").stdout)[0])["state"] == "pending":
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+        assert v2["version"] == 2 and v2["state"] == "rejected"
+        assert any("portal config v2:" in e and "extension" in e for e in v2["errors"]), v2["errors"]
+        assert office.read_text() == pushed.read_text()  # the box kept the good one
+        assert status(office)["config"]["state"] == "rejected"
+        assert "pw-106-secret" not in pbx.log_text() and "pw-106-secret" not in portal.cli("configs", "--site", "acme-hq").stdout
+    finally:
+        lab.release_phones()
+        pbx.stop()
+        close_portal(portal)
+
+
+def pid_of(pbx, service: str) -> int:
+    """The pid the supervisor last logged for a service ("started NAME (pid N)")."""
+    import re
+
+    pids = re.findall(rf"started {service} \(pid (\d+)\)", pbx.log_text())
+    return int(pids[-1])

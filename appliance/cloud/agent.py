@@ -16,10 +16,11 @@ from datetime import datetime
 from pathlib import Path
 
 from .. import wavfix
-from ..config import Config
+from ..config import Config, InvalidConfig, load
 from .client import PortalClient, PortalRefused, PortalUnreachable
 from .link import CloudLink, load_link
 from .outbox import Entry, Outbox
+from .remote_config import check, install, remote_state, running_state, set_remote_state, sha256_text
 from .status import collect_status, write_state
 
 log = logging.getLogger("edgepbx.cloud")
@@ -132,8 +133,49 @@ class Agent:
     # --- what is sent ---------------------------------------------------------------------
     def heartbeat(self) -> None:
         status = collect_status(self.cfg, self.outbox.depth(), time.monotonic() - self.started)
-        self.client.request("POST", "/api/v1/heartbeat", status)
+        remote = remote_state(self.cfg)
+        status["config"] = {"version": remote.get("version"), "state": remote.get("state")}
+        answer = self.client.request("POST", "/api/v1/heartbeat", status)
         self.next_heartbeat = time.monotonic() + self.cfg.cloud.heartbeat_seconds
+        self.follow_config(answer.get("config_version"))
+
+    # --- configs from the portal ----------------------------------------------------------
+    def follow_config(self, desired: int | None) -> None:
+        """Pulls a newer config, checks it like `edgepbx check`, installs it for the supervisor
+        to apply when no call is up, and reports the outcome (never the config's text)."""
+        state = remote_state(self.cfg)
+        if state.get("state") == "installed":
+            self._report_install(state)
+            return
+        if not desired or desired <= (state.get("version") or 0):
+            return
+        answer = self.client.request("GET", "/api/v1/config")
+        version, text = int(answer["version"]), answer["config"]
+        errors = check(self.cfg, version, text)
+        if errors:
+            log.error("config version %d from the portal refused:\n%s", version, "\n".join(errors))
+            set_remote_state(self.cfg, version=version, sha256=sha256_text(text), state="rejected", errors=errors)
+            self.client.request("POST", f"/api/v1/config/{version}/result", {"applied": False, "errors": errors})
+            return
+        log.info("config version %d from the portal installed; it applies when no call is up", version)
+        install(self.cfg, version, text)
+
+    def _report_install(self, state: dict) -> None:
+        running = running_state(self.cfg)
+        version = state["version"]
+        if running.get("sha256") == state["sha256"] and running.get("state") in ("applied", "running"):
+            self.client.request("POST", f"/api/v1/config/{version}/result", {"applied": True, "errors": []})
+            set_remote_state(self.cfg, state="applied", errors=[])
+            log.info("config version %d from the portal applied", version)
+            try:
+                self.cfg = load(self.cfg.path)  # the agent's own settings (cloud:) may have changed too
+                self.throttle = Throttle(self.cfg.cloud.upload_kbps)
+            except InvalidConfig:
+                pass
+        elif running.get("state") == "rolled_back" and running.get("at", "") >= state.get("at", ""):
+            errors = [f"portal config v{version}: {running.get('error')}"]
+            self.client.request("POST", f"/api/v1/config/{version}/result", {"applied": False, "errors": errors})
+            set_remote_state(self.cfg, state="rejected", errors=errors)
 
     def send_cdrs(self) -> bool:
         pending = self.outbox.pending_cdrs(CDR_BATCH)

@@ -88,6 +88,10 @@ def cloud_status(cfg: Config) -> dict:
         outbox = Outbox(cfg.data_dir / "cdr.sqlite")
         depth = outbox.depth()
         outbox.close()
+    from .remote_config import remote_state
+
+    remote = remote_state(cfg)
     return {"enrolled": link is not None, "site": link.site if link else None,
+            "config": {k: remote.get(k) for k in ("version", "state", "errors", "at")} if remote else None,
             "portal_url": link.portal_url if link else None, "last_sync_at": state.get("last_sync_at"),
             "last_error": state.get("last_error"), "last_error_at": state.get("last_error_at"), "outbox": depth}

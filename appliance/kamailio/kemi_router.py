@@ -5,8 +5,10 @@ keepalives, fixes NATed contacts, and bans addresses that keep failing authentic
 call from a phone goes to the feature server (the pjsua2 B2BUA); calls from the feature server go
 to the registered phone. Nothing here knows about call features: that is the feature server's job.
 
-The routing data (extensions, passwords, addresses) is a JSON file written by edgepbx at start;
-its path comes in the EDGEPBX_ROUTING environment variable.
+The routing data (extensions, passwords, addresses) is a JSON file written by edgepbx at start
+and again when a new office config is applied; its path comes in the EDGEPBX_ROUTING environment
+variable. Each Kamailio process re-reads it when it changes (checked at most once a second), so a
+new extension or password takes effect without restarting Kamailio and losing registrations.
 """
 import json
 import os
@@ -23,13 +25,43 @@ EXIT = -255
 SCANNER_AGENTS = ("friendly-scanner", "sipcli", "sipvicious", "sip-scan", "sipsak", "iWar", "VaxSIPUserAgent")
 
 
+RELOAD_CHECK_SECONDS = 1.0
+
+
 def mod_init():
-    with open(os.environ["EDGEPBX_ROUTING"], encoding="utf-8") as fh:
-        return Router(json.load(fh))
+    return Router(os.environ["EDGEPBX_ROUTING"])
 
 
 class Router:
-    def __init__(self, routing: dict):
+    def __init__(self, routing_path: str):
+        self.routing_path = routing_path
+        self.routing_mtime = os.stat(routing_path).st_mtime_ns
+        self.next_check = time.monotonic() + RELOAD_CHECK_SECONDS
+        self.registrations = None  # opened per Kamailio process, on first use
+        self.control = None  # the socket to the feature server's control address, likewise
+        with open(routing_path, encoding="utf-8") as fh:
+            self.load(json.load(fh))
+
+    def reload_if_changed(self):
+        now = time.monotonic()
+        if now < self.next_check:
+            return
+        self.next_check = now + RELOAD_CHECK_SECONDS
+        try:
+            mtime = os.stat(self.routing_path).st_mtime_ns
+            if mtime == self.routing_mtime:
+                return
+            with open(self.routing_path, encoding="utf-8") as fh:
+                routing = json.load(fh)
+            fresh = Router.__new__(Router)
+            fresh.load(routing)  # all or nothing: a broken file leaves the old data in place
+            vars(self).update(vars(fresh))
+            self.routing_mtime = mtime
+            KSR.info("edgepbx: routing data reloaded (%d extensions)\n" % len(self.extensions))
+        except (OSError, ValueError, KeyError) as exc:  # half-written or broken: keep the old data
+            KSR.err("edgepbx: routing data not reloaded: %s\n" % exc)
+
+    def load(self, routing: dict):
         self.realm = routing["realm"]
         self.extensions = routing["extensions"]  # number -> {"password", "name"}
         self.fs_host = routing["feature_server"]["host"]
@@ -42,10 +74,8 @@ class Router:
         edge = routing.get("edge") or {}
         self.edge = (edge.get("host"), int(edge.get("port", 0)))  # this Kamailio: pua's PUBLISHes come from here
         self.flags = routing.get("flags") or {}
-        self.control = None
         registrar = routing.get("trunk_registrar") or {}
         self.trunk_registrar = (registrar.get("host"), int(registrar.get("port", 0)))
-        self.registrations = None  # opened per Kamailio process, on first use
 
     def child_init(self, rank):
         return 0
@@ -53,6 +83,7 @@ class Router:
     # -- request routing -----------------------------------------------------------------
 
     def ksr_request_route(self, msg):
+        self.reload_if_changed()
         method = KSR.pv.get("$rm")
         from_fs = self.from_feature_server()
         trunk = self.trunks.get((KSR.pv.get("$si"), int(KSR.pv.get("$sp"))))

@@ -1,0 +1,76 @@
+"""Office configs pushed from the portal: versioned per site, checked with the box's own
+validator before they are accepted, pulled by the box, and its verdict recorded."""
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from pathlib import Path
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from .db import as_utc
+from .fleet import FleetError, site_by_name
+from .models import Site, SiteConfig, utcnow
+
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def validation_errors(text: str) -> list[str]:
+    """The errors `edgepbx check` would print for this config (as `config:LINE: message`)."""
+    from appliance.config import InvalidConfig, load
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "config"
+        path.write_text(text, encoding="utf-8")
+        try:
+            load(path)
+        except InvalidConfig as exc:
+            return [str(e).replace(str(path), "config") for e in exc.errors]
+    return []
+
+
+def push_config(session: Session, site_name: str, text: str, check: bool = True) -> int:
+    """Stores a new version for the site's box to pull; refuses one that does not validate.
+    `check=False` leaves the checking to the box (a box newer than the portal knows more keys)."""
+    site = site_by_name(session, site_name)
+    if len(text.encode()) > MAX_CONFIG_BYTES:
+        raise FleetError(413, f"a config may be at most {MAX_CONFIG_BYTES} bytes")
+    if check and (errors := validation_errors(text)):
+        raise FleetError(422, "the config does not validate:\n" + "\n".join(errors))
+    for _ in range(3):  # two operators pushing at once: the unique (site, version) decides
+        version = (session.scalar(select(func.max(SiteConfig.version)).where(SiteConfig.site_id == site.id)) or 0) + 1
+        session.add(SiteConfig(site_id=site.id, version=version, text=text,
+                               sha256=hashlib.sha256(text.encode()).hexdigest()))
+        try:
+            session.commit()
+            return version
+        except Exception:  # noqa: BLE001 - IntegrityError from either database driver
+            session.rollback()
+    raise FleetError(409, "another config was pushed at the same moment; push again")
+
+
+def desired_config(session: Session, site: Site) -> SiteConfig | None:
+    return session.scalar(select(SiteConfig).where(SiteConfig.site_id == site.id)
+                          .order_by(SiteConfig.version.desc()).limit(1))
+
+
+def report(session: Session, site: Site, version: int, applied: bool, errors: list[str]) -> None:
+    result = session.execute(update(SiteConfig).where(SiteConfig.site_id == site.id, SiteConfig.version == version)
+                             .values(state="applied" if applied else "rejected",
+                                     errors=json.dumps([str(e)[:500] for e in errors][:100]) if errors else None,
+                                     reported_at=utcnow()))
+    if result.rowcount != 1:
+        session.rollback()
+        raise FleetError(404, f"no config version {version} for this site")
+    session.commit()
+
+
+def config_rows(session: Session, site_name: str) -> list[dict]:
+    """The site's versions, newest first, without their text (it holds passwords)."""
+    site = site_by_name(session, site_name)
+    rows = session.scalars(select(SiteConfig).where(SiteConfig.site_id == site.id).order_by(SiteConfig.version.desc()))
+    return [{"version": r.version, "sha256": r.sha256, "created_at": as_utc(r.created_at).isoformat(),
+             "state": r.state, "errors": json.loads(r.errors) if r.errors else [],
+             "reported_at": as_utc(r.reported_at).isoformat() if r.reported_at else None} for r in rows]
