@@ -63,7 +63,9 @@ COLUMNS = ("id", "sip_call_id", "started_at", "answered_at", "ended_at", "direct
 ADDED_COLUMNS = {"worker": "INTEGER NOT NULL DEFAULT 0", "dst_number": "TEXT", "trunk": "TEXT", "picked_up_by": "TEXT",
                  "transferred_to": "TEXT", "linked_id": "TEXT",
                  # set by the cloud agent once the portal acknowledged the recording's hash
-                 "recording_sha256": "TEXT", "recording_synced_at": "TEXT"}
+                 "recording_sha256": "TEXT", "recording_synced_at": "TEXT",
+                 # set when the file left the box (appliance/recordings.prune)
+                 "recording_pruned_at": "TEXT"}
 
 
 def now() -> str:

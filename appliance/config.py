@@ -197,6 +197,8 @@ class Config:
     data_dir: Path = Path("var")
     network: Network = field(default_factory=Network)
     recording_enabled: bool = True
+    recording_keep_days: int = 30    # synced recordings older than this leave the box (docs/cloud.md)
+    recording_min_free_mb: int = 200  # below this much free space no new call is recorded (CDRs still are)
     no_answer_timeout: int = 30
     max_concurrent_calls: int = 0  # 0 until loaded: as many as network.rtp_ports allow, at most 60
     security: Security = field(default_factory=Security)
@@ -676,8 +678,12 @@ def load(path: str | Path) -> Config:
     if "network" in top:
         _read_network(r, top["network"][1], cfg.network)
     if "recording" in top:
-        rec = r.mapping(top["recording"][1], {"enabled"}, "recording")
+        rec = r.mapping(top["recording"][1], {"enabled", "keep_days", "min_free_mb"}, "recording")
         _apply(rec, "enabled", lambda n: r.boolean(n, "recording.enabled"), lambda v: setattr(cfg, "recording_enabled", v))
+        _apply(rec, "keep_days", lambda n: r.integer(n, "recording.keep_days", 1, 3650),
+               lambda v: setattr(cfg, "recording_keep_days", v))
+        _apply(rec, "min_free_mb", lambda n: r.integer(n, "recording.min_free_mb", 1, 1_000_000),
+               lambda v: setattr(cfg, "recording_min_free_mb", v))
     if "calls" in top:
         calls = r.mapping(top["calls"][1], {"no_answer_timeout", "max_concurrent"}, "calls")
         _apply(calls, "max_concurrent", lambda n: r.integer(n, "calls.max_concurrent", 1, MAX_CONCURRENT_CALLS),

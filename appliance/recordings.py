@@ -1,13 +1,22 @@
-"""Where call recordings live, and their recovery after a crash or power loss."""
+"""Where call recordings live, their recovery after a crash or power loss, and when they leave
+the box (only once the portal holds them, or never if it does not)."""
 from __future__ import annotations
 
 import logging
 import os
-from datetime import datetime
+import shutil
+import sqlite3
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from . import wavfix
-from .cdr import CdrStore
+from .cdr import CdrStore, now
+from .config import Config
+
+MB = 1 << 20
+LOW_WATER_FACTOR = 1.25  # pruning for space frees up to this times recording.min_free_mb, not just past it
 
 log = logging.getLogger(__name__)
 
@@ -41,3 +50,73 @@ def recover_after_crash(store: CdrStore) -> int:
     if orphans:
         log.warning("closed %d call record(s) left open by a crash as failed", len(orphans))
     return len(orphans)
+
+
+def free_mb(cfg: Config) -> float:
+    return shutil.disk_usage(cfg.data_dir).free / MB
+
+
+_last_refusal_alarm = 0.0
+
+
+def room_to_record(cfg: Config) -> bool:
+    """False (with an alarm in the log, at most once a minute) when free space is below
+    recording.min_free_mb: the call goes on unrecorded and its CDR still has room."""
+    global _last_refusal_alarm
+    free = free_mb(cfg)
+    if free >= cfg.recording_min_free_mb:
+        return True
+    if time.monotonic() - _last_refusal_alarm > 60:
+        _last_refusal_alarm = time.monotonic()
+        log.error("ALARM disk low: %.0f MB free on %s, below recording.min_free_mb %d; calls are not recorded "
+                  "until space is freed (synced recordings are pruned first)", free, cfg.data_dir, cfg.recording_min_free_mb)
+    return False
+
+
+def low_on_space(cfg: Config) -> bool:
+    return free_mb(cfg) < cfg.recording_min_free_mb * LOW_WATER_FACTOR
+
+
+@dataclass
+class Pruned:
+    by_age: int = 0
+    for_space: int = 0
+    still_low: bool = False
+
+
+def prune(cfg: Config, enrolled: bool) -> Pruned:
+    """Deletes recordings the box no longer needs, oldest first: synced ones past
+    recording.keep_days, then, while free space is under the low-water mark, synced ones of any
+    age. A recording the portal has not acknowledged is never deleted, unless the box has no
+    portal at all (not enrolled): then keep_days applies to every recording."""
+    result = Pruned()
+    db = sqlite3.connect(str(cfg.data_dir / "cdr.sqlite"), timeout=10.0, isolation_level=None)
+    try:
+        cutoff = (datetime.now().astimezone() - timedelta(days=cfg.recording_keep_days)).isoformat(timespec="milliseconds")
+        deletable = "recording_synced_at IS NOT NULL" if enrolled else "1"
+        rows = db.execute(f"SELECT id, recording, started_at FROM cdr WHERE recording IS NOT NULL AND ended_at IS NOT NULL "
+                          f"AND recording_pruned_at IS NULL AND {deletable} ORDER BY started_at, rowid").fetchall()
+        for cdr_id, path, started_at in rows:
+            old = datetime.fromisoformat(started_at) < datetime.fromisoformat(cutoff)
+            short = low_on_space(cfg)
+            if not old and not short:
+                break  # rows are oldest first: the rest are younger and there is room
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.error("could not delete recording %s: %s", path, exc)
+                continue
+            db.execute("UPDATE cdr SET recording_pruned_at = ? WHERE id = ?", (now(), cdr_id))
+            if old:
+                result.by_age += 1
+            else:
+                result.for_space += 1
+        result.still_low = free_mb(cfg) < cfg.recording_min_free_mb
+    finally:
+        db.close()
+    if result.by_age or result.for_space:
+        log.info("pruned %d recording(s) past recording.keep_days and %d for space (all %s)", result.by_age,
+                 result.for_space, "synced to the portal" if enrolled else "kept their days; no portal enrolled")
+    return result

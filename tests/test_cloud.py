@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -380,3 +381,86 @@ def pid_of(pbx, service: str) -> int:
 
     pids = re.findall(rf"started {service} \(pid (\d+)\)", pbx.log_text())
     return int(pids[-1])
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 48 MB file system (tmpfs) for the box's data_dir, so 'disk full' is the kernel's."""
+    var = tmp_path / "box" / "var"
+    var.mkdir(parents=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(var)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.fail(f"cannot mount a 48 MB tmpfs for the low-disk test (root needed): {mounted.stderr}", pytrace=False)
+    yield var
+    subprocess.run(["umount", "-l", str(var)], capture_output=True)
+
+
+def fill_until_free(var: Path, free_mb: float) -> Path:
+    filler = var / "filler.bin"
+    current = filler.stat().st_size if filler.exists() else 0
+    target = current + shutil.disk_usage(var).free - int(free_mb * (1 << 20))
+    with open(filler, "ab") as fh:
+        fh.truncate(max(0, target))
+    with open(filler, "r+b") as fh:  # tmpfs allocates on write: touch every page
+        for offset in range(current, max(0, target), 4096):
+            fh.seek(offset)
+            fh.write(b"\0")
+    return filler
+
+
+def test_low_disk_deletes_the_oldest_synced_recordings_first_never_an_unsynced_one_and_refuses_to_record(
+        lab, tmp_path, small_disk):
+    portal = start_portal(tmp_path, "sqlite")
+    office = write_office(tmp_path / "box", FAST_CLOUD + "\nrecording: {enabled: true, min_free_mb: 12}")
+    assert enroll(office, portal, portal.add_site("Acme", "acme-hq")).returncode == 0
+    synced = seed_calls(small_disk, 6, recording_seconds=60)  # 1.9 MB each, oldest first
+    pbx = start_pbx(office)
+    try:
+        portal.wait_calls("acme-hq", lambda cs: sum(bool(c["recording_sha256"]) for c in cs) == 6, 60)
+        portal.stop()  # from now on nothing more is synced
+        unsynced = seed_calls(small_disk, 4, recording_seconds=60)
+        unsynced_hashes = {i: sha256_of(small_disk / "recordings" / f"{i}.wav") for i in unsynced}
+        exists = lambda ids: [(small_disk / "recordings" / f"{i}.wav").exists() for i in ids]  # noqa: E731
+
+        filler = fill_until_free(small_disk, 8)  # under the low-water mark (12 MB x 1.25)
+        deadline = time.monotonic() + 15
+        while exists(synced)[3] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert exists(synced) == [False] * 4 + [True] * 2  # oldest first, and only as many as needed
+        assert all(exists(unsynced))
+
+        fill_until_free(small_disk, 5)  # worse than the synced ones can fix
+        deadline = time.monotonic() + 15
+        while "no synced recording left to delete" not in pbx.log_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "ALARM disk low" in pbx.log_text() and not any(exists(synced)) and all(exists(unsynced))
+
+        lab.port = pbx.sip_port
+        a = lab.phone("101", "pw-101-secret", 500.0)
+        b = lab.phone("102", "pw-102-secret", 1300.0)
+        call, _ = talk(lab, a, b)
+        lab.poll(1.0)
+        call.hangup_now()
+        seeded = set(synced + unsynced)
+        unrecorded = pbx.wait_cdr(lambda r: r["id"] not in seeded)
+        assert unrecorded["disposition"] == "answered" and unrecorded["recording"] is None
+        assert "calls are not recorded until space is freed" in pbx.log_text()
+
+        filler.unlink()
+        deadline = time.monotonic() + 15
+        while "disk space recovered" not in pbx.log_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        call, _ = talk(lab, a, b)
+        lab.poll(1.0)
+        call.hangup_now()
+        recorded = pbx.wait_cdr(lambda r: r["id"] not in seeded and r["id"] != unrecorded["id"])
+        assert recorded["recording"] and Path(recorded["recording"]).exists()
+
+        portal.start()  # the portal is back: what was never synced arrives intact
+        calls = portal.wait_calls("acme-hq", lambda cs: all(c["recording_sha256"] for c in cs if c["id"] in unsynced_hashes)
+                                  and len(cs) >= 12, 60)
+        assert {c["id"]: c["recording_sha256"] for c in calls if c["id"] in unsynced_hashes} == unsynced_hashes
+    finally:
+        lab.release_phones()
+        pbx.stop()
+        close_portal(portal)

@@ -11,11 +11,13 @@ import hashlib
 import logging
 import random
 import signal
+import sqlite3
 import time
 from datetime import datetime
 from pathlib import Path
 
 from .. import wavfix
+from ..recordings import free_mb, low_on_space, prune
 from ..config import Config, InvalidConfig, load
 from .client import PortalClient, PortalRefused, PortalUnreachable
 from .link import CloudLink, load_link
@@ -31,6 +33,8 @@ UNCLOSED_GRACE_SECONDS = 60  # a recording still open this long after its call e
 IDLE_POLL_SECONDS = 1.0
 NOT_ENROLLED_POLL_SECONDS = 5.0
 MAX_RECORDING_ATTEMPTS = 5
+PRUNE_SECONDS = 60.0
+SPACE_CHECK_SECONDS = 2.0
 
 
 class Throttle:
@@ -61,12 +65,16 @@ class Agent:
         self.started = time.monotonic()
         self.state: dict = {"last_sync_at": None, "last_error": None, "last_error_at": None}
         self.hashes: dict[tuple[str, float, int], str] = {}
+        self.next_prune = 0.0
+        self.next_space_check = 0.0
+        self.disk_alarm = False
 
     # --- the loop -------------------------------------------------------------------------
     def run(self) -> None:
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "stopping", True))
         backoff = 0.0
         while not self.stopping:
+            self.housekeeping()
             if not self._linked():
                 self._sleep(NOT_ENROLLED_POLL_SECONDS)
                 continue
@@ -89,6 +97,28 @@ class Agent:
                 else:
                     self._sleep(5.0)
         self.outbox.close()
+
+    def housekeeping(self) -> None:
+        """Recordings the box no longer needs leave it (appliance/recordings.prune): once a
+        minute, and within seconds when free space falls under the low-water mark."""
+        now = time.monotonic()
+        if now < self.next_prune and not (now >= self.next_space_check and low_on_space(self.cfg)):
+            return
+        self.next_prune = now + PRUNE_SECONDS
+        self.next_space_check = now + SPACE_CHECK_SECONDS
+        enrolled = load_link(self.cfg.data_dir) is not None
+        try:
+            pruned = prune(self.cfg, enrolled)
+        except (OSError, sqlite3.Error) as exc:
+            log.error("pruning recordings failed: %s", exc)
+            return
+        if pruned.still_low and not self.disk_alarm:
+            log.error("ALARM disk low: %.0f MB free on %s and no %srecording left to delete; new calls are not "
+                      "recorded%s", free_mb(self.cfg), self.cfg.data_dir, "synced " if enrolled else "",
+                      " until the portal has the pending ones" if enrolled else "")
+        elif self.disk_alarm and not pruned.still_low:
+            log.info("disk space recovered: %.0f MB free; calls are recorded again", free_mb(self.cfg))
+        self.disk_alarm = pruned.still_low
 
     def _sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import pjsua2 as pj
 
+from ..recordings import room_to_record
+
 if TYPE_CHECKING:
     from .server import FeatureServer
     from .transfer import Transfer
@@ -458,7 +460,7 @@ class CallPair:
     # -- media ----------------------------------------------------------------------------
 
     def start_recording(self) -> None:
-        if not self.server.cfg.recording_enabled:
+        if not self.server.cfg.recording_enabled or not room_to_record(self.server.cfg):
             return
         path = self.server.new_recording_path(self.cdr_id, self.src, self.dst)
         try:
