@@ -13,7 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session, sessionmaker
 
-from . import configs, fleet, sync
+from . import configs, fleet, phones, sync
 from .fleet import FleetError
 from .storage import Storage
 
@@ -83,13 +83,15 @@ def create_app(sessions: sessionmaker[Session], storage: Storage) -> FastAPI:
 
     @app.post("/api/v1/heartbeat")
     async def heartbeat(request: Request) -> dict:
-        """Answers with the newest config version, so the box pulls only when there is one."""
+        """Answers with the newest config version (the box pulls only when there is a newer one)
+        and the operator's pending phone actions."""
         body = await json_body(request)
 
         def work(session: Session, site) -> dict:  # noqa: ANN001
             fleet.record_heartbeat(session, site, body)
             desired = configs.desired_config(session, site)
-            return {"ok": True, "config_version": desired.version if desired else None}
+            return {"ok": True, "config_version": desired.version if desired else None,
+                    "phone_actions": phones.hand_out(session, site)}
         return await run_in_threadpool(as_site, request, work)
 
     @app.get("/api/v1/config")
@@ -107,6 +109,14 @@ def create_app(sessions: sessionmaker[Session], storage: Storage) -> FastAPI:
         errors = body.get("errors") or []
         await run_in_threadpool(as_site, request, lambda s, site: configs.report(
             s, site, version, bool(body.get("applied")), errors if isinstance(errors, list) else [str(errors)]))
+        return {"ok": True}
+
+    @app.post("/api/v1/phone-actions/{action_id}/result")
+    async def phone_action_result(action_id: int, request: Request) -> dict:
+        body = await json_body(request)
+        code = body.get("code")
+        await run_in_threadpool(as_site, request, lambda s, site: phones.record_result(
+            s, site, action_id, code if isinstance(code, int) else None, str(body.get("detail", ""))))
         return {"ok": True}
 
     return app

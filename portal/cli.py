@@ -84,6 +84,32 @@ def cmd_configs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_phones(args: argparse.Namespace) -> int:
+    from .phones import site_phones
+
+    with _sessions(args)() as session:
+        rows = site_phones(session, args.site)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    print(f"{'mac':<13} {'vendor':<12} {'model':<8} {'ext':<6} {'registered':<10} {'last fetch':<20} last action")
+    for r in rows:
+        action = r["last_action"]
+        print(f"{r['mac']:<13} {r['vendor'] or '?':<12} {r['model'] or '?':<8} {r['extension'] or '-':<6} "
+              f"{'yes' if r['registered'] else 'no':<10} {(r['last_fetch_at'] or '-')[:19]:<20} "
+              + (f"{action['action']} {action['state']}: {action['result'] or ''}" if action else "-"))
+    return 0
+
+
+def cmd_phone_action(args: argparse.Namespace) -> int:
+    from .phones import request_action
+
+    with _sessions(args)() as session:
+        request_action(session, args.site, args.mac, args.action)
+    print(f"site {args.site}: {args.action} of phone {args.mac} queued; the box sends it at its next heartbeat")
+    return 0
+
+
 def cmd_calls(args: argparse.Namespace) -> int:
     from .fleet import site_by_name
     from .sync import site_calls
@@ -146,6 +172,15 @@ def build_parser() -> argparse.ArgumentParser:
     cfgs.add_argument("--site", required=True)
     cfgs.add_argument("--json", action="store_true")
     cfgs.set_defaults(func=cmd_configs)
+    phones = common(sub.add_parser("phones", help="a site's phones as its box last reported them"))
+    phones.add_argument("--site", required=True)
+    phones.add_argument("--json", action="store_true")
+    phones.set_defaults(func=cmd_phones)
+    act = common(sub.add_parser("phone-action", help="make a site's phone re-fetch its config or reboot"))
+    act.add_argument("--site", required=True)
+    act.add_argument("--mac", required=True)
+    act.add_argument("--action", required=True, choices=("resync", "reboot"))
+    act.set_defaults(func=cmd_phone_action)
     calls = common(sub.add_parser("calls", help="a site's calls, oldest first"))
     calls.add_argument("--site", required=True)
     calls.add_argument("--json", action="store_true")

@@ -136,3 +136,17 @@ class SiteConfig(Base):
     state: Mapped[str] = mapped_column(String(16), default="pending")  # pending, applied, rejected
     errors: Mapped[str | None] = mapped_column(Text)  # JSON list of the box's FILE:LINE: messages
     reported_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class PhoneAction(Base):
+    """An operator's request that a site's phone re-fetch its config or reboot, and its outcome."""
+    __tablename__ = "phone_action"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("site.id"), index=True)
+    mac: Mapped[str] = mapped_column(String(12))
+    action: Mapped[str] = mapped_column(String(16))  # resync, reboot
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending, sent, done, failed
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    result: Mapped[str | None] = mapped_column(Text)  # what the box says the phone answered
+    done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

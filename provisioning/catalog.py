@@ -31,6 +31,7 @@ class Vendor:
     models: dict[str, dict]
     mac_case: str
     folder: Path
+    notify: dict[str, str]  # action (resync, reboot) -> the SIP NOTIFY Event header value
 
     def matches(self, filename: str) -> list[tuple[FileRule, dict[str, str]]]:
         """Every rule whose pattern matches the whole file name (case-insensitive), with its groups."""
@@ -53,7 +54,8 @@ def _load(folder: Path) -> Vendor:
         format=meta["format"],
         files=tuple(FileRule(re.compile(f["pattern"], re.IGNORECASE), f["kind"], f["template"]) for f in meta["files"]),
         key_types=tuple(meta["key_types"]), models={str(k): v for k, v in meta["models"].items()},
-        mac_case=meta.get("mac_case", "lower"), folder=folder)
+        mac_case=meta.get("mac_case", "lower"), folder=folder,
+        notify=dict(meta.get("notify") or {"resync": "check-sync;reboot=false", "reboot": "check-sync;reboot=true"}))
 
 
 @functools.cache

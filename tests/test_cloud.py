@@ -464,3 +464,55 @@ def test_low_disk_deletes_the_oldest_synced_recordings_first_never_an_unsynced_o
         lab.release_phones()
         pbx.stop()
         close_portal(portal)
+
+
+def test_an_operator_reboots_a_phone_from_the_portal_with_its_vendors_notify(tmp_path):
+    from sipp import free_udp_port, run_sipp
+
+    portal = start_portal(tmp_path, "sqlite")
+    (tmp_path / "box").mkdir()
+    office = write_office(tmp_path / "box", FAST_CLOUD, extensions="\n".join([
+        '  - {number: "101", name: "Reception", password: "pw-101-secret"}',
+        '  - {number: "102", name: "Sales", password: "pw-102-secret",'
+        ' phone: {mac: "80:5E:C0:11:22:33", vendor: yealink, model: T46U}}']))
+    assert enroll(office, portal, portal.add_site("Acme", "acme-hq")).returncode == 0
+    pbx = start_pbx(office)
+    phone_port = free_udp_port()
+    try:
+        registered = run_sipp("register.xml", tmp_path, pbx.sip_port, service="102", user="102",
+                              password="pw-102-secret", local_port=phone_port)
+        assert registered.returncode == 0, registered.output
+        deadline = time.monotonic() + 15
+        while True:  # the next heartbeat reports the phone, registered
+            phones = json.loads(portal.cli("phones", "--site", "acme-hq", "--json").stdout)
+            if phones and phones[0]["registered"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert [(p["mac"], p["vendor"], p["model"], p["extension"], p["registered"]) for p in phones] == [
+            ("805ec0112233", "yealink", "T46U", "102", True)]
+
+        phone = subprocess.Popen(["sipp", "-sf", "sipp/phone_notify.xml", "-m", "1", "-nostdin", "-i", "127.0.0.1",
+                                  "-p", str(phone_port), "-timeout", "30s", "-timeout_error", "-trace_msg",
+                                  "-message_file", str(tmp_path / "phone.messages")],
+                                 cwd=Path(__file__).parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        portal.cli("phone-action", "--site", "acme-hq", "--mac", "80:5E:C0:11:22:33", "--action", "reboot")
+        assert phone.wait(timeout=30) == 0
+        seen = (tmp_path / "phone.messages").read_text()
+        assert "Event: check-sync;reboot=true" in seen and "X-Edgepbx-Box" not in seen  # Kamailio strips the token
+        deadline = time.monotonic() + 15
+        while (action := json.loads(portal.cli("phones", "--site", "acme-hq", "--json").stdout)[0]["last_action"]
+               )["state"] in ("pending", "sent") and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert action["state"] == "done" and "200" in action["result"] and "check-sync;reboot=true" in action["result"]
+
+        portal.cli("phone-action", "--site", "acme-hq", "--mac", "001565999999", "--action", "resync")
+        db = sqlite3.connect(portal.data_dir / "portal.sqlite")
+        deadline = time.monotonic() + 15
+        while (unknown := db.execute("SELECT state, result FROM phone_action WHERE mac = '001565999999'").fetchone()
+               )[0] in ("pending", "sent") and time.monotonic() < deadline:
+            time.sleep(0.3)
+        db.close()
+        assert unknown[0] == "failed" and "no such phone" in unknown[1]
+    finally:
+        pbx.stop()
+        close_portal(portal)

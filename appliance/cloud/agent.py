@@ -22,6 +22,7 @@ from ..config import Config, InvalidConfig, load
 from .client import PortalClient, PortalRefused, PortalUnreachable
 from .link import CloudLink, load_link
 from .outbox import Entry, Outbox
+from .phones import ACTIONS, notify_event, phone_list, send_notify
 from .remote_config import check, install, remote_state, running_state, set_remote_state, sha256_text
 from .status import collect_status, write_state
 
@@ -165,9 +166,28 @@ class Agent:
         status = collect_status(self.cfg, self.outbox.depth(), time.monotonic() - self.started)
         remote = remote_state(self.cfg)
         status["config"] = {"version": remote.get("version"), "state": remote.get("state")}
+        status["phones"] = phone_list(self.cfg)
         answer = self.client.request("POST", "/api/v1/heartbeat", status)
         self.next_heartbeat = time.monotonic() + self.cfg.cloud.heartbeat_seconds
+        for action in answer.get("phone_actions") or []:
+            self.phone_action(action, status["phones"])
         self.follow_config(answer.get("config_version"))
+
+    def phone_action(self, action: dict, phones: list[dict]) -> None:
+        """An operator's resync or reboot: the NOTIFY the phone's vendor understands, and the
+        phone's answer back to the portal."""
+        phone = next((p for p in phones if p["mac"] == action.get("mac")), None)
+        if action.get("action") not in ACTIONS:
+            code, detail = None, f"unknown action {action.get('action')!r}"
+        elif phone is None or not phone["extension"]:
+            code, detail = None, "no such phone on this box (or it has no extension)"
+        else:
+            event = notify_event(phone["vendor"], action["action"])
+            code, detail = send_notify(self.cfg, phone["extension"], event)
+            detail = f"NOTIFY Event: {event} to {phone['extension']}: " + (f"{code} {detail}" if code else detail)
+        log.info("phone %s %s: %s", action.get("mac"), action.get("action"), detail)
+        self.client.request("POST", f"/api/v1/phone-actions/{int(action['id'])}/result",
+                            {"code": code, "detail": detail})
 
     # --- configs from the portal ----------------------------------------------------------
     def follow_config(self, desired: int | None) -> None:

@@ -74,6 +74,7 @@ class Router:
         edge = routing.get("edge") or {}
         self.edge = (edge.get("host"), int(edge.get("port", 0)))  # this Kamailio: pua's PUBLISHes come from here
         self.flags = routing.get("flags") or {}
+        self.box_token = routing.get("box_token")
         registrar = routing.get("trunk_registrar") or {}
         self.trunk_registrar = (registrar.get("host"), int(registrar.get("port", 0)))
 
@@ -122,6 +123,9 @@ class Router:
         if method in ("SUBSCRIBE", "PUBLISH"):
             self.presence(method)
             return 1
+        if method == "NOTIFY" and self.from_box_agent():
+            self.notify_phone()
+            return 1
         if method != "INVITE":
             KSR.sl.sl_send_reply(405, "Method Not Allowed")
             return 1
@@ -140,6 +144,21 @@ class Router:
 
     def from_feature_server(self) -> bool:
         return KSR.pv.get("$si") == self.fs_host and int(KSR.pv.get("$sp")) == self.fs_port
+
+    def from_box_agent(self) -> bool:
+        """The cloud agent's NOTIFY to a phone: from this box's own address, with the token only
+        the box's processes can read (routing.json, 0600)."""
+        token = KSR.hdr.get("X-Edgepbx-Box")
+        return bool(self.box_token) and token == self.box_token and KSR.pv.get("$si") == self.edge[0]
+
+    def notify_phone(self):
+        """Relays the agent's check-sync/resync/reboot NOTIFY to where the phone registered from
+        (through its NAT binding, from Kamailio's own socket)."""
+        KSR.hdr.remove("X-Edgepbx-Box")
+        if KSR.registrar.lookup("location") < 0:
+            KSR.sl.sl_send_reply(404, "Not Registered")
+            return
+        self.relay()
 
     def from_trunk_registrar(self) -> bool:
         return (KSR.pv.get("$si"), int(KSR.pv.get("$sp"))) == self.trunk_registrar

@@ -149,6 +149,8 @@ def routing_data(cfg: Config, passwords: dict[str, str], direct_routing: bool = 
         "trunks": [{"name": t.name, "ip": _resolve(t.host), "port": t.port} for t in cfg.trunks],
         "extensions": {e.number: {"password": passwords[e.number], "name": e.name} for e in cfg.extensions},
         "edge": {"host": cfg.network.bind, "port": cfg.network.sip_port},
+        # Proves a NOTIFY for a phone (re-fetch, reboot) comes from the box's own cloud agent.
+        "box_token": secrets.token_hex(16),
         "flags": {"publish": FLAG_PUBLISH, "no_caller_publish": FLAG_NO_CALLER_PUBLISH,
                   "no_callee_publish": FLAG_NO_CALLEE_PUBLISH},
     }
