@@ -154,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = common(sub.add_parser("run", help="serve the sync API"))
     run.add_argument("--port", type=int, required=True)
     run.add_argument("--bind", default="127.0.0.1")
-    run.add_argument("--storage", help="recordings: a directory (default DATA_DIR/objects)")
+    run.add_argument("--storage", help="recordings: a directory (default DATA_DIR/objects) or s3://BUCKET[/PREFIX] "
+                                       "(endpoint and keys from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...)")
     run.set_defaults(func=cmd_run)
     add = common(sub.add_parser("add-site", help="create a site (and its organisation); prints its enrolment code"))
     add.add_argument("--org", required=True)

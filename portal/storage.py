@@ -1,5 +1,6 @@
 """Where recordings' bytes live, by content hash: a local directory shared by every portal
-instance. The database only says which site holds which hash.
+instance (default), or S3-compatible object storage (portal/s3.py). The database only says which
+site holds which hash.
 """
 from __future__ import annotations
 
@@ -56,7 +57,10 @@ def staged_file(storage: Storage) -> tuple[BinaryIO, Path]:
 
 
 def open_storage(spec: str | None, data_dir: Path) -> Storage:
-    """`spec`: None (data_dir/objects) or a directory."""
+    """`spec`: None (data_dir/objects), a directory, or s3://BUCKET[/PREFIX] (portal/s3.py)."""
+    if spec and spec.startswith("s3://"):
+        from .s3 import S3Storage
+        return S3Storage.from_url(spec, data_dir)
     return LocalStorage(Path(spec) if spec else data_dir / "objects")
 
 

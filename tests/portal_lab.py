@@ -80,6 +80,8 @@ class Portal:
     database_url: str | None
     port: int = field(default_factory=free_tcp_port)
     procs: list[subprocess.Popen] = field(default_factory=list)
+    storage: str | None = None  # --storage (default: DATA_DIR/objects)
+    env: dict[str, str] = field(default_factory=dict)  # e.g. the S3 endpoint and keys
 
     @property
     def url(self) -> str:
@@ -94,8 +96,10 @@ class Portal:
         log = self.data_dir.parent / f"portal-{port}.log"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         fh = open(log, "a")
-        proc = subprocess.Popen(PORTAL + ["run", "--port", str(port)] + self._db_args(), stdout=fh,
-                                stderr=subprocess.STDOUT, cwd=ROOT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        storage = ["--storage", self.storage] if self.storage else []
+        proc = subprocess.Popen(PORTAL + ["run", "--port", str(port)] + self._db_args() + storage, stdout=fh,
+                                stderr=subprocess.STDOUT, cwd=ROOT,
+                                env=dict(os.environ, PYTHONUNBUFFERED="1", **self.env))
         self.procs.append(proc)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -209,3 +213,41 @@ class AgentProcess:
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")
+
+
+S3_KEYS = {"AWS_ACCESS_KEY_ID": "edgepbx-test", "AWS_SECRET_ACCESS_KEY": "edgepbx-test-secret",
+           "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+class S3Server:
+    """moto's S3 server (PyPI `moto[server]`) on a loopback port: Debian 12 packages no
+    S3-compatible server, and Debian's rclone is built without `serve s3` (docs/cloud.md)."""
+
+    def __init__(self, workdir: Path):
+        self.port = free_tcp_port()
+        self.log = workdir / "s3.log"
+        self.proc = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1",
+                                      "-p", str(self.port)], stdout=open(self.log, "w"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"moto_server did not start: {self.log.read_text()[-2000:]}")
+
+    @property
+    def env(self) -> dict[str, str]:
+        return dict(S3_KEYS, AWS_ENDPOINT_URL=f"http://127.0.0.1:{self.port}")
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                            aws_access_key_id=S3_KEYS["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=S3_KEYS["AWS_SECRET_ACCESS_KEY"])
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import ROOT, start_pbx, write_office
 from phones import background_calls, talk
-from portal_lab import (EDGEPBX, AgentProcess, Portal, close_portal, drop_database, enroll, free_tcp_port, new_database, seed_calls,
+from portal_lab import (EDGEPBX, AgentProcess, S3Server, Portal, close_portal, drop_database, enroll, free_tcp_port, new_database, seed_calls,
                         start_portal)
 
 FAST_CLOUD = "cloud: {heartbeat_seconds: 2, retry_max_seconds: 2, upload_kbps: 0}"
@@ -516,3 +516,33 @@ def test_an_operator_reboots_a_phone_from_the_portal_with_its_vendors_notify(tmp
     finally:
         pbx.stop()
         close_portal(portal)
+
+
+def test_recordings_go_to_s3_compatible_storage_checked_by_their_hash(tmp_path):
+    s3 = S3Server(tmp_path)
+    s3.client().create_bucket(Bucket="recordings")
+    portal = Portal(tmp_path / "portal", new_database(), storage="s3://recordings/fleet", env=s3.env)
+    agent = None
+    try:
+        portal.start()
+        (tmp_path / "box").mkdir()
+        office = write_office(tmp_path / "box", FAST_CLOUD)
+        assert enroll(office, portal, portal.add_site("Acme", "acme-hq")).returncode == 0
+        data_dir = office.parent / "var"
+        ids = seed_calls(data_dir, 3, recording_seconds=5)
+        agent = AgentProcess(office).start()
+        calls = portal.wait_calls("acme-hq", lambda cs: len(cs) == 3 and all(c["recording_sha256"] for c in cs), 30)
+        client = s3.client()
+        for call in calls:
+            assert call["id"] in ids
+            sha = call["recording_sha256"]
+            stored = client.get_object(Bucket="recordings", Key=f"fleet/recordings/{sha[:2]}/{sha}.wav")["Body"].read()
+            assert hashlib.sha256(stored).hexdigest() == sha == sha256_of(data_dir / "recordings" / f"{call['id']}.wav")
+        assert not list((portal.data_dir / "objects").rglob("*.wav"))  # the bytes are in S3 only
+        assert not list((portal.data_dir / "staging").iterdir())  # nothing left half-way on the portal's disk
+    finally:
+        if agent:
+            agent.kill()
+        portal.stop()
+        drop_database(portal.database_url)
+        s3.stop()
