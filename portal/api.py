@@ -90,8 +90,10 @@ def create_app(sessions: sessionmaker[Session], storage: Storage) -> FastAPI:
         def work(session: Session, site) -> dict:  # noqa: ANN001
             fleet.record_heartbeat(session, site, body)
             desired = configs.desired_config(session, site)
-            return {"ok": True, "config_version": desired.version if desired else None,
-                    "phone_actions": phones.hand_out(session, site)}
+            answer = {"ok": True, "config_version": desired.version if desired else None,
+                      "phone_actions": phones.hand_out(session, site)}
+            session.commit()  # one transaction for the whole heartbeat
+            return answer
         return await run_in_threadpool(as_site, request, work)
 
     @app.get("/api/v1/config")

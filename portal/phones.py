@@ -44,7 +44,8 @@ def request_action(session: Session, site_name: str, mac: str, action: str) -> i
 
 
 def hand_out(session: Session, site: Site) -> list[dict]:
-    """Pending actions for the box that just sent a heartbeat; each is handed out once."""
+    """Pending actions for the box that just sent a heartbeat (in its transaction); each is
+    handed out once."""
     pending = session.scalars(select(PhoneAction).where(PhoneAction.site_id == site.id,
                                                         PhoneAction.state == "pending")).all()
     handed = []
@@ -53,7 +54,6 @@ def hand_out(session: Session, site: Site) -> list[dict]:
                                 .values(state="sent", sent_at=utcnow()))
         if taken.rowcount == 1:  # another instance may have handed it out in the same instant
             handed.append({"id": action.id, "mac": action.mac, "action": action.action})
-    session.commit()
     return handed
 
 

@@ -251,3 +251,52 @@ class S3Server:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=10)
+
+
+class Balancer:
+    """HAProxy round-robin in front of portal instances: what a provider's load balancer does."""
+
+    def __init__(self, workdir: Path, ports: list[int], close_each_request: bool = False, maxconn: int = 4000):
+        self.port = free_tcp_port()
+        self.stats = workdir / "haproxy.sock"
+        servers = "\n".join(f"    server portal{i} 127.0.0.1:{port}" for i, port in enumerate(ports))
+        config = workdir / "haproxy.cfg"
+        config.write_text(f"""global
+    maxconn {maxconn}
+    stats socket {self.stats} mode 600 level admin
+defaults
+    mode http
+    {"option httpclose" if close_each_request else "option http-keep-alive"}
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+frontend portal
+    bind 127.0.0.1:{self.port}
+    maxconn {maxconn}
+    default_backend instances
+backend instances
+    balance roundrobin
+{servers}
+""")
+        self.proc = subprocess.Popen(["haproxy", "-f", str(config), "-db"], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while not self.stats.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def requests(self) -> dict[str, int]:
+        """Requests each instance has served, from HAProxy's stats socket."""
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(self.stats))
+            s.sendall(b"show stat\n")
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        lines = data.decode().splitlines()
+        header = lines[0].lstrip("# ").split(",")
+        rows = [dict(zip(header, line.split(","))) for line in lines[1:] if line]
+        return {r["svname"]: int(r["stot"]) for r in rows if r["pxname"] == "instances" and r["svname"].startswith("portal")}
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)

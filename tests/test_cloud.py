@@ -17,7 +17,7 @@ import pytest
 
 from conftest import ROOT, start_pbx, write_office
 from phones import background_calls, talk
-from portal_lab import (EDGEPBX, AgentProcess, S3Server, Portal, close_portal, drop_database, enroll, free_tcp_port, new_database, seed_calls,
+from portal_lab import (EDGEPBX, AgentProcess, Balancer, S3Server, Portal, close_portal, drop_database, enroll, free_tcp_port, new_database, seed_calls,
                         start_portal)
 
 FAST_CLOUD = "cloud: {heartbeat_seconds: 2, retry_max_seconds: 2, upload_kbps: 0}"
@@ -240,40 +240,6 @@ def test_a_revoked_site_is_refused_and_its_box_keeps_what_it_could_not_send(sqli
         agent.kill()
 
 
-HAPROXY_CFG = """global
-    maxconn 2000
-    stats socket {socket} mode 600 level admin
-defaults
-    mode http
-    option httpclose
-    timeout connect 2s
-    timeout client 60s
-    timeout server 60s
-frontend portal
-    bind 127.0.0.1:{port}
-    default_backend instances
-backend instances
-    balance roundrobin
-    server one 127.0.0.1:{one}
-    server two 127.0.0.1:{two}
-"""
-
-
-def haproxy_requests(socket_path: Path) -> dict[str, int]:
-    import socket as sk
-
-    with sk.socket(sk.AF_UNIX) as s:
-        s.connect(str(socket_path))
-        s.sendall(b"show stat\n")
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    lines = data.decode().splitlines()
-    header = lines[0].lstrip("# ").split(",")
-    rows = [dict(zip(header, line.split(","))) for line in lines[1:] if line]
-    return {r["svname"]: int(r["stot"]) for r in rows if r["pxname"] == "instances" and r["svname"] in ("one", "two")}
-
-
 def test_two_portal_instances_on_one_postgresql_behind_a_load_balancer(tmp_path):
     url = new_database()
     portal = Portal(tmp_path / "portal", url)
@@ -283,12 +249,8 @@ def test_two_portal_instances_on_one_postgresql_behind_a_load_balancer(tmp_path)
     try:
         portal.start()
         portal.start(port=second_port)
-        lb_port, stats = free_tcp_port(), tmp_path / "haproxy.sock"
-        cfg = tmp_path / "haproxy.cfg"
-        cfg.write_text(HAPROXY_CFG.format(socket=stats, port=lb_port, one=portal.port, two=second_port))
-        balancer = subprocess.Popen(["haproxy", "-f", str(cfg), "-db"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        time.sleep(0.5)
-        front = Portal(portal.data_dir, url, port=lb_port)  # what boxes see: the balancer's address
+        balancer = Balancer(tmp_path, [portal.port, second_port], close_each_request=True)
+        front = Portal(portal.data_dir, url, port=balancer.port)  # what boxes see: the balancer's address
         expected = {}
         for site in ("box-1", "box-2", "box-3"):
             (tmp_path / site).mkdir()
@@ -303,14 +265,13 @@ def test_two_portal_instances_on_one_postgresql_behind_a_load_balancer(tmp_path)
         for site, want in expected.items():
             calls = portal.wait_calls(site, lambda cs: len(cs) == len(want) and sum(bool(c["recording_sha256"]) for c in cs) == 4, 60)
             assert {c["id"]: c["recording_sha256"] for c in calls} == want
-        served = haproxy_requests(stats)
-        assert served["one"] > 10 and served["two"] > 10, served  # both instances did real work
+        served = balancer.requests()
+        assert min(served.values()) > 10 and len(served) == 2, served  # both instances did real work
     finally:
         for agent in agents:
             agent.kill()
         if balancer:
-            balancer.terminate()
-            balancer.wait(timeout=10)
+            balancer.stop()
         portal.stop()
         drop_database(url)
 

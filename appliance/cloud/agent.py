@@ -29,7 +29,7 @@ from .status import collect_status, write_state
 log = logging.getLogger("edgepbx.cloud")
 
 CDR_BATCH = 500
-CHUNK_BYTES = 256 * 1024
+CHUNK_BYTES = 1024 * 1024  # resumable in 1 MiB steps; bigger chunks, fewer requests per recording
 UNCLOSED_GRACE_SECONDS = 60  # a recording still open this long after its call ended lost its writer
 IDLE_POLL_SECONDS = 1.0
 NOT_ENROLLED_POLL_SECONDS = 5.0
