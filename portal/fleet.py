@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import json
+import random
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy import text as text_sql
 from sqlalchemy.orm import Session
 
@@ -14,6 +15,7 @@ from .models import EnrolmentCode, Heartbeat, Organisation, Site, SiteCredential
 
 CODE_LIFETIME = timedelta(days=7)
 OFFLINE_AFTER_MISSED = 3  # heartbeats
+HEARTBEAT_HISTORY = timedelta(days=30)  # 1,440 rows a box a day: kept this long
 
 
 class FleetError(Exception):
@@ -102,6 +104,8 @@ def record_heartbeat(session: Session, site: Site, status: dict) -> None:
     text = json.dumps(status, sort_keys=True)
     now = utcnow()
     session.add(Heartbeat(site_id=site.id, at=now, status=text))
+    if random.random() < 1 / 60:  # about once an hour per box: its history past HEARTBEAT_HISTORY goes
+        session.execute(delete(Heartbeat).where(Heartbeat.site_id == site.id, Heartbeat.at < now - HEARTBEAT_HISTORY))
     session.execute(update(Site).where(Site.id == site.id).values(last_heartbeat_at=now, last_status=text))
 
 

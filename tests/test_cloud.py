@@ -330,6 +330,28 @@ def test_a_config_pushed_from_the_portal_applies_after_the_call_in_progress_and_
         assert office.read_text() == pushed.read_text()  # the box kept the good one
         assert status(office)["config"]["state"] == "rejected"
         assert "pw-106-secret" not in pbx.log_text() and "pw-106-secret" not in portal.cli("configs", "--site", "acme-hq").stdout
+
+        # Valid, but the box cannot run it (its SIP port is taken): the services fail, the previous
+        # config comes back and runs, and the portal hears why.
+        import socket
+        from sipp import free_udp_port
+
+        taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        taken.bind(("127.0.0.1", free_udp_port()))
+        unrunnable = tmp_path / "unrunnable.yaml"
+        unrunnable.write_text(pushed.read_text().replace(f"sip_port: {pbx.sip_port},", f"sip_port: {taken.getsockname()[1]},"))
+        assert unrunnable.read_text() != pushed.read_text()
+        portal.cli("push-config", "--site", "acme-hq", "--file", str(unrunnable))
+        deadline = time.monotonic() + 60
+        while (v3 := json.loads(portal.cli("configs", "--site", "acme-hq", "--json").stdout)[0])["state"] == "pending":
+            assert time.monotonic() < deadline, pbx.log_text()[-3000:]
+            time.sleep(0.5)
+        taken.close()
+        assert v3["version"] == 3 and v3["state"] == "rejected" and "previous config was put back" in v3["errors"][0]
+        assert office.read_text() == pushed.read_text()
+        from appliance.sipprobe import options_ping
+        assert options_ping("127.0.0.1", pbx.sip_port, timeout=2.0) is not None  # the box answers on its old port
+        assert pbx.proc.poll() is None
     finally:
         lab.release_phones()
         pbx.stop()
@@ -474,6 +496,13 @@ def test_an_operator_reboots_a_phone_from_the_portal_with_its_vendors_notify(tmp
             time.sleep(0.3)
         db.close()
         assert unknown[0] == "failed" and "no such phone" in unknown[1]
+
+        pbx.stop()  # no more heartbeats (every 2 s): offline after 3 missed
+        deadline = time.monotonic() + 15
+        while json.loads(portal.cli("sites", "--json").stdout)[0]["online"] and time.monotonic() < deadline:
+            time.sleep(0.5)
+        [site] = json.loads(portal.cli("sites", "--json").stdout)
+        assert not site["online"] and site["last_heartbeat_at"]
     finally:
         pbx.stop()
         close_portal(portal)
