@@ -37,6 +37,22 @@ def status(config: Path) -> dict:
     return json.loads(out.stdout)["cloud"]
 
 
+def enrolled_box(tmp_path: Path, portal: Portal, name: str = "box", extra: str = FAST_CLOUD, org: str = "Acme",
+                 site: str = "acme-hq", via: Portal | None = None, **office) -> Path:
+    """A box's office config in tmp_path/name, enrolled as `site` (through `via`, e.g. a balancer)."""
+    (tmp_path / name).mkdir(exist_ok=True)
+    config = write_office(tmp_path / name, extra, **office)
+    enrolled = enroll(config, via or portal, portal.add_site(org, site))
+    assert enrolled.returncode == 0, enrolled.stderr
+    return config
+
+
+def two_phones(lab, pbx) -> tuple:
+    """Extensions 101 and 102 registered to `pbx` (500 Hz and 1300 Hz tones)."""
+    lab.port = pbx.sip_port
+    return lab.phone("101", "pw-101-secret", 500.0), lab.phone("102", "pw-102-secret", 1300.0)
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def portal(request, tmp_path):
     portal = start_portal(tmp_path, request.param)
@@ -75,14 +91,10 @@ def test_an_enrolment_code_works_once_and_only_its_hash_is_kept(sqlite_portal, t
 
 
 def test_a_recorded_call_arrives_in_the_portal_with_its_recording(portal, lab, tmp_path):
-    (tmp_path / "box").mkdir()
-    office = write_office(tmp_path / "box", FAST_CLOUD)
-    assert enroll(office, portal, portal.add_site("Acme", "acme-hq")).returncode == 0
+    office = enrolled_box(tmp_path, portal)
     pbx = start_pbx(office)
     try:
-        lab.port = pbx.sip_port
-        a = lab.phone("101", "pw-101-secret", 500.0)
-        b = lab.phone("102", "pw-102-secret", 1300.0)
+        a, b = two_phones(lab, pbx)
         call, _ = talk(lab, a, b)
         lab.poll(2.0)
         call.hangup_now()
@@ -107,15 +119,11 @@ def test_a_recorded_call_arrives_in_the_portal_with_its_recording(portal, lab, t
 
 def test_fifty_calls_while_the_portal_is_down_all_arrive_once_when_it_is_back(lab, tmp_path):
     portal = start_portal(tmp_path, "postgresql")
-    (tmp_path / "box").mkdir()
-    office = write_office(tmp_path / "box", FAST_CLOUD)
-    assert enroll(office, portal, portal.add_site("Acme", "acme-hq")).returncode == 0
+    office = enrolled_box(tmp_path, portal)
     pbx = start_pbx(office)
     try:
         portal.stop()
-        lab.port = pbx.sip_port
-        a = lab.phone("101", "pw-101-secret", 500.0)
-        b = lab.phone("102", "pw-102-secret", 1300.0)
+        a, b = two_phones(lab, pbx)
         background_calls(lab, a, b, 50)
         lab.poll(1.5)
         lab.hang_up_everything()
@@ -145,9 +153,7 @@ def test_fifty_calls_while_the_portal_is_down_all_arrive_once_when_it_is_back(la
 
 
 def test_an_upload_killed_midway_resumes_where_it_stopped(sqlite_portal, tmp_path):
-    (tmp_path / "box").mkdir()
-    office = write_office(tmp_path / "box", "cloud: {heartbeat_seconds: 60, retry_max_seconds: 2, upload_kbps: 2000}")
-    assert enroll(office, sqlite_portal, sqlite_portal.add_site("Acme", "acme-hq")).returncode == 0
+    office = enrolled_box(tmp_path, sqlite_portal, extra="cloud: {heartbeat_seconds: 60, retry_max_seconds: 2, upload_kbps: 2000}")
     data_dir = office.parent / "var"
     [call_id] = seed_calls(data_dir, 1, recording_seconds=60)  # 1.9 MB at 250 KB/s: about 8 s
     recording = data_dir / "recordings" / f"{call_id}.wav"
@@ -183,9 +189,7 @@ def test_a_site_credential_cannot_touch_another_sites_data(sqlite_portal, tmp_pa
 
     credentials = {}
     for site in ("site-a", "site-b"):
-        (tmp_path / site).mkdir()
-        office = write_office(tmp_path / site, FAST_CLOUD)
-        assert enroll(office, sqlite_portal, sqlite_portal.add_site(f"Org of {site}", site)).returncode == 0
+        office = enrolled_box(tmp_path, sqlite_portal, name=site, org=f"Org of {site}", site=site)
         credentials[site] = json.loads((office.parent / "var" / "cloud.json").read_text())["credential"]
     a, b = (PortalClient(sqlite_portal.url, credentials[s]) for s in ("site-a", "site-b"))
     record = {"id": "8c0b9f46-3a36-4d7e-9c56-0d5b3f0e9a11", "started_at": "2026-11-25T10:00:00.000+03:00",
@@ -214,9 +218,7 @@ def test_a_site_credential_cannot_touch_another_sites_data(sqlite_portal, tmp_pa
 
 
 def test_a_revoked_site_is_refused_and_its_box_keeps_what_it_could_not_send(sqlite_portal, tmp_path):
-    (tmp_path / "box").mkdir()
-    office = write_office(tmp_path / "box", FAST_CLOUD)
-    assert enroll(office, sqlite_portal, sqlite_portal.add_site("Acme", "acme-hq")).returncode == 0
+    office = enrolled_box(tmp_path, sqlite_portal)
     data_dir = office.parent / "var"
     first = seed_calls(data_dir, 1)
     agent = AgentProcess(office).start()
@@ -253,9 +255,7 @@ def test_two_portal_instances_on_one_postgresql_behind_a_load_balancer(tmp_path)
         front = Portal(portal.data_dir, url, port=balancer.port)  # what boxes see: the balancer's address
         expected = {}
         for site in ("box-1", "box-2", "box-3"):
-            (tmp_path / site).mkdir()
-            office = write_office(tmp_path / site, FAST_CLOUD)
-            assert enroll(office, front, portal.add_site("Fleet", site)).returncode == 0
+            office = enrolled_box(tmp_path, portal, name=site, org="Fleet", site=site, via=front)
             data_dir = office.parent / "var"
             ids = seed_calls(data_dir, 300)
             ids += seed_calls(data_dir, 4, recording_seconds=20)
@@ -278,15 +278,11 @@ def test_two_portal_instances_on_one_postgresql_behind_a_load_balancer(tmp_path)
 
 def test_a_config_pushed_from_the_portal_applies_after_the_call_in_progress_and_a_bad_one_is_refused(lab, tmp_path):
     portal = start_portal(tmp_path, "sqlite")
-    (tmp_path / "box").mkdir()
-    office = write_office(tmp_path / "box", FAST_CLOUD)
+    office = enrolled_box(tmp_path, portal)
     original = office.read_text()
-    assert enroll(office, portal, portal.add_site("Acme", "acme-hq")).returncode == 0
     pbx = start_pbx(office)
     try:
-        lab.port = pbx.sip_port
-        a = lab.phone("101", "pw-101-secret", 500.0)
-        b = lab.phone("102", "pw-102-secret", 1300.0)
+        a, b = two_phones(lab, pbx)
         call, _ = talk(lab, a, b)
         before = {name: pid_of(pbx, name) for name in ("kamailio", "featureserver")}
 
@@ -394,8 +390,7 @@ def fill_until_free(var: Path, free_mb: float) -> Path:
 def test_low_disk_deletes_the_oldest_synced_recordings_first_never_an_unsynced_one_and_refuses_to_record(
         lab, tmp_path, small_disk):
     portal = start_portal(tmp_path, "sqlite")
-    office = write_office(tmp_path / "box", FAST_CLOUD + "\nrecording: {enabled: true, min_free_mb: 12}")
-    assert enroll(office, portal, portal.add_site("Acme", "acme-hq")).returncode == 0
+    office = enrolled_box(tmp_path, portal, extra=FAST_CLOUD + "\nrecording: {enabled: true, min_free_mb: 12}")
     synced = seed_calls(small_disk, 6, recording_seconds=60)  # 1.9 MB each, oldest first
     pbx = start_pbx(office)
     try:
@@ -418,9 +413,7 @@ def test_low_disk_deletes_the_oldest_synced_recordings_first_never_an_unsynced_o
             time.sleep(0.2)
         assert "ALARM disk low" in pbx.log_text() and not any(exists(synced)) and all(exists(unsynced))
 
-        lab.port = pbx.sip_port
-        a = lab.phone("101", "pw-101-secret", 500.0)
-        b = lab.phone("102", "pw-102-secret", 1300.0)
+        a, b = two_phones(lab, pbx)
         call, _ = talk(lab, a, b)
         lab.poll(1.0)
         call.hangup_now()
@@ -453,12 +446,10 @@ def test_an_operator_reboots_a_phone_from_the_portal_with_its_vendors_notify(tmp
     from sipp import free_udp_port, run_sipp
 
     portal = start_portal(tmp_path, "sqlite")
-    (tmp_path / "box").mkdir()
-    office = write_office(tmp_path / "box", FAST_CLOUD, extensions="\n".join([
+    office = enrolled_box(tmp_path, portal, extensions="\n".join([
         '  - {number: "101", name: "Reception", password: "pw-101-secret"}',
         '  - {number: "102", name: "Sales", password: "pw-102-secret",'
         ' phone: {mac: "80:5E:C0:11:22:33", vendor: yealink, model: T46U}}']))
-    assert enroll(office, portal, portal.add_site("Acme", "acme-hq")).returncode == 0
     pbx = start_pbx(office)
     phone_port = free_udp_port()
     try:
@@ -515,9 +506,7 @@ def test_recordings_go_to_s3_compatible_storage_checked_by_their_hash(tmp_path):
     agent = None
     try:
         portal.start()
-        (tmp_path / "box").mkdir()
-        office = write_office(tmp_path / "box", FAST_CLOUD)
-        assert enroll(office, portal, portal.add_site("Acme", "acme-hq")).returncode == 0
+        office = enrolled_box(tmp_path, portal)
         data_dir = office.parent / "var"
         ids = seed_calls(data_dir, 3, recording_seconds=5)
         agent = AgentProcess(office).start()
