@@ -7,7 +7,9 @@ STAMP := $(VENV)/.installed
 PORTAL_DIR ?= var/portal
 PORTAL_PORT ?= 8800
 
-.PHONY: setup debian-packages pjsua2 run portal test bench check clean
+BOARD ?= x86
+
+.PHONY: setup debian-packages pjsua2 run portal image test bench check clean
 
 # Debian packages first (PJSIP's build needs them), then the venv, then our own PJSIP build.
 setup: debian-packages $(STAMP) pjsua2
@@ -31,6 +33,10 @@ run: setup
 # The cloud portal on SQLite under var/portal (docs/cloud.md); DATABASE_URL=postgresql://... for PostgreSQL.
 portal: setup
 	$(VENV)/bin/edgepbx-portal run --data-dir $(PORTAL_DIR) --port $(PORTAL_PORT) $(if $(DATABASE_URL),--database-url $(DATABASE_URL))
+
+# The appliance image (image/README.md): build/image/edgepbx-$(BOARD).img.xz and .sha256.
+image: setup
+	image/build.sh $(BOARD)
 
 check: setup
 	$(VENV)/bin/edgepbx check --config $(CONFIG)
