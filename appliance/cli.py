@@ -196,6 +196,18 @@ def cmd_cdr_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_console(args: argparse.Namespace) -> int:
+    import shlex
+    from pathlib import Path
+
+    from .console import run
+
+    cfg = _load(args.config)
+    network_file = Path(args.network_file) if args.network_file else cfg.data_dir / "network" / "20-lan.network"
+    run(cfg, args.device, network_file, shlex.split(args.reboot_command))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgepbx", description="Office phone system appliance")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -222,6 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
     enroll.add_argument("code", help="the site's enrolment code from the portal")
     enroll.set_defaults(func=cmd_enroll)
     with_config(sub.add_parser("cloud", help="sync to the cloud portal (used by `run`)")).set_defaults(func=cmd_cloud)
+    console = with_config(sub.add_parser("console", help="the installer's menu on a serial line (115200 8N1)"))
+    console.add_argument("--device", required=True, help="e.g. /dev/ttyS0 or /dev/ttyUSB0")
+    console.add_argument("--network-file", help="systemd-networkd file the network choice writes "
+                                                "(default DATA_DIR/network/20-lan.network)")
+    console.add_argument("--reboot-command", default="systemctl reboot")
+    console.set_defaults(func=cmd_console)
     status = with_config(sub.add_parser("status", help="trunk registration state and the cloud link"))
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)

@@ -61,7 +61,9 @@ chroot "$rootfs" sh -ec '
   python3 -m compileall -q /opt/edgepbx/app >/dev/null
   useradd --system --home /data --shell /usr/sbin/nologin edgepbx
   mkdir -p /data
-  systemctl enable systemd-networkd edgepbx-firstboot.service edgepbx.service >/dev/null 2>&1
+  systemctl enable systemd-networkd edgepbx-firstboot.service edgepbx.service edgepbx-console@ttyS1.service >/dev/null 2>&1
+  # The network choice of the serial menu (on /data) wins over the DHCP default when it exists.
+  ln -sf /data/network/20-lan.network /etc/systemd/network/10-lan.network
   systemctl mask kamailio.service dnsmasq.service >/dev/null 2>&1 || true
   echo edgepbx > /etc/hostname
   passwd -d root >/dev/null   # the serial console is physical access; no password on it

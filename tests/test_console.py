@@ -1,0 +1,109 @@
+"""The installer's serial menu, driven through a pty pair as a real serial line (the menu opens the
+pty's far end with pyserial at 115200 8N1, as it opens /dev/ttyUSB0 on a box)."""
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, write_office
+from portal_lab import close_portal, seed_calls, start_portal
+
+
+class SerialLine:
+    def __init__(self, master: int):
+        self.master = master
+        self.seen = ""
+
+    def expect(self, text: str, timeout: float = 15.0) -> str:
+        deadline = time.monotonic() + timeout
+        while text not in self.seen:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"{text!r} never came on the line; it said:\n{self.seen[-1500:]}")
+            if select.select([self.master], [], [], left)[0]:
+                self.seen += os.read(self.master, 4096).decode(errors="replace")
+        before, _, self.seen = self.seen.partition(text)
+        return before + text
+
+    def type(self, line: str) -> None:
+        for ch in line + "\r":  # one key at a time, as a person types
+            os.write(self.master, ch.encode())
+            time.sleep(0.005)
+
+
+@pytest.fixture
+def menu(tmp_path):
+    office = write_office(tmp_path)
+    network_file = tmp_path / "net" / "20-lan.network"
+    rebooted = tmp_path / "rebooted"
+    master, slave = os.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "appliance.cli", "console", "--config", str(office),
+                             "--device", os.ttyname(slave), "--network-file", str(network_file),
+                             "--reboot-command", f"touch {rebooted}"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    line = SerialLine(master)
+    yield line, office, network_file, rebooted
+    proc.kill()
+    proc.wait()
+    os.close(master)
+    os.close(slave)
+
+
+def test_the_serial_menu_shows_status_sets_a_static_address_and_enrols(menu, tmp_path):
+    line, office, network_file, _ = menu
+    line.expect("cloud: not enrolled")
+    line.expect("choose 1-5: ")
+    line.type("2")
+    line.expect("DHCP, s = static address: ")
+    line.type("s")
+    line.type("192.168.7.20/24")
+    line.type("10.9.9.9")  # a gateway outside the network: refused
+    line.type("192.168.7.1")
+    line.expect("not changed: give the prefix")
+    assert not network_file.exists()
+    line.type("2")
+    line.type("s")
+    line.type("192.168.7.20/24")
+    line.type("192.168.7.1")
+    line.type("192.168.7.1")
+    line.expect("applies at the next reboot")
+    assert "Address=192.168.7.20/24" in network_file.read_text() and "Gateway=192.168.7.1" in network_file.read_text()
+
+    portal = start_portal(tmp_path, "sqlite")
+    try:
+        code = portal.add_site("Acme", "acme-hq")
+        line.type("3")
+        line.type(portal.url)
+        line.type("WRONG-CODE-0000-0000")
+        line.expect("not enrolled: unknown or expired enrolment code")
+        line.type("3")
+        line.type(portal.url)
+        line.type(code)
+        line.expect("enrolled as site acme-hq")
+        line.type("1")
+        line.expect(f"cloud: enrolled as site acme-hq at {portal.url}")
+    finally:
+        close_portal(portal)
+
+
+def test_a_factory_reset_needs_the_word_reset_then_keeps_nothing(menu):
+    line, office, network_file, rebooted = menu
+    data_dir = office.parent / "var"
+    line.expect("choose 1-5: ")
+    seed_calls(data_dir, 2, recording_seconds=1)  # call records and recordings of the office
+    line.type("5")
+    line.type("reset")  # not the word
+    line.expect("nothing deleted")
+    assert (data_dir / "cdr.sqlite").exists() and office.exists() and not rebooted.exists()
+    line.type("5")
+    line.type("RESET")
+    line.expect("factory reset done")
+    deadline = time.monotonic() + 5
+    while not rebooted.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert rebooted.exists() and not office.exists() and list(data_dir.iterdir()) == []
