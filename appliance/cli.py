@@ -202,9 +202,15 @@ def cmd_console(args: argparse.Namespace) -> int:
 
     from .console import run
 
+    import serial
+
     cfg = _load(args.config)
     network_file = Path(args.network_file) if args.network_file else cfg.data_dir / "network" / "20-lan.network"
-    run(cfg, args.device, network_file, shlex.split(args.reboot_command))
+    try:
+        run(cfg, args.device, network_file, shlex.split(args.reboot_command))
+    except serial.SerialException as exc:
+        print(f"edgepbx: cannot use the serial line {args.device}: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

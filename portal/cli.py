@@ -7,6 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from .db import open_database, remember_url
 from .fleet import FleetError
 
@@ -199,8 +201,11 @@ def main(argv: list[str] | None = None) -> int:
     except FleetError as exc:
         print(f"edgepbx-portal: {exc.message}", file=sys.stderr)
         return 2
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         print(f"edgepbx-portal: {exc}", file=sys.stderr)
+        return 2
+    except SQLAlchemyError as exc:  # the database is unreachable, refuses us, or the URL is wrong
+        print(f"edgepbx-portal: database: {exc.__class__.__name__}: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
 
 

@@ -32,6 +32,10 @@ def database_url(data_dir: Path, given: str | None) -> str:
         url = url or f"sqlite:///{(data_dir / 'portal.sqlite').resolve()}"
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]  # psycopg 3, not the psycopg2 default
+    if not url.startswith(("sqlite:///", "postgresql+psycopg://")):
+        shown = url.split("://", 1)[0] + "://" + url.rsplit("@", 1)[-1].split("://", 1)[-1]  # no password shown
+        raise ValueError(f"database URL {shown!r}: the portal runs on SQLite (the default) or "
+                         "postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE")
     return url
 
 
