@@ -1,4 +1,5 @@
-"""Writing files that hold secrets: readable by the appliance only, never half-written."""
+"""Writing files that hold secrets: readable by the appliance only, never half-written; and small
+state files that may be lost to a power cut but never read half-written."""
 from __future__ import annotations
 
 import json
@@ -21,3 +22,20 @@ def write_private(path: Path, text: str) -> None:
 
 def write_private_json(path: Path, data: object) -> None:
     write_private(path, json.dumps(data, indent=1, sort_keys=True))
+
+
+def write_state_json(path: Path, data: object) -> None:
+    """Renames over the old file without fsync: state that is rewritten often (an fsync each time
+    would wear an SD card) and harmless to lose."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def read_state_json(path: Path) -> dict:
+    """The state file's content, or {} when it is missing or unreadable."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

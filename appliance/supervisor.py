@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 import sqlite3
 
 from . import credentials
-from .cloud.remote_config import RUNNING_STATE, SUPERVISOR_PID_ENV, previous_path, sha256_text, write_json
+from .cloud.remote_config import RUNNING_STATE, SUPERVISOR_PID_ENV, previous_path, sha256_text
 from .config import Config, InvalidConfig, load
+from .files import write_state_json
 from .cdr import CdrStore, now
 from .kamailio import render
 from .sipprobe import options_ping
@@ -167,7 +168,7 @@ class Supervisor:
     # --- a new config -------------------------------------------------------------------
     def record_running(self, state: str, error: str | None = None) -> None:
         text = self.cfg.path.read_text(encoding="utf-8")
-        write_json(self.cfg.data_dir / RUNNING_STATE, {"sha256": sha256_text(text), "state": state,
+        write_state_json(self.cfg.data_dir / RUNNING_STATE, {"sha256": sha256_text(text), "state": state,
                                                        "error": error, "at": now()})
 
     def reload_when_idle(self) -> None:

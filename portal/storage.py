@@ -5,10 +5,9 @@ site holds which hash.
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from pathlib import Path
-from typing import BinaryIO, Iterator, Protocol
+from typing import BinaryIO, Protocol
 
 
 def key_for(sha256: str) -> str:
@@ -63,11 +62,3 @@ def open_storage(spec: str | None, data_dir: Path) -> Storage:
         return S3Storage.from_url(spec, data_dir)
     return LocalStorage(Path(spec) if spec else data_dir / "objects")
 
-
-def copy_stream(src: BinaryIO, dst: BinaryIO) -> None:
-    shutil.copyfileobj(src, dst, 1 << 20)
-
-
-def iter_file(fh: BinaryIO, chunk: int = 1 << 16) -> Iterator[bytes]:
-    while data := fh.read(chunk):
-        yield data

@@ -8,7 +8,6 @@ took from the portal and what became of it) and, from the supervisor, `running-c
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import signal
@@ -16,7 +15,7 @@ from pathlib import Path
 
 from ..cdr import now
 from ..config import Config, InvalidConfig, load
-from ..files import write_private
+from ..files import read_state_json, write_private, write_state_json
 
 REMOTE_STATE = "remote-config.json"
 RUNNING_STATE = "running-config.json"
@@ -25,19 +24,6 @@ SUPERVISOR_PID_ENV = "EDGEPBX_SUPERVISOR_PID"
 
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
 
 
 def previous_path(config_path: Path) -> Path:
@@ -65,7 +51,7 @@ def install(cfg: Config, version: int, text: str) -> None:
     """Replaces the config file (the old one kept as .previous) and asks the supervisor to apply it."""
     shutil.copy2(cfg.path, previous_path(cfg.path))
     write_private(cfg.path, text)
-    write_json(cfg.data_dir / REMOTE_STATE, {"version": version, "sha256": sha256_text(text), "state": "installed",
+    write_state_json(cfg.data_dir / REMOTE_STATE, {"version": version, "sha256": sha256_text(text), "state": "installed",
                                              "at": now()})
     supervisor = os.environ.get(SUPERVISOR_PID_ENV)
     if supervisor:
@@ -73,12 +59,12 @@ def install(cfg: Config, version: int, text: str) -> None:
 
 
 def remote_state(cfg: Config) -> dict:
-    return read_json(cfg.data_dir / REMOTE_STATE)
+    return read_state_json(cfg.data_dir / REMOTE_STATE)
 
 
 def set_remote_state(cfg: Config, **values: object) -> None:
-    write_json(cfg.data_dir / REMOTE_STATE, remote_state(cfg) | values | {"at": now()})
+    write_state_json(cfg.data_dir / REMOTE_STATE, remote_state(cfg) | values | {"at": now()})
 
 
 def running_state(cfg: Config) -> dict:
-    return read_json(cfg.data_dir / RUNNING_STATE)
+    return read_state_json(cfg.data_dir / RUNNING_STATE)

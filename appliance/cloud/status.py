@@ -1,14 +1,13 @@
 """What the box reports about itself: the heartbeat it sends and the cloud state `edgepbx status` shows."""
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import sqlite3
 import time
 from pathlib import Path
 
 from ..config import Config
+from ..files import read_state_json, write_state_json
 from ..trunks import trunk_states
 
 STATE_FILE = "cloud-state.json"
@@ -61,19 +60,7 @@ def collect_status(cfg: Config, outbox: dict, agent_uptime: float) -> dict:
 
 
 def write_state(data_dir: Path, state: dict) -> None:
-    """Rename over the old file without fsync: losing the last state to a power cut is harmless,
-    and an fsync per sync would wear an SD card."""
-    path = data_dir / STATE_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=1))
-    os.replace(tmp, path)
-
-
-def read_state(data_dir: Path) -> dict:
-    try:
-        return json.loads((data_dir / STATE_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
+    write_state_json(data_dir / STATE_FILE, state)
 
 
 def cloud_status(cfg: Config) -> dict:
@@ -82,7 +69,7 @@ def cloud_status(cfg: Config) -> dict:
     from .outbox import Outbox
 
     link = load_link(cfg.data_dir)
-    state = read_state(cfg.data_dir)
+    state = read_state_json(cfg.data_dir / STATE_FILE)
     depth = {"cdr": 0, "recording": 0, "rejected": 0}
     if (cfg.data_dir / "cdr.sqlite").exists():
         outbox = Outbox(cfg.data_dir / "cdr.sqlite")
