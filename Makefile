@@ -9,7 +9,7 @@ PORTAL_PORT ?= 8800
 
 BOARD ?= x86
 
-.PHONY: setup debian-packages pjsua2 run portal image test bench check clean
+.PHONY: setup debian-packages pjsua2 run portal image bundle test bench check clean
 
 # Debian packages first (PJSIP's build needs them), then the venv, then our own PJSIP build.
 setup: debian-packages $(STAMP) pjsua2
@@ -37,6 +37,10 @@ portal: setup
 # The appliance image (image/README.md): build/image/edgepbx-$(BOARD).img.xz and .sha256.
 image: setup
 	image/build.sh $(BOARD)
+
+# The signed RAUC update bundle of that image: build/image/edgepbx-$(BOARD).raucb (`edgepbx update` on a box).
+bundle: setup
+	image/bundle.sh $(BOARD)
 
 check: setup
 	$(VENV)/bin/edgepbx check --config $(CONFIG)

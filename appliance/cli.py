@@ -214,6 +214,41 @@ def cmd_console(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_selftest(args: argparse.Namespace) -> int:
+    from .update import selftest
+
+    cfg = _load(args.config)
+    problems = selftest(cfg)
+    for problem in problems:
+        print(f"selftest: {problem}", file=sys.stderr)
+    if problems:
+        return 1
+    print(f"selftest: SIP answers on {cfg.network.bind}:{cfg.network.sip_port}, call records open")
+    return 0
+
+
+def cmd_update(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from .update import UpdateRefused, update
+
+    cfg = _load(args.config)
+    try:
+        update(cfg, args.bundle, force=args.force)
+    except UpdateRefused as exc:
+        print(f"edgepbx update: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # the download failed, or the file could not be read
+        print(f"edgepbx update: {args.bundle}: {exc}", file=sys.stderr)
+        return 1
+    print("edgepbx update: installed into the other slot; it is tried on the next boot and kept only if "
+          "edgepbx passes its self-test there")
+    if args.no_reboot:
+        return 0
+    print("edgepbx update: rebooting", flush=True)
+    return subprocess.run(["systemctl", "reboot"]).returncode
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgepbx", description="Office phone system appliance")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -262,6 +297,13 @@ def build_parser() -> argparse.ArgumentParser:
     cdr_list.add_argument("--limit", type=int, default=100)
     cdr_list.add_argument("--include-live", action="store_true", help="also calls still in progress")
     cdr_list.set_defaults(func=cmd_cdr_list)
+    with_config(sub.add_parser("selftest", help="does SIP answer and the CDR database open (confirms an update)")
+                ).set_defaults(func=cmd_selftest)
+    upd = with_config(sub.add_parser("update", help="install a signed update bundle (image/) and reboot into it"))
+    upd.add_argument("bundle", help="a .raucb file or an http(s) URL")
+    upd.add_argument("--force", action="store_true", help="even while calls are up (they drop)")
+    upd.add_argument("--no-reboot", action="store_true", help="install only; the new slot boots next time")
+    upd.set_defaults(func=cmd_update)
     return parser
 
 

@@ -104,7 +104,7 @@ class Console:
     def network(self) -> None:
         mode = self.ask("network: d = DHCP, s = static address: ")
         if mode == "d":
-            text = "[Match]\nName=en* eth*\n\n[Network]\nDHCP=ipv4\n"
+            text = "[Match]\nName=en* eth*\n\n[Network]\nDHCP=ipv4\n\n[DHCPv4]\nClientIdentifier=mac\n"
         elif mode == "s":
             address = self.ask("address with prefix (e.g. 192.168.1.10/24): ") or ""
             gateway = self.ask("gateway (e.g. 192.168.1.1): ") or ""

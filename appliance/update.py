@@ -1,0 +1,97 @@
+"""Software updates of the appliance image: the self-test that confirms a booted slot, and
+`edgepbx update`, which installs a RAUC bundle into the other slot (image/README.md).
+
+An update restarts the box, so it is refused while calls are up unless the installer forces it."""
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import subprocess
+import urllib.request
+from pathlib import Path
+
+from .config import Config
+from .sipprobe import options_ping
+
+CDR_DATABASE = "cdr.sqlite"
+DOWNLOAD_CHUNK = 1 << 20
+
+
+class UpdateRefused(Exception):
+    """The update was not started; the message says why and what to do."""
+
+
+def selftest(cfg: Config) -> list[str]:
+    """What stops this box from serving the office, empty when nothing does: the SIP edge must
+    answer OPTIONS and the CDR database must open and pass SQLite's quick check."""
+    problems = []
+    code = options_ping(cfg.network.bind, cfg.network.sip_port, timeout=2.0)
+    if code != 200:
+        problems.append(f"SIP on {cfg.network.bind}:{cfg.network.sip_port} answered {code or 'nothing'} to OPTIONS")
+    database = cfg.data_dir / CDR_DATABASE
+    try:
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5) as db:
+            verdict = db.execute("PRAGMA quick_check").fetchone()[0]
+        if verdict != "ok":
+            problems.append(f"{database}: {verdict}")
+    except sqlite3.Error as exc:
+        problems.append(f"{database}: {exc}")
+    return problems
+
+
+def calls_up(cfg: Config) -> int:
+    """Calls the box is carrying now (ringing or talking): call records not ended yet."""
+    database = cfg.data_dir / CDR_DATABASE
+    if not database.exists():
+        return 0
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5) as db:
+        return db.execute("SELECT count(*) FROM cdr WHERE ended_at IS NULL").fetchone()[0]
+
+
+def fetch_bundle(source: str, cfg: Config) -> Path:
+    """A local bundle path as it is; an http(s) URL downloaded to the data partition first, after
+    checking that it fits beside the space kept free for call records and recordings."""
+    if not source.startswith(("http://", "https://")):
+        path = Path(source)
+        if not path.is_file():
+            raise UpdateRefused(f"{source}: no such bundle file")
+        return path
+    target_dir = cfg.data_dir / "update"
+    target_dir.mkdir(parents=True, exist_ok=True)
+    target = target_dir / "incoming.raucb"
+    reserve = cfg.recording_min_free_mb << 20
+    with urllib.request.urlopen(source, timeout=30) as answer:
+        size = int(answer.headers.get("Content-Length") or 0)
+        free = shutil.disk_usage(target_dir).free
+        if size and size + reserve > free:
+            raise UpdateRefused(f"the bundle needs {size >> 20} MB and the data partition has {free >> 20} MB free "
+                                f"({reserve >> 20} MB stay reserved); free space or install from a USB stick")
+        with open(target, "wb") as out:
+            while chunk := answer.read(DOWNLOAD_CHUNK):
+                out.write(chunk)
+    return target
+
+
+def install(bundle: Path) -> None:
+    """RAUC checks the signature and compatibility, writes the other slot and makes it the one
+    to boot next (once, until edgepbx-boot-check confirms it). Its progress goes to our output."""
+    try:
+        result = subprocess.run(["rauc", "install", str(bundle)])
+    except FileNotFoundError:
+        raise UpdateRefused("RAUC is not installed here: updates install on the appliance image") from None
+    if result.returncode != 0:
+        raise UpdateRefused(f"RAUC did not install {bundle} (its reason is above); this slot stays as it is")
+
+
+def update(cfg: Config, source: str, *, force: bool = False) -> Path:
+    """Refuses while calls are up (unless forced), then fetches and installs; returns the bundle."""
+    busy = calls_up(cfg)
+    if busy and not force:
+        raise UpdateRefused(f"{busy} call(s) up; the update restarts the box. Try again later, or --force")
+    bundle = fetch_bundle(source, cfg)
+    try:
+        install(bundle)
+    finally:
+        if bundle.parent == cfg.data_dir / "update":
+            bundle.unlink(missing_ok=True)
+    return bundle

@@ -1,0 +1,42 @@
+"""`edgepbx selftest` (what confirms a booted slot after an update) and `edgepbx update`'s refusal
+while calls are up, against a running appliance with real phones. The install itself, the slot
+switch and the rollback are tested on the booted image (test_image.py): RAUC needs its slots."""
+from __future__ import annotations
+
+import subprocess
+
+import pjsua2 as pj
+
+from conftest import EDGEPBX, ROOT
+
+
+def edgepbx(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(EDGEPBX + list(args), capture_output=True, text=True, cwd=ROOT, timeout=60)
+
+
+def test_selftest_passes_on_a_running_box_and_an_update_waits_for_the_call_to_end(pbx, lab, phones, tmp_path):
+    passed = edgepbx("selftest", "--config", str(pbx.config))
+    assert passed.returncode == 0 and f"SIP answers on 127.0.0.1:{pbx.sip_port}" in passed.stdout, passed.stderr
+    bundle = tmp_path / "edgepbx-x86.raucb"
+    bundle.write_bytes(b"not installed: the call must stop the update first")
+    a = phones("101")
+    phones("102")  # registered: the call is answered
+    call = a.dial("102")
+    lab.wait_for(lambda: call.state == pj.PJSIP_INV_STATE_CONFIRMED, 10, "call to be answered")
+    refused = edgepbx("update", "--config", str(pbx.config), str(bundle))
+    assert refused.returncode == 1
+    assert "1 call(s) up; the update restarts the box" in refused.stderr
+    call.hangup_now()
+    lab.wait_for(lambda: call.state == pj.PJSIP_INV_STATE_DISCONNECTED, 5, "call to end")
+    pbx.wait_cdr(lambda r: r["src"] == "101" and r["dst"] == "102" and r["ended_at"])
+    # No call now: the update goes on to RAUC, which has no slots on a development machine.
+    tried = edgepbx("update", "--config", str(pbx.config), str(bundle), "--no-reboot")
+    assert tried.returncode == 1 and "this slot stays as it is" in tried.stderr + tried.stdout, tried.stderr
+
+
+def test_selftest_fails_with_the_reason_when_sip_does_not_answer(tmp_path):
+    from conftest import write_office
+    config = write_office(tmp_path)
+    failed = edgepbx("selftest", "--config", str(config))
+    assert failed.returncode == 1
+    assert "answered nothing to OPTIONS" in failed.stderr
