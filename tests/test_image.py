@@ -102,7 +102,10 @@ def test_the_x86_image_boots_under_uefi_to_edgepbx_ready_and_answers_sip(box):
     grown = [line for line in text.splitlines() if "edgepbx first boot: data partition" in line]
     assert grown and "1.2G" in grown[0], grown  # 256 MB + the 1 GiB added
     assert "register phones to 10.0.2.15:5060" in text  # the box's own address, no extensions yet
-    status = serial_menu_status(box.menu_socket)
+    for _attempt in range(2):  # under emulation the UART once dropped a byte of the answer: ask again
+        status = serial_menu_status(box.menu_socket)
+        if "edgepbx: LAN address 10.0.2.15;" in status and "cloud: not enrolled" in status:
+            break
     assert "edgepbx: LAN address 10.0.2.15;" in status and "cloud: not enrolled" in status, status
     box.wait_for(r"edgepbx: slot A confirmed good", 120)
     assert box.check("systemctl --failed --no-legend --plain").strip() == ""  # every unit of the read-only root starts
