@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the signed RAUC update bundle build/image/edgepbx-BOARD.raucb from the root file system of
-# the image (image/build.sh, cached), shrunk to its contents. `edgepbx update` installs it on a box.
+# the image (image/build.sh, cached; made at its contents' size plus a margin). `edgepbx update` installs it on a box.
 #   image/bundle.sh x86 [--rootfs EXT4] [--output FILE] [--version VERSION]
 # --rootfs bundles a given root file system instead (the rollback test bundles a broken one).
 set -euo pipefail
@@ -37,12 +37,14 @@ if [ -z "$rootfs" ]; then
     exit 0
   fi
   rm -rf "$work"; mkdir -p "$work/content"
-  stage "2/3 root file system of slot A, shrunk to its contents"
+  stage "2/3 root file system of slot A (the file system, not the whole slot)"
   read -r start sectors < <(sfdisk -d "$img" | sed -n 's/.*start= *\([0-9]*\), size= *\([0-9]*\),.*name="rootA".*/\1 \2/p')
   dd if="$img" of="$work/content/rootfs.ext4" bs=4M iflag=skip_bytes,count_bytes \
      skip=$((start * 512)) count=$((sectors * 512)) conv=sparse status=none
-  e2fsck -fy "$work/content/rootfs.ext4" >/dev/null
-  resize2fs -M "$work/content/rootfs.ext4" >/dev/null 2>&1
+  blocks=$(dumpe2fs -h "$work/content/rootfs.ext4" 2>/dev/null | sed -n 's/^Block count: *//p')
+  block_size=$(dumpe2fs -h "$work/content/rootfs.ext4" 2>/dev/null | sed -n 's/^Block size: *//p')
+  truncate -s $((blocks * block_size)) "$work/content/rootfs.ext4"
+  e2fsck -fn "$work/content/rootfs.ext4" >/dev/null
 else
   rm -rf "$work"; mkdir -p "$work/content"
   version=${version:-custom}
