@@ -1,4 +1,5 @@
-"""The sync and fleet API boxes talk to (JSON over HTTPS; a site credential as Bearer token).
+"""The sync and fleet API boxes talk to (JSON over HTTPS; a site credential as Bearer token),
+and the pages people use (portal/web.py).
 
 The app holds no state of its own: every instance behind a load balancer sees the same database
 and storage, so a box may reach a different instance with each request.
@@ -13,7 +14,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session, sessionmaker
 
-from . import configs, fleet, phones, sync
+from . import callbacks, configs, fleet, phones, sync
+from .web import add_pages
 from .fleet import FleetError
 from .storage import Storage
 
@@ -83,15 +85,15 @@ def create_app(sessions: sessionmaker[Session], storage: Storage) -> FastAPI:
 
     @app.post("/api/v1/heartbeat")
     async def heartbeat(request: Request) -> dict:
-        """Answers with the newest config version (the box pulls only when there is a newer one)
-        and the operator's pending phone actions."""
+        """Answers with the newest config version (the box pulls only when there is a newer one),
+        the operator's pending phone actions and the users' call-back requests."""
         body = await json_body(request)
 
         def work(session: Session, site) -> dict:  # noqa: ANN001
             fleet.record_heartbeat(session, site, body)
             desired = configs.desired_config(session, site)
             answer = {"ok": True, "config_version": desired.version if desired else None,
-                      "phone_actions": phones.hand_out(session, site)}
+                      "phone_actions": phones.hand_out(session, site), "callbacks": callbacks.hand_out(session, site)}
             session.commit()  # one transaction for the whole heartbeat
             return answer
         return await run_in_threadpool(as_site, request, work)
@@ -121,4 +123,12 @@ def create_app(sessions: sessionmaker[Session], storage: Storage) -> FastAPI:
             s, site, action_id, code if isinstance(code, int) else None, str(body.get("detail", ""))))
         return {"ok": True}
 
+    @app.post("/api/v1/callbacks/{request_id}/result")
+    async def callback_result(request_id: int, request: Request) -> dict:
+        body = await json_body(request)
+        await run_in_threadpool(as_site, request, lambda s, site: callbacks.record_result(
+            s, site, request_id, body.get("started") is True, str(body.get("detail", ""))))
+        return {"ok": True}
+
+    add_pages(app, sessions, storage)
     return app

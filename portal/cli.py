@@ -1,4 +1,4 @@
-"""The `edgepbx-portal` command line: run the portal, add sites, revoke them, list calls and sites."""
+"""The `edgepbx-portal` command line: run the portal, add sites and users, revoke sites, list calls and sites."""
 from __future__ import annotations
 
 import argparse
@@ -35,8 +35,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             if self.started:
                 logging.getLogger("edgepbx.portal").info("portal ready on http://%s:%d", args.bind, args.port)
 
+    # The client's address (the sign-in rate limit counts per address) and scheme (Secure cookies)
+    # come from X-Forwarded-For / -Proto only when a trusted proxy sent them; anyone else's are ignored.
+    trusted = ",".join(args.trusted_proxy or [])
     config = uvicorn.Config(app, host=args.bind, port=args.port, log_level="warning", access_log=False,
-                            timeout_keep_alive=30)
+                            timeout_keep_alive=30, proxy_headers=bool(trusted), forwarded_allow_ips=trusted or None)
     Server(config).run()
     return 0
 
@@ -49,6 +52,16 @@ def cmd_add_site(args: argparse.Namespace) -> int:
     print(f"site {args.site} of {args.org}: enrolment code (one use, 7 days); on the box run\n"
           f"  edgepbx enroll --config FILE PORTAL_URL CODE")
     print(code)
+    return 0
+
+
+def cmd_add_user(args: argparse.Namespace) -> int:
+    from .users import add_user
+
+    with _sessions(args)() as session:
+        add_user(session, args.org, args.user, args.password, args.role, args.extension)
+    where = f"organisation {args.org}" if args.org else "the provider (all sites)"
+    print(f"user {args.user}: {args.role} of {where}; signs in at /login")
     return 0
 
 
@@ -158,11 +171,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--bind", default="127.0.0.1")
     run.add_argument("--storage", help="recordings: a directory (default DATA_DIR/objects) or s3://BUCKET[/PREFIX] "
                                        "(endpoint and keys from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...)")
+    run.add_argument("--trusted-proxy", action="append", metavar="ADDRESS",
+                     help="a reverse proxy or load balancer (address or CIDR; repeat for more) whose "
+                          "X-Forwarded-For and X-Forwarded-Proto are believed; without it they are ignored")
     run.set_defaults(func=cmd_run)
     add = common(sub.add_parser("add-site", help="create a site (and its organisation); prints its enrolment code"))
     add.add_argument("--org", required=True)
     add.add_argument("--site", required=True)
     add.set_defaults(func=cmd_add_site)
+    user = common(sub.add_parser("add-user", help="create a person's sign-in for the web pages (or reset it)"))
+    user.add_argument("--org", help="the organisation whose calls they see (not for operators)")
+    user.add_argument("--user", required=True)
+    user.add_argument("--password", required=True, help="at least 10 characters; only its argon2 hash is kept")
+    user.add_argument("--role", required=True, choices=("admin", "viewer", "operator"))
+    user.add_argument("--extension", help="the user's own extension: the call-back button rings it")
+    user.set_defaults(func=cmd_add_user)
     rev = common(sub.add_parser("revoke-site", help="revoke a site's credentials"))
     rev.add_argument("--site", required=True)
     rev.set_defaults(func=cmd_revoke)

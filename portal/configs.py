@@ -2,8 +2,10 @@
 validator before they are accepted, pulled by the box, and its verdict recorded."""
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
+import re
 import tempfile
 from pathlib import Path
 
@@ -74,3 +76,25 @@ def config_rows(session: Session, site_name: str) -> list[dict]:
     return [{"version": r.version, "sha256": r.sha256, "created_at": as_utc(r.created_at).isoformat(),
              "state": r.state, "errors": json.loads(r.errors) if r.errors else [],
              "reported_at": as_utc(r.reported_at).isoformat() if r.reported_at else None} for r in rows]
+
+
+SECRET_VALUE = re.compile(r"(?im)^(\s*-?\s*[\w.-]*(?:password|secret|token|key)[\w.-]*\s*:\s*)(?!\s*$)(.+)$")
+INLINE_SECRET = re.compile(r"(?i)((?:password|secret|token)\s*:\s*)(\"[^\"]*\"|'[^']*'|[^,}\s]+)")
+
+
+def masked(text: str) -> str:
+    """The config with the values of password, secret, token and key fields replaced: what an
+    operator's diff may show."""
+    return INLINE_SECRET.sub(r"\1••••", SECRET_VALUE.sub(r"\1••••", text))
+
+
+def version_diffs(session: Session, site_name: str) -> list[dict]:
+    """config_rows, each with a unified diff (secrets masked) against the version before it."""
+    site = site_by_name(session, site_name)
+    texts = dict(session.execute(select(SiteConfig.version, SiteConfig.text).where(SiteConfig.site_id == site.id)).all())
+    rows = config_rows(session, site_name)
+    for row in rows:
+        before = masked(texts.get(row["version"] - 1, "")).splitlines(keepends=True)
+        after = masked(texts[row["version"]]).splitlines(keepends=True)
+        row["diff"] = "".join(difflib.unified_diff(before, after, f"v{row['version'] - 1}", f"v{row['version']}"))
+    return rows

@@ -109,6 +109,25 @@ def record_heartbeat(session: Session, site: Site, status: dict) -> None:
     session.execute(update(Site).where(Site.id == site.id).values(last_heartbeat_at=now, last_status=text))
 
 
+DISK_LOW_FRACTION = 0.10  # an alarm when less than this share of the box's data partition is free
+
+
+def alarms(online: bool, status: dict) -> list[str]:
+    """What an operator must look at: the site offline, its disk nearly full, a trunk failing, a
+    toll-fraud limit tripped in the last day."""
+    found = [] if online else ["site offline"]
+    disk = status.get("disk") or {}
+    if disk.get("total_bytes") and disk.get("free_bytes", 0) < DISK_LOW_FRACTION * disk["total_bytes"]:
+        found.append(f"disk low: {disk['free_bytes'] >> 20} MB free")
+    for trunk in status.get("trunks") or []:
+        if trunk.get("state") == "failing":
+            found.append(f"trunk {trunk.get('name')} failing ({trunk.get('last_code')})")
+    toll = status.get("toll_alarm") or {}
+    if toll.get("reason"):
+        found.append(f"toll limit at {str(toll.get('at', ''))[:16].replace('T', ' ')}: {toll['reason']}")
+    return found
+
+
 def site_rows(session: Session, now: datetime | None = None) -> list[dict]:
     """Every site with its organisation and whether it is online (heartbeats not missed)."""
     now = now or datetime.now(timezone.utc)
@@ -119,5 +138,14 @@ def site_rows(session: Session, now: datetime | None = None) -> list[dict]:
         interval = status.get("heartbeat_seconds", 60)
         online = last is not None and (now - last).total_seconds() < OFFLINE_AFTER_MISSED * interval
         rows.append({"org": org.name, "site": site.name, "online": online,
-                     "last_heartbeat_at": last.isoformat() if last else None, "status": status})
+                     "last_heartbeat_at": last.isoformat() if last else None, "status": status,
+                     "alarms": alarms(online, status)})
     return rows
+
+
+def heartbeat_history(session: Session, site_name: str, limit: int = 50) -> list[dict]:
+    """The site's latest heartbeats, newest first: when, and what the box said."""
+    site = site_by_name(session, site_name)
+    rows = session.scalars(select(Heartbeat).where(Heartbeat.site_id == site.id)
+                           .order_by(Heartbeat.at.desc()).limit(limit))
+    return [{"at": as_utc(r.at).isoformat(), "status": json.loads(r.status)} for r in rows]

@@ -150,3 +150,52 @@ class PhoneAction(Base):
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     result: Mapped[str | None] = mapped_column(Text)  # what the box says the phone answered
     done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class CallbackRequest(Base):
+    """A user's "call back" on a missed call: the box rings their extension, then dials the caller."""
+    __tablename__ = "callback_request"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("site.id"), index=True)
+    call_id: Mapped[str] = mapped_column(String(36))  # the missed call
+    user_id: Mapped[int] = mapped_column(ForeignKey("portal_user.id", ondelete="CASCADE"))
+    extension: Mapped[str] = mapped_column(String(16))
+    number: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending, sent, ringing, refused, expired
+    detail: Mapped[str | None] = mapped_column(Text)  # what the box said
+    done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class PortalUser(Base):
+    """A person who signs in to the web pages: an organisation's admin or viewer, or a provider's
+    operator (no organisation). Only an argon2 hash of the password is kept."""
+    __tablename__ = "portal_user"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    org_id: Mapped[int | None] = mapped_column(ForeignKey("organisation.id"), index=True)
+    username: Mapped[str] = mapped_column(String(120), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))  # admin, viewer, operator
+    extension: Mapped[str | None] = mapped_column(String(16))  # the user's own phone: "call back" rings it
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class WebSession(Base):
+    """A signed-in browser: the cookie holds a random token, the table its hash (log out deletes
+    it, and every portal instance behind a load balancer sees it)."""
+    __tablename__ = "web_session"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("portal_user.id", ondelete="CASCADE"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class LoginFailure(Base):
+    """A failed sign-in, kept for the rate limit (shared by every portal instance)."""
+    __tablename__ = "login_failure"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(120), index=True)
+    address: Mapped[str] = mapped_column(String(64), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
 from urllib.parse import urlsplit
 
 from .storage import key_for
@@ -56,6 +56,10 @@ class S3Storage:
 
     def open(self, sha256: str) -> BinaryIO:
         return self.client.get_object(Bucket=self.bucket, Key=self.key(sha256))["Body"]
+
+    def read_range(self, sha256: str, start: int, end: int) -> Iterator[bytes]:
+        body = self.client.get_object(Bucket=self.bucket, Key=self.key(sha256), Range=f"bytes={start}-{end}")["Body"]
+        yield from body.iter_chunks(64 << 10)
 
     def staging_dir(self) -> Path:
         return self.staging

@@ -7,7 +7,9 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Iterator, Protocol
+
+READ_CHUNK = 64 << 10
 
 
 def key_for(sha256: str) -> str:
@@ -18,6 +20,7 @@ class Storage(Protocol):
     def put_file(self, sha256: str, path: Path) -> None: ...
     def exists(self, sha256: str) -> bool: ...
     def open(self, sha256: str) -> BinaryIO: ...
+    def read_range(self, sha256: str, start: int, end: int) -> Iterator[bytes]: ...
     def staging_dir(self) -> Path: ...
 
 
@@ -44,6 +47,18 @@ class LocalStorage:
 
     def open(self, sha256: str) -> BinaryIO:
         return open(self.path(sha256), "rb")
+
+    def read_range(self, sha256: str, start: int, end: int) -> Iterator[bytes]:
+        """Bytes start..end inclusive, in chunks (a player seeking in a long recording)."""
+        with open(self.path(sha256), "rb") as fh:
+            fh.seek(start)
+            left = end - start + 1
+            while left > 0:
+                data = fh.read(min(READ_CHUNK, left))
+                if not data:
+                    return
+                left -= len(data)
+                yield data
 
     def staging_dir(self) -> Path:
         return self.root / "staging"

@@ -19,10 +19,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import write_office
+
 ROOT = Path(__file__).resolve().parent.parent
 PORTAL = [sys.executable, "-m", "portal.cli"]
 EDGEPBX = [sys.executable, "-m", "appliance.cli"]
 PG_HOST, PG_PORT = "127.0.0.1", 5432
+FAST_CLOUD = "cloud: {heartbeat_seconds: 2, retry_max_seconds: 2, upload_kbps: 0}"
 
 
 def _pg_answers() -> bool:
@@ -82,6 +85,7 @@ class Portal:
     procs: list[subprocess.Popen] = field(default_factory=list)
     storage: str | None = None  # --storage (default: DATA_DIR/objects)
     env: dict[str, str] = field(default_factory=dict)  # e.g. the S3 endpoint and keys
+    run_args: list[str] = field(default_factory=list)  # more `run` options, e.g. --trusted-proxy
 
     @property
     def url(self) -> str:
@@ -97,7 +101,7 @@ class Portal:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         fh = open(log, "a")
         storage = ["--storage", self.storage] if self.storage else []
-        proc = subprocess.Popen(PORTAL + ["run", "--port", str(port)] + self._db_args() + storage, stdout=fh,
+        proc = subprocess.Popen(PORTAL + ["run", "--port", str(port)] + self._db_args() + storage + self.run_args, stdout=fh,
                                 stderr=subprocess.STDOUT, cwd=ROOT,
                                 env=dict(os.environ, PYTHONUNBUFFERED="1", **self.env))
         self.procs.append(proc)
@@ -165,6 +169,16 @@ def close_portal(portal: Portal) -> None:
 def enroll(config: Path, portal: Portal, code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "appliance.cli", "enroll", "--config", str(config), portal.url, code],
                           capture_output=True, text=True, cwd=ROOT, timeout=30)
+
+
+def enrolled_box(tmp_path: Path, portal: Portal, name: str = "box", extra: str = FAST_CLOUD, org: str = "Acme",
+                 site: str = "acme-hq", via: Portal | None = None, **office) -> Path:
+    """A box's office config in tmp_path/name, enrolled as `site` (through `via`, e.g. a balancer)."""
+    (tmp_path / name).mkdir(exist_ok=True)
+    config = write_office(tmp_path / name, extra, **office)
+    enrolled = enroll(config, via or portal, portal.add_site(org, site))
+    assert enrolled.returncode == 0, enrolled.stderr
+    return config
 
 
 def seed_calls(data_dir: Path, count: int, recording_seconds: float = 0.0, src: str = "101") -> list[str]:
