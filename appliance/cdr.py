@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from .reserve import release_reserve
+
 DIRECTIONS = ("internal", "inbound", "outbound")
+SQLITE_FULL = 13  # "database or disk is full"
 DISPOSITIONS = ("answered", "no_answer", "busy", "failed", "cancelled")
 
 SCHEMA = """
@@ -77,6 +79,18 @@ def _seconds_between(start: str, end: str) -> int:
     return max(0, round((datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()))
 
 
+def open_call_count(path: Path) -> int:
+    """Calls whose record is still open (ringing or talking), read without writing: what a config
+    change or an update must not cut. No database yet means no calls."""
+    if not path.exists():
+        return 0
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+    try:
+        return db.execute("SELECT count(*) FROM cdr WHERE ended_at IS NULL").fetchone()[0]
+    finally:
+        db.close()
+
+
 @dataclass
 class OrphanedCall:
     id: str
@@ -88,6 +102,7 @@ class CdrStore:
 
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
         self.db = sqlite3.connect(str(path), timeout=5.0, isolation_level=None)
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
@@ -103,12 +118,20 @@ class CdrStore:
     def close(self) -> None:
         self.db.close()
 
-    @contextmanager
-    def _changing(self, cdr_id: str, recording_done: bool = False):
-        """One transaction: the change and its outbox entry (and the recording's, once closed)."""
+    def _change(self, cdr_id: str, sql: str, args: tuple, recording_done: bool = False) -> None:
+        """One transaction: the change and its outbox entry (and the recording's, once closed).
+        A full disk gives up the space kept for records (appliance/reserve.py) and tries again."""
+        try:
+            self._transaction(cdr_id, sql, args, recording_done)
+        except sqlite3.OperationalError as exc:
+            if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) != SQLITE_FULL or not release_reserve(self.path.parent):
+                raise
+            self._transaction(cdr_id, sql, args, recording_done)
+
+    def _transaction(self, cdr_id: str, sql: str, args: tuple, recording_done: bool) -> None:
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            yield
+            self.db.execute(sql, args)
             self.db.execute(QUEUE, ("cdr", cdr_id, now()))
             if recording_done:
                 self.db.execute("INSERT INTO outbox (kind, ref, queued_at) SELECT 'recording', id, ? FROM cdr "
@@ -116,7 +139,8 @@ class CdrStore:
                                 (now(), cdr_id))
             self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
             raise
 
     def start(self, *, direction: str, src: str, dst: str, src_name: str | None = None,
@@ -125,33 +149,26 @@ class CdrStore:
         `linked_id` the record of the call this one was transferred from."""
         assert direction in DIRECTIONS
         cdr_id = str(uuid.uuid4())
-        with self._changing(cdr_id):
-            self.db.execute(
-                "INSERT INTO cdr (id, sip_call_id, started_at, direction, src, src_name, dst, dst_number, linked_id) "
-                "VALUES (?,?,?,?,?,?,?,?,?)",
-                (cdr_id, sip_call_id, now(), direction, src, src_name, dst, dst_number, linked_id))
+        self._change(cdr_id, "INSERT INTO cdr (id, sip_call_id, started_at, direction, src, src_name, dst, dst_number, "
+                     "linked_id) VALUES (?,?,?,?,?,?,?,?,?)",
+                     (cdr_id, sip_call_id, now(), direction, src, src_name, dst, dst_number, linked_id))
         return cdr_id
 
     def link(self, cdr_id: str, linked_id: str) -> None:
-        with self._changing(cdr_id):
-            self.db.execute("UPDATE cdr SET linked_id=? WHERE id=?", (linked_id, cdr_id))
+        self._change(cdr_id, "UPDATE cdr SET linked_id=? WHERE id=?", (linked_id, cdr_id))
 
     def transferred(self, cdr_id: str, target: str) -> None:
-        with self._changing(cdr_id):
-            self.db.execute("UPDATE cdr SET transferred_to=? WHERE id=?", (target, cdr_id))
+        self._change(cdr_id, "UPDATE cdr SET transferred_to=? WHERE id=?", (target, cdr_id))
 
     def picked_up(self, cdr_id: str, extension: str) -> None:
-        with self._changing(cdr_id):
-            self.db.execute("UPDATE cdr SET picked_up_by=? WHERE id=?", (extension, cdr_id))
+        self._change(cdr_id, "UPDATE cdr SET picked_up_by=? WHERE id=?", (extension, cdr_id))
 
     def trunk(self, cdr_id: str, name: str) -> None:
-        with self._changing(cdr_id):
-            self.db.execute("UPDATE cdr SET trunk=? WHERE id=?", (name, cdr_id))
+        self._change(cdr_id, "UPDATE cdr SET trunk=? WHERE id=?", (name, cdr_id))
 
     def answered(self, cdr_id: str, recording: str | None) -> None:
-        with self._changing(cdr_id):
-            self.db.execute("UPDATE cdr SET answered_at=?, recording=? WHERE id=? AND ended_at IS NULL",
-                            (now(), recording, cdr_id))
+        self._change(cdr_id, "UPDATE cdr SET answered_at=?, recording=? WHERE id=? AND ended_at IS NULL",
+                     (now(), recording, cdr_id))
 
     def ended(self, cdr_id: str, disposition: str, sip_code: int | None = None) -> None:
         assert disposition in DISPOSITIONS
@@ -160,10 +177,10 @@ class CdrStore:
             return
         ended_at = now()
         billsec = _seconds_between(row["answered_at"], ended_at) if row["answered_at"] else 0
-        with self._changing(cdr_id, recording_done=True):
-            self.db.execute(
-                "UPDATE cdr SET ended_at=?, disposition=?, sip_code=?, duration=?, billsec=? WHERE id=? AND ended_at IS NULL",
-                (ended_at, disposition, sip_code, _seconds_between(row["started_at"], ended_at), billsec, cdr_id))
+        self._change(cdr_id, "UPDATE cdr SET ended_at=?, disposition=?, sip_code=?, duration=?, billsec=? "
+                     "WHERE id=? AND ended_at IS NULL",
+                     (ended_at, disposition, sip_code, _seconds_between(row["started_at"], ended_at), billsec, cdr_id),
+                     recording_done=True)
 
     def close_orphans(self, last_alive: dict[str, str] | None = None) -> list[OrphanedCall]:
         """Closes the records left open by a crash as `failed`; returns them (their WAVs need repair).
@@ -176,12 +193,28 @@ class CdrStore:
         for row in self.db.execute("SELECT id, started_at, answered_at, recording FROM cdr WHERE ended_at IS NULL").fetchall():
             ended_at = last_alive.get(row["id"]) or row["answered_at"] or row["started_at"]
             billsec = _seconds_between(row["answered_at"], ended_at) if row["answered_at"] else 0
-            with self._changing(row["id"], recording_done=True):
-                self.db.execute(
-                    "UPDATE cdr SET ended_at=?, disposition='failed', duration=?, billsec=? WHERE id=?",
-                    (ended_at, _seconds_between(row["started_at"], ended_at), billsec, row["id"]))
+            self._change(row["id"], "UPDATE cdr SET ended_at=?, disposition='failed', duration=?, billsec=? WHERE id=?",
+                         (ended_at, _seconds_between(row["started_at"], ended_at), billsec, row["id"]),
+                         recording_done=True)
             orphans.append(OrphanedCall(row["id"], row["recording"]))
         return orphans
+
+    def outside_usage(self, src: str | None, hour_ago: datetime, midnight: datetime) -> tuple[int, int]:
+        """(calls that went to a trunk since `hour_ago`, seconds talked on calls out since
+        `midnight`, those still up included) for extension `src`, or for the whole site."""
+        who = "AND src = ?" if src is not None else ""
+        args = (src,) if src is not None else ()
+        rows = self.db.execute(
+            f"SELECT started_at, answered_at, billsec, ended_at FROM cdr WHERE direction = 'outbound' "
+            f"AND trunk IS NOT NULL {who} AND started_at >= ?", (*args, min(hour_ago, midnight).isoformat())).fetchall()
+        moment = datetime.now().astimezone()
+        calls = seconds = 0
+        for row in rows:
+            started = datetime.fromisoformat(row["started_at"])
+            calls += started >= hour_ago
+            if started >= midnight and row["answered_at"]:
+                seconds += row["billsec"] if row["ended_at"] else _seconds_between(row["answered_at"], moment.isoformat())
+        return calls, seconds
 
     def open_recordings(self) -> list[tuple[str, str]]:
         """(id, recording path) of records still open: the calls a crash may have cut."""

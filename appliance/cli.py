@@ -108,12 +108,23 @@ def cmd_status(args: argparse.Namespace) -> int:
     from .cloud.status import cloud_status
     from .trunks import trunk_states
 
+    from .featureserver.limits import recent_toll_alarm
+    from .nat import nat_status
+
     cfg = _load(args.config)
     trunks = trunk_states(cfg)
     cloud = cloud_status(cfg)
+    toll = recent_toll_alarm(cfg.data_dir)
+    nat = nat_status(cfg)
     if args.json:
-        print(json.dumps({"trunks": trunks, "cloud": cloud}, indent=1))
+        print(json.dumps({"trunks": trunks, "cloud": cloud, "toll_alarm": toll, "nat": nat}, indent=1))
         return 0
+    print(f"outside face: {cfg.network.bind}:{cfg.network.wan_port}; public address {nat['public_address'] or 'unknown'}"
+          f" ({nat['public_address_from']})")
+    if nat["alg_warning"]:
+        print(f"WARNING: {nat['alg_warning']}")
+    if toll:
+        print(f"TOLL ALARM at {toll['at']}: a call out was refused, {toll['reason']} (security.outside_calls)")
     if not trunks:
         print(f"{args.config}: no trunks configured")
     else:
@@ -165,6 +176,15 @@ def cmd_cloud(args: argparse.Namespace) -> int:
     _setup_logging(cfg.log_level)
     run(cfg)
     return 0
+
+
+def cmd_call_back(args: argparse.Namespace) -> int:
+    """What the portal's call-back button does, from the box's shell: rings EXTENSION, then dials NUMBER."""
+    from .cloud.callback import request_call_back
+
+    started, detail = request_call_back(_load(args.config), args.extension, args.number)
+    print(f"edgepbx: {detail}", file=sys.stdout if started else sys.stderr)
+    return 0 if started else 1
 
 
 def cmd_extensions(args: argparse.Namespace) -> int:
@@ -299,6 +319,11 @@ def build_parser() -> argparse.ArgumentParser:
     cdr_list.set_defaults(func=cmd_cdr_list)
     with_config(sub.add_parser("selftest", help="does SIP answer and the CDR database open (confirms an update)")
                 ).set_defaults(func=cmd_selftest)
+    back = with_config(sub.add_parser("call-back", help="ring an extension, then dial a number for it "
+                                                       "(the portal's call-back button)"))
+    back.add_argument("extension")
+    back.add_argument("number")
+    back.set_defaults(func=cmd_call_back)
     upd = with_config(sub.add_parser("update", help="install a signed update bundle (image/) and reboot into it"))
     upd.add_argument("bundle", help="a .raucb file or an http(s) URL")
     upd.add_argument("--force", action="store_true", help="even while calls are up (they drop)")

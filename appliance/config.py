@@ -62,7 +62,8 @@ class Phone:
     line: int
 
 
-PERMISSIONS = ("internal", "city", "long_distance", "international")  # each allows what the previous does
+PERMISSIONS = ("internal", "city", "long_distance", "international", "premium")  # each allows what the previous does
+DEFAULT_PERMISSIONS = "long_distance"  # local, national and mobile numbers; international and premium opt-in
 
 
 @dataclass
@@ -72,7 +73,7 @@ class Extension:
     password: str | None  # None: generated once and kept under data_dir (see credentials.py)
     line: int
     phone: Phone | None = None
-    permissions: str = "international"
+    permissions: str = "long_distance"  # DEFAULT_PERMISSIONS
     pickup_group: str = "office"  # "0" picks up calls ringing on the phones of the same group
 
 
@@ -155,6 +156,7 @@ class Provisioning:
     lan: str | None = None  # CIDR whose phones may fetch their config without credentials; default bind/24
     discovery: bool = True  # note DHCP clients seen on the LAN (scapy; needs root)
     pnp: bool = True        # answer SIP multicast PnP (224.0.1.75:5060) with the provisioning URL
+    encryption: bool = False  # provisioned phones register over TLS and send SRTP, where their template can
     dhcp: Dhcp = field(default_factory=Dhcp)
 
 
@@ -165,12 +167,33 @@ class Network:
     rtp_ports: tuple[int, int] = (20000, 20999)
     feature_port: int = 0  # 0: sip_port + 20; the feature server's SIP port (it takes calls from Kamailio only)
     sip_domain: str = ""  # realm for digest auth and From domain; defaults to bind
+    tls_port: int | None = None  # SIP over TLS (Kamailio); None: sip_port + 1, 0: no TLS
+    # The box's face to the outside (its SIP provider, phones away from the office): a SIP port of
+    # its own, which the office router forwards, and the public address the outside sees.
+    wan_port: int | None = None   # None: sip_port + 2
+    public_address: str = ""      # "": learned from STUN or from the provider's answers
+    stun_server: str = ""         # host or host:port, asked for the public address
+
+
+@dataclass
+class OutsideCallLimit:
+    """Calls out over the trunks: a guessed password must not become a night of international
+    calls. 0: no limit. Calls refused by a limit never reach a trunk."""
+    concurrent: int
+    calls_per_hour: int   # calls that went to a trunk in the last 60 minutes
+    minutes_per_day: int  # talk time of calls out since the box's local midnight
 
 
 @dataclass
 class Security:
     auth_failures_before_ban: int = 10
     ban_seconds: int = 600
+    per_extension: OutsideCallLimit = field(default_factory=lambda: OutsideCallLimit(2, 20, 240))
+    per_site: OutsideCallLimit = field(default_factory=lambda: OutsideCallLimit(10, 200, 3000))
+    flood_requests_per_second: int = 50  # from one address; the box's own address is exempt
+    # The certificate SIP over TLS and HTTPS provisioning present; None: one made once per box
+    tls_certificate: Path | None = None
+    tls_key: Path | None = None
 
 
 @dataclass
@@ -282,8 +305,16 @@ def _apply(fields: dict[str, tuple[Node, Node]], key: str, read: Callable[[Node]
             store(value)
 
 
+def _read_limit(r: _Reader, node: Node, limit: OutsideCallLimit, where: str) -> None:
+    f = r.mapping(node, {"concurrent", "calls_per_hour", "minutes_per_day"}, where)
+    for key, most in (("concurrent", 1000), ("calls_per_hour", 100_000), ("minutes_per_day", 1_440_000)):
+        _apply(f, key, lambda n, key=key, most=most: r.integer(n, f"{where}.{key}", 0, most),
+               lambda v, key=key: setattr(limit, key, v))
+
+
 def _read_network(r: _Reader, node: Node, net: Network) -> None:
-    f = r.mapping(node, {"bind", "sip_port", "rtp_ports", "feature_port", "sip_domain"}, "network")
+    f = r.mapping(node, {"bind", "sip_port", "rtp_ports", "feature_port", "sip_domain", "tls_port", "wan_port",
+                         "public_address", "stun_server"}, "network")
     if "bind" in f:
         raw = r.text(f["bind"][1], "network.bind")
         if raw is not None:
@@ -295,6 +326,23 @@ def _read_network(r: _Reader, node: Node, net: Network) -> None:
     _apply(f, "sip_port", lambda n: r.integer(n, "network.sip_port", 1, 65535), lambda v: setattr(net, "sip_port", v))
     _apply(f, "feature_port", lambda n: r.integer(n, "network.feature_port", 1, 65535), lambda v: setattr(net, "feature_port", v))
     _apply(f, "sip_domain", lambda n: r.text(n, "network.sip_domain"), lambda v: setattr(net, "sip_domain", v))
+    _apply(f, "tls_port", lambda n: r.integer(n, "network.tls_port", 0, 65535), lambda v: setattr(net, "tls_port", v))
+    _apply(f, "wan_port", lambda n: r.integer(n, "network.wan_port", 1, 65535), lambda v: setattr(net, "wan_port", v))
+    if "public_address" in f:
+        raw = r.text(f["public_address"][1], "network.public_address")
+        try:
+            if raw:
+                ipaddress.IPv4Address(raw)
+                net.public_address = raw
+        except ValueError:
+            r.error(f["public_address"][1], f"network.public_address must be an IPv4 address, not '{raw}'")
+    if "stun_server" in f:
+        raw = r.text(f["stun_server"][1], "network.stun_server") or ""
+        host, _, port = raw.rpartition(":") if ":" in raw else (raw, "", "3478")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            r.error(f["stun_server"][1], f"network.stun_server must be host or host:port, not '{raw}'")
+        else:
+            net.stun_server = f"{host}:{port}"
     if "rtp_ports" in f:
         node = f["rtp_ports"][1]
         items = r.sequence(node, "network.rtp_ports")
@@ -337,7 +385,8 @@ def _read_extensions(r: _Reader, node: Node) -> list[Extension]:
             r.error(f["password"][1], f"extension {number}: password must have at least 8 characters")
             password = None
         phone = _read_phone(r, f["phone"][1], number, macs) if "phone" in f else None
-        permissions = r.text(f["permissions"][1], "extension permissions") if "permissions" in f else "international"
+        # Calls abroad only where the office says so: a guessed password must not dial the world.
+        permissions = r.text(f["permissions"][1], "extension permissions") if "permissions" in f else DEFAULT_PERMISSIONS
         if permissions not in PERMISSIONS:
             r.error(f["permissions"][1], f"extension {number}: permissions must be one of {', '.join(PERMISSIONS)}")
             permissions = "internal"
@@ -497,7 +546,7 @@ def _read_inbound(r: _Reader, node: Node, cfg: Config) -> None:
         inbound.day = _read_steps(r, f["day"][1], "inbound.day", numbers, cfg.no_answer_timeout)
     if "night" in f:
         inbound.night = _read_steps(r, f["night"][1], "inbound.night", numbers, cfg.no_answer_timeout)
-CALL_CLASSES = ("local", "national", "mobile", "international", "emergency")
+CALL_CLASSES = ("local", "national", "mobile", "international", "premium", "emergency")
 MAX_TRUNKS = 6
 
 
@@ -597,8 +646,9 @@ def _read_provisioning(r: _Reader, node: Node, cfg: Config) -> None:
     p = cfg.provisioning
     p.enabled = True
     f = r.mapping(node, {"tftp_port", "http_port", "https_port", "firmware_dir", "auto_enrol", "lan", "discovery",
-                         "dhcp", "pnp"}, "provisioning")
+                         "dhcp", "pnp", "encryption"}, "provisioning")
     _apply(f, "pnp", lambda n: r.boolean(n, "provisioning.pnp"), lambda v: setattr(p, "pnp", v))
+    _apply(f, "encryption", lambda n: r.boolean(n, "provisioning.encryption"), lambda v: setattr(p, "encryption", v))
     _apply(f, "discovery", lambda n: r.boolean(n, "provisioning.discovery"), lambda v: setattr(p, "discovery", v))
     if "dhcp" in f:
         _read_dhcp(r, f["dhcp"][1], p.dhcp)
@@ -617,6 +667,25 @@ def _read_provisioning(r: _Reader, node: Node, cfg: Config) -> None:
         if folder:
             p.firmware_dir = (cfg.path.parent / folder).resolve()
     _apply(f, "auto_enrol", lambda n: r.boolean(n, "provisioning.auto_enrol"), lambda v: setattr(p, "auto_enrol", v))
+
+
+def _read_certificate(r: _Reader, sec: dict[str, tuple[Node, Node]], cfg: Config) -> None:
+    """The installer's own certificate and key (PEM files, relative to the config): both or neither."""
+    given = {key: sec[key] for key in ("tls_certificate", "tls_key") if key in sec}
+    if len(given) == 1:
+        (key, (key_node, _)), = given.items()
+        other = "tls_key" if key == "tls_certificate" else "tls_certificate"
+        r.error(key_node, f"security.{key} needs security.{other} too")
+        return
+    for key, (_, value) in given.items():
+        name = r.text(value, f"security.{key}")
+        path = (cfg.path.parent / (name or "")).resolve()
+        if not path.is_file():
+            r.error(value, f"security.{key}: no such file {path}")
+        elif b"-----BEGIN " not in path.read_bytes()[:4096]:
+            r.error(value, f"security.{key}: {path} is not a PEM file")
+        else:
+            setattr(cfg.security, key, path)
 
 
 def load(path: str | Path) -> Config:
@@ -691,11 +760,20 @@ def load(path: str | Path) -> Config:
         _apply(calls, "no_answer_timeout", lambda n: r.integer(n, "calls.no_answer_timeout", 1, 600),
                lambda v: setattr(cfg, "no_answer_timeout", v))
     if "security" in top:
-        sec = r.mapping(top["security"][1], {"auth_failures_before_ban", "ban_seconds"}, "security")
+        sec = r.mapping(top["security"][1], {"auth_failures_before_ban", "ban_seconds", "outside_calls",
+                                              "flood_requests_per_second", "tls_certificate", "tls_key"}, "security")
+        _read_certificate(r, sec, cfg)
         _apply(sec, "auth_failures_before_ban", lambda n: r.integer(n, "security.auth_failures_before_ban", 1, 1000),
                lambda v: setattr(cfg.security, "auth_failures_before_ban", v))
         _apply(sec, "ban_seconds", lambda n: r.integer(n, "security.ban_seconds", 1, 86400),
                lambda v: setattr(cfg.security, "ban_seconds", v))
+        _apply(sec, "flood_requests_per_second", lambda n: r.integer(n, "security.flood_requests_per_second", 5, 100_000),
+               lambda v: setattr(cfg.security, "flood_requests_per_second", v))
+        if "outside_calls" in sec:
+            scopes = r.mapping(sec["outside_calls"][1], {"per_extension", "per_site"}, "security.outside_calls")
+            for scope in ("per_extension", "per_site"):
+                if scope in scopes:
+                    _read_limit(r, scopes[scope][1], getattr(cfg.security, scope), f"security.outside_calls.{scope}")
     if "cloud" in top:
         cloud = r.mapping(top["cloud"][1], {"upload_kbps", "heartbeat_seconds", "retry_max_seconds"}, "cloud")
         _apply(cloud, "upload_kbps", lambda n: r.integer(n, "cloud.upload_kbps", 0, 1_000_000),
@@ -732,7 +810,15 @@ def load(path: str | Path) -> Config:
     if trunk_registrar_port == net.sip_port or trunk_registrar_port in rtp:
         r.error(node, f"network.feature_port: port {trunk_registrar_port} below it (trunk registration) "
                       "must be free of network.sip_port and network.rtp_ports")
-    if net.sip_port in rtp or net.feature_port in rtp:
+    if net.tls_port is None:
+        net.tls_port = net.sip_port + 1 if net.sip_port < 65535 else net.sip_port - 1
+    if net.tls_port in (net.sip_port, net.feature_port, trunk_registrar_port):
+        r.error(node, f"network.tls_port {net.tls_port} must differ from the other SIP ports")
+    if net.wan_port is None:
+        net.wan_port = net.sip_port + 2 if net.sip_port <= 65533 else net.sip_port - 2
+    if net.wan_port in (net.sip_port, net.feature_port, trunk_registrar_port, net.tls_port):
+        r.error(node, f"network.wan_port {net.wan_port} must differ from the other SIP ports")
+    if any(port in rtp for port in (net.sip_port, net.feature_port, net.tls_port, net.wan_port)):
         r.error(node, "network.rtp_ports must not include the SIP ports")
     if cfg.max_concurrent_calls == 0:
         room = (len(rtp) - RTP_PORTS_SPARE) // RTP_PORTS_PER_CALL

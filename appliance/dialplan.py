@@ -23,13 +23,14 @@ ALLOWED = {
     "city": {"local"},
     "long_distance": {"local", "national", "mobile"},
     "international": {"local", "national", "mobile", "international"},
+    "premium": {"local", "national", "mobile", "international", "premium"},  # paid-service numbers too
 }
 
 
 @dataclass
 class Route:
     dialled: str
-    klass: str            # internal, feature, emergency, local, national, mobile, international, denied
+    klass: str            # internal, feature, emergency, local, national, mobile, international, premium, denied
     number: str           # what is sent: the extension, the code, or E.164 with + for external numbers
     trunks: list[str] = field(default_factory=list)
     rule: str = ""

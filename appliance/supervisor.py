@@ -18,23 +18,28 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
-
-import sqlite3
 
 from . import credentials
 from .cloud.remote_config import RUNNING_STATE, SUPERVISOR_PID_ENV, previous_path, sha256_text
 from .config import Config, InvalidConfig, load
 from .files import write_state_json
-from .cdr import CdrStore, now
+from .cdr import CdrStore, now, open_call_count
+from .reserve import keep_reserve
 from .kamailio import render
+from .kamailio.render import public_address
+from .nat import STUN_EVERY_SECONDS, public_address_source, refresh_stun
 from .sipprobe import options_ping
 
 log = logging.getLogger("edgepbx.supervisor")
 
 STOP_GRACE_SECONDS = 3.0
-READY_TIMEOUT_SECONDS = 30.0
+# Kamailio and the feature server answer OPTIONS within seconds on a Pi or a PC; an emulated arm64
+# box (the image tests) needed over 30 s for the feature server. A service that exits ends the
+# wait at once, so a long bound costs nothing when something is broken.
+READY_TIMEOUT_SECONDS = 180.0
 
 
 def _die_with_parent() -> None:
@@ -77,8 +82,10 @@ class Service:
 
 
 def prepare_databases(cfg: Config) -> None:
-    """Creates (or migrates) the CDR database before the services start and open it."""
+    """Creates (or migrates) the CDR database before the services start and open it, and keeps
+    its reserve of disk space (appliance/reserve.py)."""
     CdrStore(cfg.data_dir / "cdr.sqlite").close()
+    keep_reserve(cfg.data_dir)
 
 
 def services(cfg: Config) -> list[Service]:
@@ -108,23 +115,19 @@ def _without_nonce_secret(kamailio_cfg: str) -> str:
     return "\n".join(line for line in kamailio_cfg.splitlines() if '"auth", "secret"' not in line)
 
 
-def calls_in_progress(cfg: Config) -> int:
-    """Calls whose record is still open: what a config change must not cut."""
-    db = sqlite3.connect(f"file:{cfg.data_dir / 'cdr.sqlite'}?mode=ro", uri=True, timeout=5.0)
-    try:
-        return db.execute("SELECT count(*) FROM cdr WHERE ended_at IS NULL").fetchone()[0]
-    finally:
-        db.close()
-
-
 class Supervisor:
     def __init__(self, cfg: Config):
         self.cfg = cfg
+        refresh_stun(cfg)  # before the edge's config is written: it advertises the answer
         self.services = services(cfg)
         self.stopping = False
         self.reload_requested = False
         self.pending: Config | None = None
         self.waiting_logged = False
+        self.advertised = public_address(cfg)  # what the edge's outside face was started with
+        self.readvertise = False
+        self.next_nat_check = 0.0
+        self.next_stun = time.monotonic() + STUN_EVERY_SECONDS
 
     def request_stop(self, *_args: object) -> None:
         self.stopping = True
@@ -161,9 +164,35 @@ class Supervisor:
         while not self.stopping:
             self.watch()
             self.reload_when_idle()
+            self.follow_public_address()
             time.sleep(0.2)
         self.stop_all()
         return 0
+
+    # --- the public address -------------------------------------------------------------
+    def follow_public_address(self) -> None:
+        """A learned public address (STUN, or the provider's answers noted by the edge) that
+        differs from the one the edge advertises: the edge and trunk registration start again
+        with it once no call is up (registrations survive: Kamailio keeps them on disk)."""
+        now = time.monotonic()
+        if now < self.next_nat_check:
+            return
+        self.next_nat_check = now + 2.0
+        if self.cfg.network.stun_server and now >= self.next_stun:
+            self.next_stun = now + STUN_EVERY_SECONDS
+            threading.Thread(target=refresh_stun, args=(self.cfg,), daemon=True).start()
+        if self.cfg.network.public_address:
+            return
+        learned = public_address(self.cfg)
+        if learned and learned != self.advertised and not self.readvertise:
+            _, source = public_address_source(self.cfg)
+            log.info("public address %s learned from %s; the SIP edge will advertise it once no call is up",
+                     learned, source)
+            self.readvertise = True
+        if self.readvertise and not open_call_count(self.cfg.data_dir / "cdr.sqlite"):
+            self.readvertise = False
+            self.advertised = learned
+            self.apply(self.cfg)
 
     # --- a new config -------------------------------------------------------------------
     def record_running(self, state: str, error: str | None = None) -> None:
@@ -183,7 +212,7 @@ class Supervisor:
             self.waiting_logged = False
         if self.pending is None:
             return
-        busy = calls_in_progress(self.cfg)
+        busy = open_call_count(self.cfg.data_dir / "cdr.sqlite")
         if busy:
             if not self.waiting_logged:
                 log.info("new config waits for %d call(s) in progress to end", busy)
@@ -209,7 +238,7 @@ class Supervisor:
         fresh = {s.name: s for s in services(new)}  # re-renders kamailio.cfg and routing.json
         keep = {"cloud"} | ({"kamailio"} if _without_nonce_secret(kamailio_cfg.read_text()) == before else set())
         kept = [s for s in self.services if s.name in keep and s.name in fresh]
-        for service in self.services:
+        for service in reversed(self.services):  # Kamailio last: trunks un-register through it
             if service not in kept:
                 self.stop_one(service)
         self.services = kept + [s for name, s in fresh.items() if name not in {k.name for k in kept}]

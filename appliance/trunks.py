@@ -19,6 +19,8 @@ import pjsua2 as pj
 
 from .cdr import now
 from .config import Config, Trunk
+from .kamailio.render import public_address, resolve
+from .nat import is_outside
 from .pjlib import create_library, endpoint_config, start_udp
 
 log = logging.getLogger("edgepbx.trunks")
@@ -109,8 +111,18 @@ class TrunkRegistrar:
         ac.regConfig.timeoutSec = REGISTER_EXPIRES
         ac.regConfig.retryIntervalSec = 0  # our own back-off below
         ac.sipConfig.proxies.append(f"sip:{net.bind}:{net.sip_port};lr")
-        # The provider must reach the box at Kamailio's port, never at this process's.
-        ac.sipConfig.contactForced = f"<sip:{trunk.username}@{net.bind}:{net.sip_port}>"
+        # The provider must reach the box at Kamailio's port, never at this process's: beyond the
+        # office's NAT at the edge's outside face, by the public address when the box knows it.
+        if is_outside(resolve(trunk.host)):
+            contact = f"{public_address(self.cfg) or net.bind}:{net.wan_port}"
+        else:
+            contact = f"{net.bind}:{net.sip_port}"
+        ac.sipConfig.contactForced = f"<sip:{trunk.username}@{contact}>"
+        # pjsua would take the edge's view of this process (its Via's received/rport) for a NAT
+        # and register its own address instead: the edge, not pjsua, deals with the office's NAT.
+        ac.natConfig.contactRewriteUse = 0
+        ac.natConfig.viaRewriteUse = 0
+        ac.natConfig.sdpNatRewriteUse = 0
         ac.sipConfig.authCreds.append(pj.AuthCredInfo("digest", "*", trunk.username, 0, trunk.password))
         account = TrunkAccount(self, trunk)
         account.create(ac)

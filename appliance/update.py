@@ -10,6 +10,7 @@ import subprocess
 import urllib.request
 from pathlib import Path
 
+from .cdr import open_call_count
 from .config import Config
 from .sipprobe import options_ping
 
@@ -37,15 +38,6 @@ def selftest(cfg: Config) -> list[str]:
     except sqlite3.Error as exc:
         problems.append(f"{database}: {exc}")
     return problems
-
-
-def calls_up(cfg: Config) -> int:
-    """Calls the box is carrying now (ringing or talking): call records not ended yet."""
-    database = cfg.data_dir / CDR_DATABASE
-    if not database.exists():
-        return 0
-    with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5) as db:
-        return db.execute("SELECT count(*) FROM cdr WHERE ended_at IS NULL").fetchone()[0]
 
 
 def fetch_bundle(source: str, cfg: Config) -> Path:
@@ -85,7 +77,7 @@ def install(bundle: Path) -> None:
 
 def update(cfg: Config, source: str, *, force: bool = False) -> Path:
     """Refuses while calls are up (unless forced), then fetches and installs; returns the bundle."""
-    busy = calls_up(cfg)
+    busy = open_call_count(cfg.data_dir / CDR_DATABASE)
     if busy and not force:
         raise UpdateRefused(f"{busy} call(s) up; the update restarts the box. Try again later, or --force")
     bundle = fetch_bundle(source, cfg)

@@ -32,6 +32,7 @@ class Vendor:
     mac_case: str
     folder: Path
     notify: dict[str, str]  # action (resync, reboot) -> the SIP NOTIFY Event header value
+    encryption: bool = False  # its template can set SIP over TLS and SRTP (provisioning.encryption)
 
     def matches(self, filename: str) -> list[tuple[FileRule, dict[str, str]]]:
         """Every rule whose pattern matches the whole file name (case-insensitive), with its groups."""
@@ -55,7 +56,8 @@ def _load(folder: Path) -> Vendor:
         files=tuple(FileRule(re.compile(f["pattern"], re.IGNORECASE), f["kind"], f["template"]) for f in meta["files"]),
         key_types=tuple(meta["key_types"]), models={str(k): v for k, v in meta["models"].items()},
         mac_case=meta.get("mac_case", "lower"), folder=folder,
-        notify=dict(meta.get("notify") or {"resync": "check-sync;reboot=false", "reboot": "check-sync;reboot=true"}))
+        notify=dict(meta.get("notify") or {"resync": "check-sync;reboot=false", "reboot": "check-sync;reboot=true"}),
+        encryption=bool(meta.get("encryption", False)))
 
 
 @functools.cache

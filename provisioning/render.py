@@ -15,6 +15,7 @@ from pathlib import Path
 import jinja2
 
 from appliance.config import Config
+from appliance.tls import box_certificate
 
 from .catalog import Vendor, catalog, vendor_by_oui
 from .lan import office_lan
@@ -79,6 +80,16 @@ class Renderer:
             "polycom_language": polycom_lang,
         }
 
+    def _transport(self, vendor: Vendor) -> dict:
+        """UDP and RTP, or, with provisioning.encryption and a template that can, SIP over TLS to
+        network.tls_port with SRTP compulsory (the box gives such a phone SRTP on every call)."""
+        net = self.cfg.network
+        encryption = self.cfg.provisioning.encryption and vendor.encryption and bool(net.tls_port)
+        if not encryption:
+            return {"encryption": False, "self_signed_certificate": False}
+        return {"encryption": True, "sip_port": net.tls_port,
+                "self_signed_certificate": box_certificate(self.cfg).self_signed}
+
     def _keys(self, device: Device) -> list[dict]:
         phone, own = device.phone, device.extension.number
         capacity = catalog()[phone.vendor].models[phone.model]["keys"]
@@ -128,6 +139,7 @@ class Renderer:
 
     def _render(self, vendor: Vendor, template: str, device: Device | None, groups: dict) -> Rendered:
         ctx = dict(self.office)
+        ctx.update(self._transport(vendor))
         model = device.phone.model if device else None
         if model is None and "model" in groups:
             model = vendor.model_named(groups["model"])

@@ -18,7 +18,6 @@ import logging
 import os
 import shutil
 import ssl
-import subprocess
 import threading
 import time
 from collections import defaultdict, deque
@@ -30,6 +29,7 @@ from urllib.parse import unquote, urlsplit
 import tftpy
 
 from appliance.config import Config
+from appliance.tls import box_certificate
 
 from .lan import office_lan
 from .render import Renderer
@@ -217,19 +217,6 @@ def make_handler(cfg: Config, renderer: Renderer, misses: MissCounter, scheme: s
     return Handler
 
 
-def self_signed_certificate(cfg: Config) -> tuple[Path, Path]:
-    """The box's HTTPS certificate: made once with openssl, kept under data_dir/tls."""
-    folder = cfg.data_dir / "tls"
-    cert, key = folder / "provisioning.crt", folder / "provisioning.key"
-    if not (cert.exists() and key.exists()):
-        folder.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
-                        "-subj", f"/CN={cfg.network.bind}", "-addext", f"subjectAltName=IP:{cfg.network.bind}",
-                        "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
-        key.chmod(0o600)
-    return cert, key
-
-
 class ProvisioningHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256  # a boot storm of a whole office; the default 5 drops SYNs (1 s retries)
@@ -239,8 +226,8 @@ def http_server(cfg: Config, renderer: Renderer, misses: MissCounter, tls: bool)
     port = cfg.provisioning.https_port if tls else cfg.provisioning.http_port
     server = ProvisioningHTTPServer((cfg.network.bind, port), make_handler(cfg, renderer, misses, "https" if tls else "http"))
     if tls:
-        cert, key = self_signed_certificate(cfg)
+        identity = box_certificate(cfg)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(str(cert), str(key))
+        context.load_cert_chain(str(identity.cert), str(identity.key))
         server.socket = context.wrap_socket(server.socket, server_side=True)
     return server

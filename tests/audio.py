@@ -64,3 +64,31 @@ def has_tone(path: Path, freq: float) -> bool:
 
 def lacks_tone(path: Path, freq: float) -> bool:
     return band_level_db(path, freq) < ABSENT_DB
+
+
+def alaw_to_linear(payload: bytes) -> np.ndarray:
+    """G.711 A-law bytes as 16-bit samples (ITU-T G.711)."""
+    a = np.frombuffer(payload, dtype=np.uint8) ^ 0x55
+    exponent, mantissa = (a >> 4) & 0x07, (a & 0x0F).astype(np.int32)
+    magnitude = np.where(exponent == 0, (mantissa << 4) + 8,
+                         ((mantissa << 4) + 0x108) << np.maximum(exponent.astype(np.int32) - 1, 0))
+    return np.where(a & 0x80, magnitude, -magnitude).astype(np.float64)
+
+
+def tone_share_in_alaw_rtp(packets: list[bytes], freq: float, rate: int = 8000) -> float:
+    """How much of the power of RTP packets' payloads, decoded as A-law, lies within 40 Hz of
+    `freq`: near 1 for a phone's tone sent in the clear, near 0 for encrypted payloads (SRTP)."""
+    samples = []
+    for packet in packets:
+        if len(packet) <= 12 or packet[0] >> 6 != 2:
+            continue
+        header = 12 + 4 * (packet[0] & 0x0F)
+        if packet[0] & 0x10 and len(packet) >= header + 4:  # an RTP header extension
+            header += 4 + 4 * int.from_bytes(packet[header + 2:header + 4], "big")
+        samples.append(alaw_to_linear(packet[header:header + 160]))
+    if not samples:
+        return 0.0
+    data = np.concatenate(samples)
+    spectrum = np.abs(np.fft.rfft(data * np.hanning(len(data)))) ** 2
+    freqs = np.fft.rfftfreq(len(data), 1.0 / rate)
+    return float(spectrum[(freqs > freq - 40) & (freqs < freq + 40)].sum() / max(spectrum.sum(), 1e-12))

@@ -35,7 +35,7 @@ def free_port_block(size: int = 200) -> int:
     """A base port with `size` free UDP ports after it (SIP, feature server, RTP)."""
     for _ in range(200):
         base = random.randrange(20000, max(20010, 32760 - size), 10)  # the block ends below the ephemeral range
-        if all(_free(p) for p in [base, *range(base + 20, base + 40), base + 100, base + 101, base + size - 1]):
+        if all(_free(p) for p in [base, base + 1, base + 2, *range(base + 20, base + 40), base + 100, base + 101, base + size - 1]):
             return base
     raise RuntimeError("no free port block")
 
@@ -112,10 +112,12 @@ class Pbx:
         return self.log.read_text(errors="replace")
 
 
-def start_pbx(config: Path, timeout: float = 30.0) -> Pbx:
+def start_pbx(config: Path, timeout: float = 30.0, netns: str | None = None) -> Pbx:
+    """`edgepbx run` on `config` (in network namespace `netns`), once it printed `edgepbx ready`."""
     log = config.parent / "edgepbx.log"
     fh = open(log, "w")
-    proc = subprocess.Popen(EDGEPBX + ["run", "--config", str(config)], stdout=fh, stderr=subprocess.STDOUT,
+    prefix = ["ip", "netns", "exec", netns] if netns else []  # exec's itself: the pid is edgepbx's
+    proc = subprocess.Popen(prefix + EDGEPBX + ["run", "--config", str(config)], stdout=fh, stderr=subprocess.STDOUT,
                             cwd=ROOT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
     import yaml
     data = yaml.safe_load(config.read_text())
@@ -167,3 +169,15 @@ def phones(lab, pbx):
     """Factory for registered test phones on the module's appliance; tidies them up after the test."""
     yield phones_on(lab, pbx)
     lab.release_phones()
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The Pi image's arm64 boot test goes last, and its image starts building now, in the
+    background: configuring its arm64 root under qemu-user takes most of a core for many minutes
+    on a fresh machine, which the other tests leave free (tests/image_builds.py)."""
+    arm64 = [item for item in items if item.nodeid.startswith("tests/test_image_arm64.py")]
+    if arm64:
+        items[:] = [item for item in items if item not in arm64] + arm64
+        if not config.option.collectonly:
+            from image_builds import start_pi4_build
+            start_pi4_build()

@@ -137,14 +137,20 @@ class Phone(pj.Account):
         self.player.createPlayer(str(write_tone(lab.tmp / f"tone-{number}.wav", tone_hz)))  # loops
         self.pending_answers: list[tuple[float, TestCall]] = []
 
-    def register(self, host: str, port: int, password: str | None = None) -> None:
+    def register(self, host: str, port: int, password: str | None = None, tls: bool = False) -> None:
+        """tls: register and call over SIP/TLS to `port` (the box's TLS port), with SRTP audio
+        only (RTP/SAVP, SDES keys, which pjsua sends only over a secure transport)."""
         cfg = pj.AccountConfig()
         cfg.idUri = f"sip:{self.number}@{host}"
-        cfg.regConfig.registrarUri = f"sip:{host}:{port}"
+        transport = ";transport=tls" if tls else ""
+        cfg.regConfig.registrarUri = f"sip:{host}:{port}{transport}"
         cfg.regConfig.timeoutSec = 300
         cfg.regConfig.retryIntervalSec = 0  # a failed registration stays failed: tests look at it
         cfg.sipConfig.authCreds.append(pj.AuthCredInfo("digest", "*", self.number, 0, password or self.password))
-        cfg.sipConfig.proxies.append(f"sip:{host}:{port};lr")
+        cfg.sipConfig.proxies.append(f"sip:{host}:{port}{transport};lr")
+        if tls:
+            cfg.mediaConfig.srtpUse = pj.PJMEDIA_SRTP_MANDATORY
+            cfg.mediaConfig.srtpSecureSignaling = 1
         cfg.mediaConfig.transportConfig.port = 0
         cfg.natConfig.sdpNatRewriteUse = 0
         self.create(cfg)
@@ -231,6 +237,10 @@ class PhoneLab:
         tc.port = 0
         tc.boundAddress = self.host
         self.ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tc)
+        tls = pj.TransportConfig()  # for phones on TLS (a client of the box's TLS port)
+        tls.port = 0
+        tls.boundAddress = self.host
+        self.ep.transportCreate(pj.PJSIP_TRANSPORT_TLS, tls)
         self.ep.libStart()
 
     def stop(self) -> None:
@@ -239,11 +249,12 @@ class PhoneLab:
         # would be destroyed after it and trip pjsua's assertions. The process exits next.
         self.ep.thisown = False
 
-    def phone(self, number: str, password: str, tone_hz: float, register: bool = True) -> Phone:
+    def phone(self, number: str, password: str, tone_hz: float, register: bool = True, tls_port: int = 0) -> Phone:
+        """tls_port: the phone registers over TLS to that port, with SRTP (Phone.register)."""
         phone = Phone(self, number, password, tone_hz)
         self.phones.append(phone)
         if register:
-            phone.register(self.host, self.port)
+            phone.register(self.host, tls_port or self.port, tls=bool(tls_port))
             self.wait_for(lambda: phone.reg_code != 0, 5, f"registration of {number}")
         return phone
 

@@ -17,11 +17,8 @@ import pytest
 
 from conftest import ROOT, start_pbx, write_office
 from phones import background_calls, talk
-from portal_lab import (EDGEPBX, AgentProcess, Balancer, S3Server, Portal, close_portal, drop_database, enroll, free_tcp_port, new_database, seed_calls,
-                        start_portal)
-
-FAST_CLOUD = "cloud: {heartbeat_seconds: 2, retry_max_seconds: 2, upload_kbps: 0}"
-
+from portal_lab import (EDGEPBX, FAST_CLOUD, AgentProcess, Balancer, S3Server, Portal, close_portal, drop_database,
+                        enroll, enrolled_box, free_tcp_port, new_database, seed_calls, start_portal)
 
 def sha256_of(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
@@ -35,16 +32,6 @@ def status(config: Path) -> dict:
     out = edgepbx("status", "--config", str(config), "--json")
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)["cloud"]
-
-
-def enrolled_box(tmp_path: Path, portal: Portal, name: str = "box", extra: str = FAST_CLOUD, org: str = "Acme",
-                 site: str = "acme-hq", via: Portal | None = None, **office) -> Path:
-    """A box's office config in tmp_path/name, enrolled as `site` (through `via`, e.g. a balancer)."""
-    (tmp_path / name).mkdir(exist_ok=True)
-    config = write_office(tmp_path / name, extra, **office)
-    enrolled = enroll(config, via or portal, portal.add_site(org, site))
-    assert enrolled.returncode == 0, enrolled.stderr
-    return config
 
 
 def two_phones(lab, pbx) -> tuple:

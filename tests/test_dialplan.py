@@ -22,9 +22,11 @@ dialplan:
     - {pattern: '^8109(\\d+)$', number: '+9{1}', class: denied}
     - {pattern: '^810(\\d{6,15})$', number: '+{1}', class: international, trunks: [cheap-intl, main]}
 extensions:
-  - {number: "101", name: "Reception"}
+  - {number: "101", name: "Reception", permissions: international}
   - {number: "102", name: "Sales", permissions: city}
+  - {number: "106", name: "Warehouse"}
   - {number: "103", name: "Intern", permissions: internal}
+  - {number: "105", name: "Hotline buyer", permissions: premium}
 """
 
 
@@ -55,6 +57,8 @@ def route(office, number: str, caller: str | None = None) -> dict:
     ("81049301234567", "international", "+49301234567", ["cheap-intl", "main"]),   # memo: 8 10 + country (office rule)
     ("+74951234567", "national", "+74951234567", ["main", "backup", "cheap-intl"]),  # typed in full
     ("79101234567", "mobile", "+79101234567", ["main", "backup", "cheap-intl"]),
+    ("88091234567", "premium", "+78091234567", ["main", "backup", "cheap-intl"]),  # paid-service numbers
+    ("+78091234567", "premium", "+78091234567", ["main", "backup", "cheap-intl"]),
     ("112", "emergency", "112", ["main", "backup", "cheap-intl"]),
     ("104", "emergency", "104", ["main", "backup", "cheap-intl"]),   # 101-103 are extensions here, 104 is not
     ("810912345678", "denied", "+912345678", []),                    # an office rule blocks +9...
@@ -69,6 +73,9 @@ def test_memo_numbers_are_classified_rewritten_and_routed(office, dialled, klass
     ("102", "4160161", True), ("102", "89101234567", False), ("102", "112", True),
     ("103", "4160161", False), ("103", "101", True), ("103", "0", True), ("103", "112", True),
     ("101", "81049301234567", True),
+    # the default (long_distance): the whole country and mobiles, nothing abroad
+    ("106", "89101234567", True), ("106", "88312123456", True), ("106", "81049301234567", False),
+    ("101", "88091234567", False), ("105", "88091234567", True),  # premium rate: off unless allowed
 ])
 def test_permissions_deny_classes_but_never_emergency(office, caller, dialled, allowed):
     got = route(office, dialled, caller)

@@ -10,7 +10,7 @@ import pjsua2 as pj
 import pytest
 
 from audio import has_tone, lacks_tone
-from conftest import TONES, start_pbx, write_office
+from conftest import ROOT, TONES, start_pbx, write_office
 from phones import Phone, write_tone
 from sipp import free_udp_port
 
@@ -264,3 +264,24 @@ def test_receptionist_transfers_the_caller_with_info_dtmf(inbound_office, lab):
     assert inbound["transferred_to"] == "103" and inbound["disposition"] == "answered"
     linked = pbx.wait_cdr(lambda r: r["linked_id"] == inbound["id"])
     assert (linked["src"], linked["dst"], linked["disposition"]) == ("101", "103", "answered")
+
+
+def test_a_provider_whose_to_header_names_its_own_domain_reaches_the_greeting(tmp_path):
+    """Providers often send To: <sip:+DID@provider-host>, the trunk's own host: pjsua matches an
+    incoming call to an account by the To domain, and such a call once landed on the trunk's
+    account, which takes no calls (pjsua2 answered 500)."""
+    port = free_udp_port()
+    extra = (f"trunks:\n  - {{name: main, host: 127.0.0.5, port: {port}, register: false, dids: [\"{DID}\"]}}\n"
+             "inbound: {digit_timeout: 1, day: [{ring: [\"101\"]}]}")
+    pbx = start_pbx(write_office(tmp_path, extra=extra))
+    scenario = tmp_path / "call.xml"
+    scenario.write_text((ROOT / "tests" / "sipp" / "provider_invite_to_its_domain.xml").read_text().replace("@DID@", DID))
+    try:
+        sipp = subprocess.run(["sipp", "-sf", str(scenario), "-m", "1", "-nostdin", "-i", "127.0.0.5", "-p", str(port),
+                               "-mi", "127.0.0.5", "-timeout", "20s", "-timeout_error", "-trace_err",
+                               f"127.0.0.1:{pbx.sip_port}"], cwd=tmp_path, capture_output=True, text=True, timeout=40)
+        assert sipp.returncode == 0, sipp.stdout[-1500:] + "".join(p.read_text() for p in tmp_path.glob("*errors.log"))
+        record = pbx.wait_cdr(lambda r: r["direction"] == "inbound")
+        assert record["dst"] == DID and record["trunk"] == "main", record
+    finally:
+        pbx.stop()

@@ -33,10 +33,10 @@ def office(tmp_path_factory):
     pbx.stop()
 
 
-def wait_http(port: int) -> None:
+def wait_http(port: int, host: str = "127.0.0.1") -> None:
     end = time.monotonic() + 15
     while time.monotonic() < end:
-        if curl(f"http://127.0.0.1:{port}/none").returncode == 0:
+        if curl(f"http://{host}:{port}/none").returncode == 0:
             return
         time.sleep(0.2)
     raise AssertionError("provisioning HTTP server did not come up")

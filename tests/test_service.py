@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import time
 import wave
@@ -13,6 +14,7 @@ import pjsua2 as pj
 import pytest
 
 from audio import duration_seconds, has_tone
+from appliance.kamailio import render
 from conftest import EDGEPBX, ROOT, TONES, descendants_of, start_pbx, write_office
 
 
@@ -82,6 +84,79 @@ def test_feature_server_crash_mid_call_keeps_the_record_and_the_recording(tmp_pa
         lab.wait_for(lambda: again.state == pj.PJSIP_INV_STATE_CONFIRMED, 15, "a call after the restart")
         again.hangup_now()
         lab.wait_for(lambda: again.state == pj.PJSIP_INV_STATE_DISCONNECTED, 5, "hang-up")
+    finally:
+        lab.release_phones()
+        pbx.stop()
+
+
+def integrity(database: Path) -> str:
+    db = sqlite3.connect(str(database))
+    try:
+        return db.execute("PRAGMA integrity_check").fetchone()[0]
+    finally:
+        db.close()
+
+
+def test_every_process_killed_at_once_during_calls_and_record_writes_then_started_again(tmp_path, lab):
+    """A power cut as the box's processes see it: Kamailio, the feature server, provisioning, the
+    cloud agent and the supervisor all get SIGKILL at the same moment, while a recorded call is up,
+    another rings and calls to a wrong number are writing their records. Started again, nothing
+    is lost or broken, and the phones are reached without registering again."""
+    config = write_office(tmp_path, extra="calls: {no_answer_timeout: 60}\nprovisioning: {tftp_port: 0, http_port: 0, https_port: 0, discovery: false, pnp: false}")
+    pbx = start_pbx(config)
+    lab.port = pbx.sip_port
+    try:
+        a, b, c, d, e = (lab.phone(n, f"pw-{n}-secret", TONES[n]) for n in ("101", "102", "103", "104", "105"))
+        registered_at = time.monotonic()
+        talking = a.dial("102")
+        d.answer = "never"
+        ringing = c.dial("104")
+        lab.wait_for(lambda: talking.state == pj.PJSIP_INV_STATE_CONFIRMED and ringing.saw(pj.PJSIP_INV_STATE_EARLY),
+                     10, "one call up and one ringing")
+        # Registrations reach the disk every LOCATION_FLUSH_SECONDS: let the last one be written.
+        lab.poll(max(3.0, render.LOCATION_FLUSH_SECONDS + 1 - (time.monotonic() - registered_at)))
+        wrong = [e.dial("199") for _ in range(8)]  # each writes a record as it starts and as it ends
+        lab.poll(0.05)
+        everyone = descendants_of(pbx.proc.pid) | {pbx.proc.pid}
+        names = {Path(f"/proc/{pid}/comm").read_text().strip() for pid in everyone if alive(pid)}
+        for pid in everyone:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        pbx.proc.wait(timeout=5)
+        assert "kamailio" in names and len(everyone) >= 5, names
+        lab.poll(0.5)
+        assert not [pid for pid in everyone if alive(pid)]
+        for database in ("cdr.sqlite", "devices.sqlite", "registrations.sqlite", "kamailio/location.sqlite"):
+            if (pbx.data_dir / database).exists():
+                assert integrity(pbx.data_dir / database) == "ok", database
+        lab.hang_up_everything()  # the phones give up on calls nobody answers any more
+
+        pbx = start_pbx(config)
+        records = pbx.cdrs()
+        live = subprocess.run(EDGEPBX + ["cdr", "list", "--include-live", "--json", "--config", str(config)],
+                              capture_output=True, text=True, check=True, cwd=ROOT)
+        assert all(r["disposition"] for r in json.loads(live.stdout)), "a call left open after the restart"
+        cut = next(r for r in records if r["src"] == "101" and r["dst"] == "102")
+        assert cut["disposition"] == "failed" and cut["answered_at"] and cut["billsec"] >= 2, cut
+        with wave.open(cut["recording"]) as w:  # a valid WAV again, with what was said before the cut
+            assert w.getnframes() > 0
+        assert duration_seconds(Path(cut["recording"])) >= 2.0
+        assert has_tone(Path(cut["recording"]), TONES["101"]) and has_tone(Path(cut["recording"]), TONES["102"])
+        assert next(r for r in records if r["src"] == "103")["answered_at"] is None
+        assert len([r for r in records if r["dst"] == "199"]) <= len(wrong)
+
+        # Kamailio found the registrations on disk: 101 rings without having registered again.
+        b.answer = "auto"
+        back = b.dial("101")
+        lab.wait_for(lambda: back.state == pj.PJSIP_INV_STATE_CONFIRMED, 15, "102 calling 101 after the restart")
+        back.hangup_now()
+        lab.wait_for(lambda: back.state == pj.PJSIP_INV_STATE_DISCONNECTED, 5, "hang-up")
+        a.reg_code = 0
+        a.setRegistration(True)  # and a phone that does register again is welcome
+        lab.wait_for(lambda: a.reg_code != 0, 5, "101 registering again")
+        assert a.reg_code == 200
     finally:
         lab.release_phones()
         pbx.stop()

@@ -97,3 +97,33 @@ def test_keys_default_to_blf_for_colleagues_then_transfer_within_the_models_key_
     assert "<!-- Key 6: transfer" in text
     cisco = renderer.resolve("spa5006ab112233.xml").body.decode()  # CP-8841: 5 keys
     assert len(re.findall(r"<Extended_Function_\d+_", cisco)) == 5 and "fnc=blf+cp;sub=101@" in cisco
+
+
+def test_with_encryption_phones_that_can_are_told_to_use_tls_and_srtp_the_others_stay_on_udp(tmp_path):
+    """provisioning.encryption: each template that can sets SIP over TLS to the box's TLS port and
+    SRTP compulsory (and trust of the box's own self-signed certificate, where the phone has such a
+    setting); the templates that cannot yet keep UDP and RTP rather than half a setting."""
+    (tmp_path / "office.yaml").write_text(f"""data_dir: ./var
+network: {{bind: 192.168.10.2, sip_port: 5060, rtp_ports: [20000, 20999]}}
+provisioning: {{tftp_port: 69, http_port: 8088, https_port: 8443, encryption: true}}
+extensions:
+{phones_yaml()}
+""")
+    cfg = config.load(tmp_path / "office.yaml")
+    renderer = Renderer(cfg, Registry(cfg, credentials.sip_passwords(cfg)))
+    expected = {
+        "yealink": ["account.1.sip_server.1.port = 5061", "account.1.sip_server.1.transport_type = 2",
+                    "account.1.srtp_encryption = 2", "security.trust_certificates = 0"],
+        "grandstream": ["<P47>192.168.10.2:5061</P47>", "<P130>2</P130>", "<P183>2</P183>"],
+        "snom": ['<user_host idx="1" perm="R">192.168.10.2:5061;transport=tls</user_host>',
+                 '<user_savp idx="1" perm="R">mandatory</user_savp>', '<tls_server_authentication perm="R">off<'],
+        "cisco": ['<Proxy_1_ ua="na">192.168.10.2:5061</Proxy_1_>', '<SIP_Transport_1_ ua="na">TLS<',
+                  '<Secure_Call_Setting_1_ ua="na">Yes<'],
+        "polycom": ['reg.1.server.1.port="5060"', 'reg.1.server.1.transport="UDPOnly"'],
+        "fanvil": ["SIP1 Register Port :5060"],
+    }
+    for case in PHONES:
+        text = renderer.resolve(case.device_file).body.decode()
+        check_format(FORMATS[case.vendor], text)
+        missing = [e for e in expected[case.vendor] if e not in text]
+        assert not missing, f"{case.vendor} {case.device_file} lacks {missing}"

@@ -231,8 +231,8 @@ def test_refer_to_nowhere_is_refused_and_the_call_goes_on(lab, phones, pbx, targ
 
 
 def test_a_refer_hand_over_from_another_user_is_ignored(lab, phones, pbx):
-    """The feature server takes REFERs on an abstract Unix socket, which any local user can reach: only the
-    edge's user (the appliance's own) is obeyed. Needs root, as `make test` runs."""
+    """The feature server takes REFERs (and the portal's call backs) on an abstract Unix socket, which any
+    local user can reach: only the box's own user is obeyed. Needs root, as `make test` runs."""
     import json
     import os
     import subprocess
@@ -245,16 +245,19 @@ def test_a_refer_hand_over_from_another_user_is_ignored(lab, phones, pbx):
     target = phones("103")
     forged = json.dumps({"call_id": transferor.getInfo().callIdString, "refer_to": "<sip:103@127.0.0.1>",
                          "cseq": "9"})
+    forged_call_back = json.dumps({"callback": {"extension": "103", "number": "101"}})  # the portal's request
     cfg = load(pbx.config)
     sockets = [control_socket(cfg).lstrip("\0")]  # argv holds no NUL
     sender = ("import socket, sys\ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n"
               "for name in sys.argv[2:]:\n    s.sendto(sys.argv[1].encode(), b'\\0' + name.encode('latin-1'))\n")
     # /usr/bin/python3: Debian's, which nobody may run (the venv's lives under /root)
-    subprocess.run(["runuser", "-u", "nobody", "--", "/usr/bin/python3", "-c", sender, forged, *sockets], check=True)
+    for message in (forged, forged_call_back):
+        subprocess.run(["runuser", "-u", "nobody", "--", "/usr/bin/python3", "-c", sender, message, *sockets],
+                       check=True)
     lab.poll(1.5)
-    assert not target.calls, "nobody's forged REFER transferred nothing"
+    assert not target.calls, "nobody's forged REFER transferred nothing, and its call back rang nothing"
     assert held.state == CONFIRMED and transferor.state == CONFIRMED
-    assert "ignoring a REFER hand-over from uid 65534" in pbx.log_text()
+    assert pbx.log_text().count("ignoring a control request from uid 65534") == 2
 
 
 def test_attended_refer_joins_two_calls_while_many_calls_are_up(lab, phones, pbx):

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import EDGEPBX, ROOT, start_pbx, write_office
 from phones import talk
-from sipp import SCENARIOS, free_udp_port
+from sipp import SCENARIOS, free_udp_port, provider_calls
 
 TRUNK_USER, TRUNK_PASSWORD = "8312000000", "trunk-pass-1"
 
@@ -94,22 +94,6 @@ def test_status_lists_trunks_that_do_not_register(tmp_path):
         assert trunk_state(pbx)["state"] == "not registering"
     finally:
         pbx.stop()
-
-
-def provider_calls(tmp_path: Path, scenario: str, name: str,
-                   fill: dict[str, str] | None = None) -> tuple[subprocess.Popen, int, Path]:
-    """A SIPp 'provider' taking one call with `scenario` (@USER@, @PASSWORD@ and each @KEY@ of `fill` filled in)."""
-    port = free_udp_port()
-    script = tmp_path / f"{name}.xml"
-    text = (SCENARIOS / scenario).read_text().replace("@USER@", "nn-office").replace("@PASSWORD@", "trunk-pass-2")
-    for key, value in (fill or {}).items():
-        text = text.replace(f"@{key}@", value)
-    script.write_text(text)
-    trace = tmp_path / f"{name}.messages"
-    proc = subprocess.Popen(["sipp", "-sf", str(script), "-nostdin", "-i", "127.0.0.1", "-p", str(port), "-m", "1",
-                             "-trace_msg", "-message_file", str(trace)], cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return proc, port, trace
 
 
 def test_outbound_call_fails_over_to_the_next_trunk_which_authenticates_it(tmp_path, lab):
@@ -235,3 +219,57 @@ trunks:
         lab.release_phones()
         pbx.stop()
         ivr.kill()
+
+
+def test_a_burst_of_international_calls_is_stopped_at_the_limits_and_the_trunk_sees_no_more(tmp_path, lab):
+    """Toll fraud as it happens: a guessed extension dials abroad again and again. With at most 2
+    calls out at once and 4 an hour for an extension, the third simultaneous call and the fifth
+    in the hour are refused with 403 before any trunk, and the box raises its toll alarm."""
+    import pjsua2 as pj
+
+    from conftest import TONES
+
+    port = free_udp_port()
+    trace = tmp_path / "provider.messages"
+    provider = subprocess.Popen(["sipp", "-sf", str(SCENARIOS / "uas_answer.xml"), "-nostdin", "-i", "127.0.0.1",
+                                 "-p", str(port), "-trace_msg", "-message_file", str(trace)], cwd=tmp_path,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    extra = f"""security: {{outside_calls: {{per_extension: {{concurrent: 2, calls_per_hour: 4}}}}}}
+trunks:
+  - {{name: main, host: 127.0.0.1, port: {port}, register: false}}"""
+    # international calls are off by default: this extension's were switched on, as a thief wants
+    extensions = '  - {number: "101", name: "Reception", password: "pw-101-secret", permissions: international}'
+    pbx = start_pbx(write_office(tmp_path, extra=extra, extensions=extensions))
+    lab.port = pbx.sip_port
+    confirmed, gone = pj.PJSIP_INV_STATE_CONFIRMED, pj.PJSIP_INV_STATE_DISCONNECTED
+    try:
+        phone = lab.phone("101", "pw-101-secret", TONES["101"])
+        burst = [phone.dial(f"81044207946000{n}") for n in range(3)]  # three calls to London at once
+        lab.wait_for(lambda: sum(c.state == confirmed for c in burst) == 2 and any(c.state == gone for c in burst),
+                     15, "two calls up and the third refused")
+        refused = next(c for c in burst if c.state == gone)
+        assert refused.last_code == 403
+        for call in burst:
+            call.hangup_now()
+        lab.poll(1.0)
+        later = []
+        for n in range(3):  # one after another: the 3rd and 4th of the hour go, the 5th does not
+            later.append(phone.dial(f"81044207946100{n}"))
+            lab.wait_for(lambda: later[-1].state in (confirmed, gone), 15, "the call to be answered or refused")
+            later[-1].hangup_now()
+            lab.poll(0.5)
+        assert [c.saw(confirmed) for c in later] == [True, True, False] and later[2].last_code == 403
+        assert trace.read_text().count("INVITE sip:") == 4  # the trunk saw the four allowed calls only
+        status = json.loads(subprocess.run(EDGEPBX + ["status", "--config", str(pbx.config), "--json"],
+                                           capture_output=True, text=True, check=True, cwd=ROOT).stdout)
+        assert "extension 101: 4 calls out in the last hour (limit 4)" in status["toll_alarm"]["reason"]
+        assert "TOLL ALARM: call out refused, extension 101: 2 calls out at once (limit 2)" in pbx.log_text()
+        pbx.wait_cdr(lambda r: r["dst"] == "810442079461002")
+        listed = subprocess.run(EDGEPBX + ["cdr", "list", "--config", str(pbx.config), "--json"], capture_output=True,
+                                text=True, check=True, cwd=ROOT).stdout
+        outcomes = sorted((r["disposition"], r["trunk"] or "-") for r in json.loads(listed))
+        assert outcomes == [("answered", "main")] * 4 + [("failed", "-")] * 2, outcomes  # refused: no trunk
+    finally:
+        lab.release_phones()
+        pbx.stop()
+        provider.kill()

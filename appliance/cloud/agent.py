@@ -18,12 +18,15 @@ from pathlib import Path
 
 from .. import wavfix
 from ..recordings import free_mb, low_on_space, prune
+from ..reserve import keep_reserve, reserve_path
 from ..config import Config, InvalidConfig, load
+from .callback import request_call_back
 from .client import PortalClient, PortalRefused, PortalUnreachable
 from .link import CloudLink, load_link
 from .outbox import Entry, Outbox
 from .phones import ACTIONS, notify_event, phone_list, send_notify
 from .remote_config import check, install, remote_state, running_state, set_remote_state, sha256_text
+from .settings import settings_summary
 from .status import collect_status, write_state
 
 log = logging.getLogger("edgepbx.cloud")
@@ -69,6 +72,7 @@ class Agent:
         self.next_prune = 0.0
         self.next_space_check = 0.0
         self.disk_alarm = False
+        self.reserve_released = False
 
     # --- the loop -------------------------------------------------------------------------
     def run(self) -> None:
@@ -101,9 +105,11 @@ class Agent:
 
     def housekeeping(self) -> None:
         """Recordings the box no longer needs leave it (appliance/recordings.prune): once a
-        minute, and within seconds when free space falls under the low-water mark."""
+        minute, and within seconds when free space falls under the low-water mark or the space
+        kept for call records was used (it is kept again as soon as there is room)."""
         now = time.monotonic()
-        if now < self.next_prune and not (now >= self.next_space_check and low_on_space(self.cfg)):
+        short = lambda: low_on_space(self.cfg) or not reserve_path(self.cfg.data_dir).exists()  # noqa: E731
+        if now < self.next_prune and not (now >= self.next_space_check and short()):
             return
         self.next_prune = now + PRUNE_SECONDS
         self.next_space_check = now + SPACE_CHECK_SECONDS
@@ -119,6 +125,9 @@ class Agent:
                       " until the portal has the pending ones" if enrolled else "")
         elif self.disk_alarm and not pruned.still_low:
             log.info("disk space recovered: %.0f MB free; calls are recorded again", free_mb(self.cfg))
+        if not pruned.still_low and keep_reserve(self.cfg.data_dir) and self.reserve_released:
+            log.info("space for call records kept again on %s", self.cfg.data_dir)
+        self.reserve_released = not reserve_path(self.cfg.data_dir).exists()
         self.disk_alarm = pruned.still_low
 
     def _sleep(self, seconds: float) -> None:
@@ -167,11 +176,21 @@ class Agent:
         remote = remote_state(self.cfg)
         status["config"] = {"version": remote.get("version"), "state": remote.get("state")}
         status["phones"] = phone_list(self.cfg)
+        status["settings"] = settings_summary(self.running_config())
         answer = self.client.request("POST", "/api/v1/heartbeat", status)
         self.next_heartbeat = time.monotonic() + self.cfg.cloud.heartbeat_seconds
         for action in answer.get("phone_actions") or []:
             self.phone_action(action, status["phones"])
+        for request in answer.get("callbacks") or []:
+            self.call_back(request)
         self.follow_config(answer.get("config_version"))
+
+    def running_config(self) -> Config:
+        """The office config as the box runs it now (an installer may have edited it on site)."""
+        try:
+            return load(self.cfg.path)
+        except InvalidConfig:
+            return self.cfg
 
     def phone_action(self, action: dict, phones: list[dict]) -> None:
         """An operator's resync or reboot: the NOTIFY the phone's vendor understands, and the
@@ -188,6 +207,15 @@ class Agent:
         log.info("phone %s %s: %s", action.get("mac"), action.get("action"), detail)
         self.client.request("POST", f"/api/v1/phone-actions/{int(action['id'])}/result",
                             {"code": code, "detail": detail})
+
+    def call_back(self, request: dict) -> None:
+        """A portal user's "call back": the feature server rings their extension, then dials the
+        number; the portal learns at once whether the phone is ringing (the call itself arrives as
+        a call record like any other)."""
+        started, detail = request_call_back(self.cfg, str(request.get("extension", "")), str(request.get("number", "")))
+        log.info("call back %s for extension %s: %s", request.get("number"), request.get("extension"), detail)
+        self.client.request("POST", f"/api/v1/callbacks/{int(request['id'])}/result",
+                            {"started": started, "detail": detail})
 
     # --- configs from the portal ----------------------------------------------------------
     def follow_config(self, desired: int | None) -> None:

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from ..config import Config
+from ..featureserver.limits import recent_toll_alarm
 from ..files import read_state_json, write_state_json
 from ..trunks import trunk_states
 
@@ -55,7 +56,7 @@ def collect_status(cfg: Config, outbox: dict, agent_uptime: float) -> dict:
         "trunks": [{"name": t["name"], "state": t["state"], "last_code": t["last_code"]} for t in trunk_states(cfg)],
         "phones_registered": registered_phones(cfg), "extensions": len(cfg.extensions),
         "outbox_depth": outbox["cdr"] + outbox["recording"], "outbox": outbox,
-        "heartbeat_seconds": cfg.cloud.heartbeat_seconds,
+        "heartbeat_seconds": cfg.cloud.heartbeat_seconds, "toll_alarm": recent_toll_alarm(cfg.data_dir),
     }
 
 

@@ -28,13 +28,15 @@ import pjsua2 as pj
 from ..cdr import CdrStore
 from ..config import Config, Trunk
 from ..dialplan import DialPlan, format_for_trunk
-from ..recordings import recording_path, recover_after_crash
+from ..recordings import free_mb, recording_path, recover_after_crash
 from ..pjlib import create_library, endpoint_config, set_office_codecs, start_udp
 from ..ringing import RingingBoard
 from ..trunks import trunk_states
 from ..kamailio.render import control_socket
 from .b2bua import CallPair, Target, safe_hangup, send_transfer_outcome
+from .callback import CallBack
 from .inbound import InboundCall
+from .limits import outside_call_refusal
 from .notice import ToneNotice
 from .transfer import attended_transfer, blind_transfer, parse_refer_to
 
@@ -43,6 +45,9 @@ log = logging.getLogger("edgepbx.featureserver")
 # PJSUA_MAX_CALLS of our PJSIP build (scripts/pjsip/config_site.h): pjsua itself never refuses a
 # leg; calls.max_concurrent is enforced here, with a 503 the caller understands.
 RECORDING_SYNC_SECONDS = 5.0  # the most of a recording a power cut can take (sync_recordings)
+# Recordings in progress stop when free space falls below this share of recording.min_free_mb
+# (new calls already go unrecorded below all of it): what is left stays for the call records.
+RECORDING_FLOOR = 0.5
 MAX_LEGS = 1024
 CONF_THREADS = os.cpu_count() or 1
 # pjsua's default quality (8) has the bridge resample 8 <-> 16 kHz legs with libsamplerate's
@@ -54,6 +59,7 @@ REQUEST_LINE = re.compile(r"^INVITE\s+sips?:([^@;>\s]+)@", re.IGNORECASE)
 REPLACES_HEADER = re.compile(r"^X-Edgepbx-Replaces:\s*([^;\s]+)", re.IGNORECASE | re.MULTILINE)
 TRUNK_HEADER = re.compile(r"^X-Edgepbx-Trunk:\s*(\S+)", re.IGNORECASE | re.MULTILINE)
 FROM_USER = re.compile(r"^(?:From|f):[^\r\n]*?<?sips?:([^@;>\s]+)@", re.IGNORECASE | re.MULTILINE)
+TO_USER = re.compile(r"^(?:To|t):[^\r\n]*?<?sips?:([^@;>\s]+)@", re.IGNORECASE | re.MULTILINE)
 ASSERTED_ID = re.compile(r'^P-Asserted-Identity:\s*(?:"([^"]*)"\s*)?<?sips?:([^@;>\s]+)@', re.IGNORECASE | re.MULTILINE)
 
 
@@ -63,7 +69,11 @@ class Account(pj.Account):
         self.server = server
 
     def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:
-        self.server.on_incoming_call(prm)
+        try:
+            self.server.on_incoming_call(prm)
+        except Exception:  # pjsua would answer 500 and say nothing: say why in the log
+            log.exception("incoming call could not be handled; answered 500")
+            raise
 
 
 class FeatureServer:
@@ -81,6 +91,9 @@ class FeatureServer:
         recover_after_crash(self.store)
         self.ep = pj.Endpoint()
         self.account: Account | None = None
+        self.plain_account: pj.Account | None = None   # calls to phones on UDP or TCP: plain RTP
+        self.secure_account: pj.Account | None = None  # calls to phones registered over TLS: SRTP
+        self.registrations: sqlite3.Connection | None = None
         self.trunk_accounts: dict[str, pj.Account] = {}  # one per trunk: its credentials for 401/407
         self.dialplan = DialPlan(cfg)
         self.board = RingingBoard()
@@ -108,23 +121,58 @@ class FeatureServer:
         start_udp(self.ep, net.bind, net.feature_port)
         self.ep.libStart()
         set_office_codecs(self.ep)
-        ac = pj.AccountConfig()
-        ac.idUri = f"sip:edgepbx@{net.bind}:{net.feature_port}"
-        ac.mediaConfig.transportConfig.port = net.rtp_ports[0]
-        ac.mediaConfig.transportConfig.portRange = net.rtp_ports[1] - net.rtp_ports[0]
-        ac.mediaConfig.transportConfig.boundAddress = net.bind
+        # Calls arrive on the default account, which takes SRTP (SDES) from a phone that offers it
+        # and plain RTP from the rest; calls to phones leave from one of the other two.
+        ac = self.leg_account_config("edgepbx", pj.PJMEDIA_SRTP_OPTIONAL)
         self.account = Account(self)
         self.account.create(ac, True)
+        self.plain_account = pj.Account()
+        self.plain_account.create(self.leg_account_config("edgepbx-plain", pj.PJMEDIA_SRTP_DISABLED))
+        self.secure_account = pj.Account()
+        self.secure_account.create(self.leg_account_config("edgepbx-srtp", pj.PJMEDIA_SRTP_MANDATORY))
         for trunk in self.cfg.trunks:
             self.trunk_accounts[trunk.name] = self.trunk_account(trunk, ac)
         log.info("feature server listening on %s:%d (RTP %d-%d, up to %d calls)", net.bind, net.feature_port,
                  *net.rtp_ports, self.cfg.max_concurrent_calls)
 
+    def leg_account_config(self, user: str, srtp: int) -> pj.AccountConfig:
+        """An account for the office's phones' legs: its media on the box's RTP ports, with SRTP
+        `srtp` (disabled, optional or mandatory). The SDP's keys travel between the edge and this
+        server over UDP on the box itself, so pjsua must not insist on secure signalling here."""
+        net = self.cfg.network
+        ac = pj.AccountConfig()
+        ac.idUri = f"sip:{user}@{net.bind}:{net.feature_port}"
+        ac.mediaConfig.transportConfig.port = net.rtp_ports[0]
+        ac.mediaConfig.transportConfig.portRange = net.rtp_ports[1] - net.rtp_ports[0]
+        ac.mediaConfig.transportConfig.boundAddress = net.bind
+        ac.mediaConfig.srtpUse = srtp
+        ac.mediaConfig.srtpSecureSignaling = 0
+        return ac
+
+    def registered_over_tls(self, extension: str) -> bool:
+        """The phone's registration came over TLS (noted by the edge in registrations.sqlite):
+        it expects its calls' audio encrypted as well."""
+        try:
+            if self.registrations is None:
+                self.registrations = sqlite3.connect(f"file:{self.cfg.data_dir / 'registrations.sqlite'}?mode=ro",
+                                                     uri=True, timeout=0.2, isolation_level=None)
+            row = self.registrations.execute("SELECT transport FROM registrations WHERE extension = ? AND "
+                                             "expires_at > ?", (extension, time.time())).fetchone()
+        except sqlite3.Error:  # no phone registered yet (no file), or a table from before transports
+            self.registrations = None
+            return False
+        return bool(row) and (row[0] or "").lower() == "tls"
+
     def trunk_account(self, trunk: Trunk, base: pj.AccountConfig) -> pj.Account:
         """No registration here (appliance/trunks.py does it once); calls go out through the edge."""
         net = self.cfg.network
         tc = pj.AccountConfig()
-        tc.idUri = f"sip:{trunk.username or 'edgepbx'}@{trunk.host}"
+        # Neither the trunk's user name nor its host: pjsua gives an incoming call to the account
+        # whose user and domain, or domain alone, its To header names, and providers put their own
+        # domain there (To: <sip:DID@provider>): the call would land on this account, which takes
+        # no calls, and pjsua2 would answer 500. Calls go out with the From of their target
+        # (Target.from_uri), to the trunk's address, with the credentials below.
+        tc.idUri = f"sip:edgepbx-trunk-{trunk.name}@trunk.invalid"
         tc.mediaConfig.transportConfig.port = base.mediaConfig.transportConfig.port
         tc.mediaConfig.transportConfig.portRange = base.mediaConfig.transportConfig.portRange
         tc.mediaConfig.transportConfig.boundAddress = net.bind
@@ -151,24 +199,68 @@ class FeatureServer:
         self.shutdown()
 
     def read_control(self) -> None:
-        """REFERs handed over by Kamailio, which runs as this process's user. An abstract socket
-        has no file permissions, so a datagram from any other user is dropped."""
+        """Requests from the box's own processes, which run as this process's user: REFERs handed
+        over by Kamailio, and the portal's call-back requests from the cloud agent (answered to the
+        sender). An abstract socket has no file permissions, so a datagram from any other user is
+        dropped."""
         while True:
             try:
-                data, ancillary, _flags, _addr = self.control.recvmsg(65536, socket.CMSG_SPACE(12))
+                data, ancillary, _flags, sender = self.control.recvmsg(65536, socket.CMSG_SPACE(12))
             except (BlockingIOError, InterruptedError):
                 return
             uid = sender_uid(ancillary)
             if uid != os.getuid():
-                log.warning("ignoring a REFER hand-over from uid %s: only the SIP edge may send them", uid)
+                log.warning("ignoring a control request from uid %s: only the box's own services may send them", uid)
                 continue
             try:
-                refer = json.loads(data)
-                self.on_refer(str(refer["call_id"]), str(refer["refer_to"]), str(refer.get("cseq", "")))
+                request = json.loads(data)
+                if "callback" in request:
+                    ok, detail = self.call_back(str(request["callback"]["extension"]),
+                                                str(request["callback"]["number"]))
+                    self.answer_control(sender, {"ok": ok, "detail": detail})
+                else:
+                    self.on_refer(str(request["call_id"]), str(request["refer_to"]), str(request.get("cseq", "")))
             except (ValueError, KeyError, TypeError) as exc:
-                log.warning("ignoring a malformed REFER hand-over from the edge: %s", exc)
+                log.warning("ignoring a malformed control request: %s", exc)
             except Exception:
-                log.exception("REFER handling failed")
+                log.exception("control request failed")
+
+    def answer_control(self, sender: object, answer: dict) -> None:
+        if not sender:
+            return  # an unnamed sender expects no answer
+        try:
+            self.control.sendto(json.dumps(answer).encode(), sender)
+        except OSError as exc:
+            log.warning("could not answer a control request: %s", exc)
+
+    def call_back(self, extension: str, number: str) -> tuple[bool, str]:
+        """The portal's call back: rings `extension`, then dials `number` for it (dial plan and
+        permissions as if the extension dialled it). Says at once whether it started, and why not."""
+        if self.cfg.extension(extension) is None:
+            return False, f"no extension {extension} on this box"
+        route = self.dialplan.route(number, extension)
+        if route.klass == "denied":
+            return False, f"{number}: {route.reason}"
+        if route.klass == "feature" or route.number == extension:
+            return False, f"{number} is not a number to call back"
+        if self.calls_in_progress() >= self.cfg.max_concurrent_calls:
+            return False, f"calls.max_concurrent ({self.cfg.max_concurrent_calls}) reached"
+        if route.klass == "internal":
+            targets = [self.phone_target(route.number, extension, extension)]
+        else:
+            refusal = outside_call_refusal(self, extension)
+            if refusal:
+                return False, f"{number}: {refusal}"
+            targets = self.trunk_targets(route.number, route.trunks)
+            if not targets:
+                return False, f"no usable trunk for {route.number}"
+        try:
+            pair = CallBack(self, extension, route, targets)
+        except pj.Error as exc:
+            return False, f"cannot ring extension {extension}: {exc.info()}"
+        self.pairs[id(pair)] = pair
+        log.info("call back: ringing extension %s, then %s (%s)", extension, route.number, route.klass)
+        return True, f"ringing extension {extension}; {route.number} is dialled when it answers"
 
     def find_party(self, sip_call_id: str):
         """(call, leg) of the answered call whose leg has this SIP Call-ID, or None."""
@@ -248,7 +340,7 @@ class FeatureServer:
             self.ep.libHandleEvents(20)
         self.pairs.clear()
         self.retired.clear()
-        self.account = None
+        self.account = self.plain_account = self.secure_account = None
         self.ep.libDestroy()
         self.store.close()
         log.info("feature server stopped")
@@ -268,6 +360,10 @@ class FeatureServer:
         full = self.calls_in_progress() >= self.cfg.max_concurrent_calls
         if source == self.kamailio_addr and trunk and not full:
             caller = FROM_USER.search(msg)
+            to = TO_USER.search(msg)
+            registered = next((t for t in self.cfg.trunks if t.name == trunk.group(1) and t.username), None)
+            if registered and dst == registered.username and to:
+                dst = to.group(1)  # sent to the registered Contact: the number called is in To
             inbound = InboundCall(self, prm.callId, src=caller.group(1) if caller else "anonymous", did=dst,
                                   trunk=trunk.group(1), sip_call_id=call_id.group(1) if call_id else "")
             self.pairs[id(inbound)] = inbound
@@ -312,6 +408,11 @@ class FeatureServer:
             pair.reject(486, "busy")
             return
         if external:
+            refusal = outside_call_refusal(self, src, asking=pair)
+            if refusal:
+                log.warning("call %s: %s may not call %s now: %s", pair.cdr_id, src, dst, refusal)
+                pair.reject(403, "failed")
+                return
             targets = self.trunk_targets(route.number, route.trunks)
             if not targets:
                 log.warning("call %s: no usable trunk for %s", pair.cdr_id, route.number)
@@ -327,8 +428,9 @@ class FeatureServer:
         caller's identity in From."""
         net = self.cfg.network
         name = caller_name.replace('"', "")
+        account = self.secure_account if self.registered_over_tls(extension) else self.plain_account
         return Target(f"sip:{extension}@{net.bind}:{net.sip_port}", f'"{name}" <sip:{caller}@{self.cfg.domain}>',
-                      self.account, number=extension)
+                      account, number=extension)
 
     def refuse(self, leg_id: int, code: int) -> None:
         """Answers an incoming INVITE with `code`; its pjsua2 object is freed on the next loop turn,
@@ -415,6 +517,23 @@ class FeatureServer:
             self.recording_started.clear()
             if self.recording_now:
                 os.sync()
+                if free_mb(self.cfg) < self.cfg.recording_min_free_mb * RECORDING_FLOOR:
+                    self.call_soon(self.stop_recordings_for_space)
+
+    def stop_recordings_for_space(self) -> None:
+        """(library thread) The disk is filling while calls are recorded: their recordings close
+        with what they hold so far, the calls go on and their records are still written."""
+        stopped = []
+        for pair in list(self.pairs.values()):
+            for holder in (pair, getattr(pair, "transfer", None)):
+                if holder is not None and getattr(holder, "recorder", None) is not None:
+                    holder.recorder = None  # closing the WAV writes its final header
+                    stopped.append(getattr(pair, "cdr_id", "?"))
+        self.recording_now.clear()
+        if stopped:
+            log.error("ALARM disk low: %.0f MB free on %s, under half of recording.min_free_mb %d; stopped "
+                      "recording %d call(s) in progress (%s), which go on unrecorded", free_mb(self.cfg),
+                      self.cfg.data_dir, self.cfg.recording_min_free_mb, len(stopped), ", ".join(stopped))
 
 
 def sender_uid(ancillary: list[tuple[int, int, bytes]]) -> int | None:

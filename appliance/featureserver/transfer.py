@@ -24,6 +24,7 @@ import pjsua2 as pj
 from .b2bua import (FAILOVER_CODES, CallPair, Leg, MusicOnHold, Target, active_audio, bridge,
                     disposition_for_failure, music_on_hold, release_after_outcome, ringback_to, safe_hangup,
                     send_transfer_outcome, unbridge)
+from .limits import outside_call_refusal
 
 if TYPE_CHECKING:
     from .server import FeatureServer
@@ -121,6 +122,10 @@ class Transfer:
                         self.transferor.number)
             self.targets = [server.phone_target(route.number, self.transferor.number, name)]
         elif external:
+            refusal = outside_call_refusal(server, self.transferor.number)
+            if refusal:
+                self.cancel(f"cannot transfer to {self.digits!r}: {refusal}", None)
+                return
             self.targets = server.trunk_targets(route.number, route.trunks)
         if not self.targets:
             self.cancel(f"cannot transfer to {self.digits!r}: {route.reason or route.klass}", None)

@@ -10,17 +10,20 @@ and again when a new office config is applied; its path comes in the EDGEPBX_ROU
 variable. Each Kamailio process re-reads it when it changes (checked at most once a second), so a
 new extension or password takes effect without restarting Kamailio and losing registrations.
 """
+import ipaddress
 import json
 import os
 import socket
 import sqlite3
 import time
+from datetime import datetime
 
 import KSR  # provided by Kamailio's app_python3
 
 FLT_NATS = 5
 FLB_NATB = 6
 FLB_NATSIPPING = 7
+FLT_FROM_OUTSIDE = 11  # the transaction's request came from beyond the office's NAT
 EXIT = -255
 SCANNER_AGENTS = ("friendly-scanner", "sipcli", "sipvicious", "sip-scan", "sipsak", "iWar", "VaxSIPUserAgent")
 
@@ -77,6 +80,13 @@ class Router:
         self.box_token = routing.get("box_token")
         registrar = routing.get("trunk_registrar") or {}
         self.trunk_registrar = (registrar.get("host"), int(registrar.get("port", 0)))
+        wan = routing.get("wan") or {}
+        self.wan_port = int(wan.get("port", 0))
+        self.public = wan.get("public") or ""  # what the outside face advertises ("" : its LAN address)
+        self.nat_state_path = wan.get("state")
+        self.nat_state = None  # what this process last noted
+        # the office's own networks (appliance/nat.py INSIDE_NETWORKS): the rest is beyond the NAT
+        self.inside = [ipaddress.ip_network(n) for n in wan.get("inside", [])]
 
     def child_init(self, rank):
         return 0
@@ -116,7 +126,11 @@ class Router:
             return 1
         if method == "REGISTER":
             if self.from_trunk_registrar():
-                self.relay()  # the box registering a trunk: on to the provider, from Kamailio's socket
+                # the box registering a trunk: on to the provider, from Kamailio's own socket
+                if self.outside(KSR.pv.gete("$rd")):
+                    self.leave_by_outside_face()
+                    KSR.tm.t_on_reply("ksr_onreply_trunk_register")
+                self.relay()
             else:
                 self.register()
             return 1
@@ -136,14 +150,21 @@ class Router:
         elif trunk:
             KSR.hdr.remove("P-Asserted-Identity")
             KSR.hdr.append(f"X-Edgepbx-Trunk: {trunk}\r\n")
+            self.mark_if_from_outside()
             KSR.rr.record_route()
             self.relay_to_feature_server()
         else:
+            self.mark_if_from_outside()
             self.to_feature_server()
         return 1
 
     def from_feature_server(self) -> bool:
         return KSR.pv.get("$si") == self.fs_host and int(KSR.pv.get("$sp")) == self.fs_port
+
+    def next_hop_is_feature_server(self) -> bool:
+        """Where the request goes next ($du, else the request URI) is the feature server."""
+        port = KSR.pv.gete("$nh(p)") or "5060"
+        return KSR.pv.gete("$nh(d)") == self.fs_host and port.isdigit() and int(port) == self.fs_port
 
     def from_box_agent(self) -> bool:
         """The cloud agent's NOTIFY to a phone: from this box's own address, with the token only
@@ -164,15 +185,21 @@ class Router:
         return (KSR.pv.get("$si"), int(KSR.pv.get("$sp"))) == self.trunk_registrar
 
     def reject_abuse(self, method):
-        """Drops scanners silently and answers banned addresses with 403."""
+        """Drops scanners and banned addresses without an answer: a password guesser that gets
+        403s keeps sending (sipvicious' svcrack did, for as long as it was let run); one that gets
+        nothing gives up, and learns nothing about the box."""
         ua = KSR.pv.gete("$ua") or ""
+        source = KSR.pv.get("$si")
         if any(agent.lower() in ua.lower() for agent in SCANNER_AGENTS):
-            KSR.notice(f"edgepbx: scanner '{ua}' from {KSR.pv.get('$si')} dropped\n")
+            KSR.notice(f"edgepbx: scanner '{ua}' from {source} dropped\n")
             return EXIT
-        failures = KSR.htable.sht_get("authfail", KSR.pv.get("$si"))
+        if source != self.edge[0] and KSR.pike.pike_check_req() < 0:  # the box's own services are exempt
+            if KSR.htable.sht_get("flooders", source) is None:
+                KSR.htable.sht_seti("flooders", source, 1)
+                KSR.err(f"edgepbx: flood from {source}: dropping its requests until it slows down\n")
+            return EXIT
+        failures = KSR.htable.sht_get("authfail", source)
         if failures is not None and failures >= self.ban_after:
-            if method != "ACK":
-                KSR.sl.sl_send_reply(403, "Forbidden")
             return EXIT
         return 1
 
@@ -191,9 +218,21 @@ class Router:
         if KSR.rr.loose_route() > 0:
             if not KSR.isdsturiset():
                 KSR.nathelper.handle_ruri_alias()
-            if method == "REFER" and not self.from_feature_server():
+            if not self.from_feature_server() and not self.direct and not self.next_hop_is_feature_server():
+                # Every call is anchored in the feature server: a phone's or provider's in-dialog
+                # request goes there or nowhere. (Relayed, any host that named this box in a Route
+                # could send requests anywhere from the box's address: to an IP-trusted trunk, say.)
+                KSR.notice(f"edgepbx: in-dialog {method} from {KSR.pv.get('$si')} for "
+                           f"{KSR.pv.gete('$nh(d)')}:{KSR.pv.gete('$nh(p)')} refused (not relayed)\n")
+                KSR.sl.sl_send_reply(403, "Forbidden")
+                return EXIT
+            if method == "REFER" and not self.from_feature_server() and not self.direct:
                 self.refer_to_feature_server()
                 return EXIT
+            if self.from_feature_server() and self.outside(KSR.pv.gete("$nh(d)")):
+                self.sdp_to_public()  # a re-INVITE or UPDATE to the provider or a phone away
+            else:
+                self.mark_if_from_outside()
             self.relay()
             return EXIT
         if method == "ACK":
@@ -269,11 +308,6 @@ class Router:
         """A phone's transfer key (REFER, blind or with Replaces) on a call through the feature
         server, which carries it out itself: the edge accepts the REFER here (202) and hands its
         content to the feature server's control socket; the outcome goes back by NOTIFY."""
-        next_hop = KSR.pv.gete("$du") or KSR.pv.gete("$ru") or ""
-        port = next_hop.rsplit(":", 1)[-1].split(";")[0].split(">")[0]
-        if not (port.isdigit() and int(port) == self.fs_port):
-            self.relay()
-            return
         refer_to = KSR.pv.gete("$hdr(Refer-To)") or KSR.pv.gete("$hdr(r)")
         if not refer_to:
             KSR.sl.sl_send_reply(400, "Missing Refer-To")
@@ -321,7 +355,10 @@ class Router:
         if KSR.pv.get("$tU") != KSR.pv.get("$au"):
             KSR.sl.sl_send_reply(403, "Forbidden: To user differs from auth user")
             return
-        if KSR.isflagset(FLT_NATS):
+        # Pinged (nathelper, every NAT_KEEPALIVE_SECONDS): phones behind a NAT, and every phone
+        # away from the office, whose own keepalives may be too rare for its router (a softphone
+        # that rewrote its Contact to its public address looks like no NAT at all)
+        if KSR.isflagset(FLT_NATS) or self.outside(KSR.pv.get("$si")):
             KSR.setbflag(FLB_NATB)
             KSR.setbflag(FLB_NATSIPPING)
         if KSR.registrar.save("location", 0) < 0:
@@ -330,15 +367,22 @@ class Router:
         self.note_registration()
 
     def note_registration(self):
-        """Keeps who is registered, from where and with which User-Agent, for `edgepbx devices`."""
+        """Keeps who is registered, from where, over which transport and with which User-Agent,
+        for `edgepbx devices` and for the feature server (a phone on TLS gets its calls with SRTP)."""
         if not self.registrations_path:
             return
         try:
             if self.registrations is None:
                 self.registrations = sqlite3.connect(self.registrations_path, timeout=0.5, isolation_level=None)
                 self.registrations.execute("PRAGMA journal_mode=WAL")
+                self.registrations.execute("PRAGMA synchronous=NORMAL")
                 self.registrations.execute("CREATE TABLE IF NOT EXISTS registrations (extension TEXT PRIMARY KEY, "
-                                           "source TEXT, user_agent TEXT, registered_at REAL, expires_at REAL)")
+                                           "source TEXT, user_agent TEXT, registered_at REAL, expires_at REAL, "
+                                           "transport TEXT)")
+                try:  # a table from before the transport was noted
+                    self.registrations.execute("ALTER TABLE registrations ADD COLUMN transport TEXT")
+                except sqlite3.OperationalError:
+                    pass
             expires = KSR.pv.gete("$hdr(Expires)") or ""
             contact = KSR.pv.gete("$ct") or ""
             if "expires=" in contact:
@@ -346,9 +390,10 @@ class Router:
             seconds = int(expires) if expires.strip().isdigit() else 3600
             now = time.time()
             self.registrations.execute(
-                "INSERT OR REPLACE INTO registrations VALUES (?,?,?,?,?)",
+                "INSERT OR REPLACE INTO registrations (extension, source, user_agent, registered_at, expires_at, "
+                "transport) VALUES (?,?,?,?,?,?)",
                 (KSR.pv.get("$au"), f"{KSR.pv.get('$si')}:{KSR.pv.get('$sp')}", KSR.pv.gete("$ua"), now,
-                 now + min(seconds, 3600)))
+                 now + min(seconds, 3600), KSR.pv.gete("$pr")))
         except (sqlite3.Error, ValueError) as exc:
             KSR.warn(f"edgepbx: could not note registration: {exc}\n")
 
@@ -378,6 +423,9 @@ class Router:
 
     def relay_to_feature_server(self):
         KSR.setdsturi(f"sip:{self.fs_host}:{self.fs_port}")
+        # from the LAN face, whichever face the call came in on: the feature server sees its edge
+        # at the one address it trusts, and a call from outside gets a Record-Route for each face
+        KSR.pv.sets("$fs", f"udp:{self.edge[0]}:{self.edge[1]}")
         KSR.tm.t_on_failure("ksr_failure_feature_server")
         self.relay()
 
@@ -390,6 +438,9 @@ class Router:
 
     def to_phone(self):
         if not KSR.is_myself(KSR.pv.get("$ru")):
+            if self.outside(KSR.pv.gete("$rd")):  # over the office's NAT, from the outside face
+                self.leave_by_outside_face()
+                self.sdp_to_public()
             KSR.rr.record_route()  # a call out over a trunk: straight to the provider
             self.relay()
             return
@@ -403,6 +454,8 @@ class Router:
             else:
                 KSR.tm.t_reply(480, "Temporarily Unavailable")
             return
+        if self.outside(KSR.pv.gete("$nh(d)")):
+            self.sdp_to_public()  # a phone away from the office, registered on the outside face
         KSR.rr.record_route()
         self.relay()
 
@@ -423,4 +476,100 @@ class Router:
     def ksr_onreply_manage(self, msg):
         if KSR.isbflagset(FLB_NATB) or KSR.isflagset(FLT_NATS):
             KSR.nathelper.set_contact_alias()
+        if self.outside(KSR.pv.get("$si")):
+            if KSR.nathelper.nat_uac_test(8) > 0:  # a phone behind its own NAT answered with its LAN address
+                KSR.nathelper.fix_nated_sdp(2)
+        elif KSR.isflagset(FLT_FROM_OUTSIDE):
+            self.sdp_to_public()  # the feature server's answer on its way out through the NAT
+        return 1
+
+    # -- the outside face: the office's NAT ------------------------------------------------
+
+    def outside(self, address) -> bool:
+        """Beyond the office's own networks (a provider, a phone at home), reached through NAT."""
+        try:
+            ip = ipaddress.ip_address((address or "").strip("[]"))
+        except ValueError:
+            return False  # a name (resolved by Kamailio) or nothing: treated as the office's
+        return not any(ip in network for network in self.inside)
+
+    def mark_if_from_outside(self):
+        """A request from beyond the NAT: answers to it leave with the public address in their SDP;
+        a phone behind its own NAT gets the address it is really at in its SDP."""
+        if not self.outside(KSR.pv.get("$si")):
+            return
+        KSR.setflag(FLT_FROM_OUTSIDE)
+        if KSR.nathelper.nat_uac_test(8) > 0:
+            KSR.nathelper.fix_nated_sdp(2)
+
+    def leave_by_outside_face(self):
+        """Out through the router: from the outside face, asking for answers to come back to the
+        port the request really left from (rport, RFC 3581; the router may have changed it)."""
+        KSR.pv.sets("$fs", f"udp:{self.edge[0]}:{self.wan_port}")
+        KSR.add_local_rport()
+
+    def sdp_to_public(self):
+        """The feature server's media address (the box's LAN address) becomes the public one in
+        an SDP leaving the office, so the far end's audio comes back through the router."""
+        if self.public and self.public != self.edge[0] and KSR.textops.has_body_type("application/sdp") > 0:
+            KSR.nathelper.fix_nated_sdp_ip(2 + 8, self.public)
+
+    def ksr_onreply_trunk_register(self, msg):
+        """A provider's answer to the box's REGISTER: its Via says where the box's request really
+        came from (received, rport) and, if a router rewrote it on the way back, no longer names
+        what the box sent: a SIP ALG (appliance/nat.py)."""
+        via = (KSR.pv.gete("$hdr(Via)") or "").split(",")[0]
+        try:
+            sent_by = via.split()[1].split(";")[0]
+        except IndexError:
+            return 1
+        params = dict(p.split("=", 1) if "=" in p else (p, "") for p in via.split(";")[1:])
+        host, _, port = sent_by.partition(":")
+        expected = self.public or self.edge[0]
+        received = params.get("received", "").strip()
+        note = {"received": None, "alg": None}
+        provider = f"{KSR.pv.get('$si')}:{KSR.pv.get('$sp')}"
+        if received:
+            note["received"] = {"address": received, "port": params.get("rport", "").strip(), "from": provider}
+        elif self.public and host == self.public:  # the advertised public address was where it came from
+            note["received"] = {"address": host, "port": port, "from": provider}
+        if host != expected or (port and int(port) != self.wan_port):
+            note["alg"] = {"detail": f"an answer from {KSR.pv.get('$si')} names {sent_by} in the box's Via, "
+                                     f"where the box sent {expected}:{self.wan_port}"}
+        self.note_nat(note)
+        return 1
+
+    def note_nat(self, note: dict):
+        """Keeps what the providers' answers show in data_dir/nat-state.json, written only when it
+        changes (a file per change, not per answer: fewer writes to an SD card)."""
+        if not self.nat_state_path or note == self.nat_state:
+            return
+        if note["alg"] and not (self.nat_state or {}).get("alg"):
+            KSR.warn(f"edgepbx: SIP ALG: {note['alg']['detail']}; turn the router's SIP ALG off\n")
+        self.nat_state = note
+        stamped = {k: (dict(v, at=datetime.now().astimezone().isoformat(timespec="seconds")) if v else None)
+                   for k, v in note.items()}
+        try:
+            tmp = f"{self.nat_state_path}.{os.getpid()}.tmp"
+            with open(tmp, "w", encoding="utf-8") as fh:
+                json.dump(stamped, fh)
+            os.replace(tmp, self.nat_state_path)
+        except OSError as exc:
+            KSR.err(f"edgepbx: NAT state not saved: {exc}\n")
+
+    def ksr_trunk_keepalive(self, msg, _event=None):
+        """rtimer, every NAT_KEEPALIVE_SECONDS: an OPTIONS from the outside face to each trunk
+        beyond the NAT keeps the router's mapping open, so the provider's calls come in."""
+        self.reload_if_changed()
+        for (ip, port), name in self.trunks.items():
+            if not self.outside(ip):
+                continue
+            face = f"{self.public or self.edge[0]}:{self.wan_port}"
+            KSR.pv.sets("$uac_req(method)", "OPTIONS")
+            KSR.pv.sets("$uac_req(ruri)", f"sip:{ip}:{port}")
+            KSR.pv.sets("$uac_req(furi)", f"sip:keepalive@{face}")
+            KSR.pv.sets("$uac_req(turi)", f"sip:{ip}:{port}")
+            KSR.pv.sets("$uac_req(sock)", f"udp:{self.edge[0]}:{self.wan_port}")
+            KSR.pv.sets("$uac_req(hdrs)", "Max-Forwards: 70\r\n")
+            KSR.uac.uac_req_send()
         return 1
