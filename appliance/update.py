@@ -4,6 +4,7 @@
 An update restarts the box, so it is refused while calls are up unless the installer forces it."""
 from __future__ import annotations
 
+import http.client
 import shutil
 import sqlite3
 import subprocess
@@ -42,7 +43,8 @@ def selftest(cfg: Config) -> list[str]:
 
 def fetch_bundle(source: str, cfg: Config) -> Path:
     """A local bundle path as it is; an http(s) URL downloaded to the data partition first, after
-    checking that it fits beside the space kept free for call records and recordings."""
+    checking that it fits beside the space kept free for call records and recordings. A download
+    that fails or stops midway leaves nothing behind on the data partition."""
     if not source.startswith(("http://", "https://")):
         path = Path(source)
         if not path.is_file():
@@ -52,16 +54,35 @@ def fetch_bundle(source: str, cfg: Config) -> Path:
     target_dir.mkdir(parents=True, exist_ok=True)
     target = target_dir / "incoming.raucb"
     reserve = cfg.recording_min_free_mb << 20
+    try:
+        _download(source, target, room=shutil.disk_usage(target_dir).free - reserve, reserve=reserve)
+    except UpdateRefused:
+        target.unlink(missing_ok=True)
+        raise
+    except (OSError, http.client.HTTPException, ValueError) as exc:  # the server or the line failed midway
+        target.unlink(missing_ok=True)
+        raise UpdateRefused(f"could not download {source}: {exc or type(exc).__name__}; nothing was installed") from None
+    return target
+
+
+def _download(source: str, target: Path, *, room: int, reserve: int) -> None:
+    """`source` into `target`, never past `room` bytes (what the data partition has beyond the
+    recordings' reserve), and only whole: a bundle shorter than its Content-Length is refused."""
+    too_big = (f"the bundle does not fit: the data partition has {max(room, 0) >> 20} MB beyond the "
+               f"{reserve >> 20} MB kept free; free space or install from a USB stick")
     with urllib.request.urlopen(source, timeout=30) as answer:
         size = int(answer.headers.get("Content-Length") or 0)
-        free = shutil.disk_usage(target_dir).free
-        if size and size + reserve > free:
-            raise UpdateRefused(f"the bundle needs {size >> 20} MB and the data partition has {free >> 20} MB free "
-                                f"({reserve >> 20} MB stay reserved); free space or install from a USB stick")
+        if size > room:
+            raise UpdateRefused(f"{too_big} (it needs {size >> 20} MB)")
+        written = 0
         with open(target, "wb") as out:
             while chunk := answer.read(DOWNLOAD_CHUNK):
+                written += len(chunk)
+                if written > room:
+                    raise UpdateRefused(too_big)
                 out.write(chunk)
-    return target
+    if size and written != size:
+        raise UpdateRefused(f"could not download {source}: {written} of {size} bytes arrived; nothing was installed")
 
 
 def install(bundle: Path) -> None:

@@ -40,3 +40,30 @@ def test_selftest_fails_with_the_reason_when_sip_does_not_answer(tmp_path):
     failed = edgepbx("selftest", "--config", str(config))
     assert failed.returncode == 1
     assert "answered nothing to OPTIONS" in failed.stderr
+
+
+def test_a_download_cut_midway_is_refused_and_leaves_nothing_on_the_data_partition(tmp_path):
+    """The update server (a loopback socket) promises 4 MiB and hangs up after 1 MiB, as a line
+    that drops would: the box says so, installs nothing and keeps no partial bundle."""
+    import socket
+    import threading
+
+    from conftest import write_office
+    config = write_office(tmp_path)
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve_half() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                         b"Content-Length: 4194304\r\nConnection: close\r\n\r\n" + b"\0" * (1 << 20))
+
+    threading.Thread(target=serve_half, daemon=True).start()
+    url = f"http://127.0.0.1:{server.getsockname()[1]}/edgepbx-x86.raucb"
+    cut = edgepbx("update", "--config", str(config), url, "--no-reboot")
+    server.close()
+    assert cut.returncode == 1, cut.stdout + cut.stderr
+    assert f"could not download {url}" in cut.stderr and "nothing was installed" in cut.stderr, cut.stderr
+    assert "Traceback" not in cut.stderr
+    assert not list((tmp_path / "var" / "update").glob("*")), "a partial bundle was left on the data partition"
