@@ -38,7 +38,10 @@ def read_wav(path: Path) -> tuple[int, np.ndarray]:
 def band_level_db(path: Path, freq: float, width: float = 40.0, skip_seconds: float = 0.3) -> float:
     """RMS level (dBFS) of the signal within freq±width, measured by FFT over the whole file."""
     rate, data = read_wav(path)
-    data = data[int(skip_seconds * rate):]
+    return _band_level_db(data[int(skip_seconds * rate):], rate, freq, width)
+
+
+def _band_level_db(data: np.ndarray, rate: int, freq: float, width: float = 40.0) -> float:
     if len(data) < rate // 10:
         return -120.0
     spectrum = np.fft.rfft(data * np.hanning(len(data)))
@@ -47,6 +50,14 @@ def band_level_db(path: Path, freq: float, width: float = 40.0, skip_seconds: fl
     # Parseval with the Hann window's power gain (0.375): band power as a fraction of full scale.
     power = 2.0 * np.sum(np.abs(spectrum[band]) ** 2) / (len(data) ** 2 * 0.375)
     return 10 * np.log10(max(power, 1e-12))
+
+
+def has_tone_in_part(path: Path, freq: float, part_seconds: float = 0.2) -> bool:
+    """The tone is present in some part of the file: for a cadenced tone (ringback: 1 s on, 4 s
+    off) whose on-time may begin or end inside the window a test records."""
+    rate, data = read_wav(path)
+    step = int(part_seconds * rate)
+    return any(_band_level_db(data[i:i + step], rate, freq) > PRESENT_DB for i in range(0, len(data) - step + 1, step // 2))
 
 
 def duration_seconds(path: Path) -> float:
