@@ -15,6 +15,8 @@ from typing import Callable
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from .countryplans import COUNTRIES
+
 EXTENSION_NUMBER = re.compile(r"^[0-9]{2,6}$")
 # The feature server is one process on the PJSIP edgepbx builds (scripts/pjsip/config_site.h:
 # PJSUA_MAX_CALLS 1024 legs). A bridged call holds two legs, each an RTP and an RTCP port.
@@ -716,7 +718,6 @@ def load(path: str | Path) -> Config:
         site = r.mapping(top["site"][1], {"name", "timezone", "language", "country", "area_code"}, "site")
         if "country" in site:
             country = (r.text(site["country"][1], "site.country") or "").upper()
-            from .dialplan import COUNTRIES
             if country not in COUNTRIES:
                 r.error(site["country"][1], f"site.country: no dial plan for '{country}' (have: {', '.join(COUNTRIES)})")
             else:

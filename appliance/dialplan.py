@@ -8,15 +8,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from functools import cache
-from pathlib import Path
-
-import yaml
 
 from .config import Config
+from .countryplans import country_rules
 
-PLANS = Path(__file__).with_name("dialplans")
-COUNTRIES = tuple(sorted(p.stem for p in PLANS.glob("*.yaml")))
 # What each permission level allows, on top of internal calls and feature codes.
 ALLOWED = {
     "internal": set(),
@@ -39,27 +34,6 @@ class Route:
     def as_dict(self) -> dict:
         return {"dialled": self.dialled, "class": self.klass, "number": self.number, "trunks": self.trunks,
                 "rule": self.rule, **({"reason": self.reason} if self.reason else {})}
-
-
-@dataclass(frozen=True)
-class CountryRule:
-    name: str
-    pattern: re.Pattern
-    number: str
-    klass: str
-
-
-@cache
-def country_rules(country: str, area_code: str) -> tuple[str, tuple[CountryRule, ...]]:
-    data = yaml.safe_load((PLANS / f"{country}.yaml").read_text())
-    city_rest = max(0, int(data.get("local_digits", 10)) - len(area_code) - 1)
-    rules = []
-    for rule in data["rules"]:
-        if "@city_rest@" in rule["pattern"] and not area_code:
-            continue  # short city numbers need site.area_code
-        pattern = rule["pattern"].replace("@city_rest@", str(city_rest))
-        rules.append(CountryRule(rule["name"], re.compile(pattern), rule["number"], rule["class"]))
-    return str(data["country_code"]), tuple(rules)
 
 
 def format_for_trunk(e164: str, number_format: str, country_code: str) -> str:

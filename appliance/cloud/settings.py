@@ -6,7 +6,7 @@ Nothing secret leaves the box this way: no SIP or trunk password, no trunk user 
 from __future__ import annotations
 
 from ..config import Config, Step
-from ..dialplan import country_rules
+from ..countryplans import country_rules
 
 
 def _steps(steps: list[Step] | None) -> list[dict] | None:

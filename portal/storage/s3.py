@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 from urllib.parse import urlsplit
 
-from .storage import key_for
+from .base import key_for
 
 
 class S3Storage:

@@ -1,27 +1,11 @@
-"""Where recordings' bytes live, by content hash: a local directory shared by every portal
-instance (default), or S3-compatible object storage (portal/s3.py). The database only says which
-site holds which hash.
-"""
+"""Recordings in a directory shared by every portal instance (the default)."""
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
-from typing import BinaryIO, Iterator, Protocol
+from typing import BinaryIO, Iterator
 
-READ_CHUNK = 64 << 10
-
-
-def key_for(sha256: str) -> str:
-    return f"recordings/{sha256[:2]}/{sha256}.wav"
-
-
-class Storage(Protocol):
-    def put_file(self, sha256: str, path: Path) -> None: ...
-    def exists(self, sha256: str) -> bool: ...
-    def open(self, sha256: str) -> BinaryIO: ...
-    def read_range(self, sha256: str, start: int, end: int) -> Iterator[bytes]: ...
-    def staging_dir(self) -> Path: ...
+from .base import READ_CHUNK, key_for
 
 
 class LocalStorage:
@@ -62,18 +46,3 @@ class LocalStorage:
 
     def staging_dir(self) -> Path:
         return self.root / "staging"
-
-
-def staged_file(storage: Storage) -> tuple[BinaryIO, Path]:
-    """A temporary file beside the store (same file system, so put_file is a rename)."""
-    fd, name = tempfile.mkstemp(dir=storage.staging_dir(), suffix=".part")
-    return os.fdopen(fd, "wb"), Path(name)
-
-
-def open_storage(spec: str | None, data_dir: Path) -> Storage:
-    """`spec`: None (data_dir/objects), a directory, or s3://BUCKET[/PREFIX] (portal/s3.py)."""
-    if spec and spec.startswith("s3://"):
-        from .s3 import S3Storage
-        return S3Storage.from_url(spec, data_dir)
-    return LocalStorage(Path(spec) if spec else data_dir / "objects")
-
