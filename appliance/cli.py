@@ -106,7 +106,7 @@ def cmd_trunks(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from .cloud.status import cloud_status
-    from .trunks import trunk_states
+    from .trunk_state import trunk_states
 
     from .featureserver.limits import recent_toll_alarm
     from .nat import nat_status

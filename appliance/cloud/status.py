@@ -9,7 +9,7 @@ from pathlib import Path
 from ..config import Config
 from ..featureserver.limits import recent_toll_alarm
 from ..files import read_state_json, write_state_json
-from ..trunks import trunk_states
+from ..trunk_state import trunk_states
 
 STATE_FILE = "cloud-state.json"
 

@@ -17,6 +17,7 @@ import socket
 import sqlite3
 import time
 from datetime import datetime
+from urllib.parse import quote
 
 import KSR  # provided by Kamailio's app_python3
 
@@ -29,6 +30,16 @@ SCANNER_AGENTS = ("friendly-scanner", "sipcli", "sipvicious", "sip-scan", "sipsa
 
 
 RELOAD_CHECK_SECONDS = 1.0
+EDGE_CALL_HEADER = "X-Edgepbx-Call"
+EDGE_CALL_FIELDS = ("caller", "name", "dialled", "to", "trunk", "replaces", "call_id", "tls")
+
+
+def edge_call_header(**fields) -> str:
+    """The one header that tells the feature server what this edge knows of a call it relays
+    (appliance/featureserver/edge.py reads it): name=value pairs, each value percent-encoded."""
+    values = {name: str(fields.get(name) or "") for name in EDGE_CALL_FIELDS}
+    values["tls"] = "1" if fields.get("tls") else "0"
+    return f"{EDGE_CALL_HEADER}: " + ";".join(f"{k}={quote(v, safe='')}" for k, v in values.items()) + "\r\n"
 
 
 def mod_init():
@@ -143,13 +154,14 @@ class Router:
         if method != "INVITE":
             KSR.sl.sl_send_reply(405, "Method Not Allowed")
             return 1
-        KSR.hdr.remove("X-Edgepbx-Trunk")  # only this edge says a call came in on a trunk, or what to pick up
-        KSR.hdr.remove("X-Edgepbx-Replaces")
+        KSR.hdr.remove(EDGE_CALL_HEADER)  # only this edge says who calls, on which trunk, what to pick up
         if from_fs:
             self.to_phone()
         elif trunk:
             KSR.hdr.remove("P-Asserted-Identity")
-            KSR.hdr.append(f"X-Edgepbx-Trunk: {trunk}\r\n")
+            KSR.hdr.append(edge_call_header(caller=KSR.pv.gete("$fU") or "anonymous", dialled=KSR.pv.gete("$rU"),
+                                            to=KSR.pv.gete("$tU"), trunk=trunk, call_id=KSR.pv.gete("$ci"),
+                                            tls=KSR.pv.gete("$pr") == "tls"))
             self.mark_if_from_outside()
             KSR.rr.record_route()
             self.relay_to_feature_server()
@@ -404,7 +416,8 @@ class Router:
             return
         KSR.auth.consume_credentials()
         caller = KSR.pv.get("$au")
-        # The feature server trusts this header only from Kamailio; never from a phone.
+        # The caller is who authenticated, whatever the phone asserted (the feature server reads
+        # it from X-Edgepbx-Call below; a phone reached directly in benchmarks sees this one).
         KSR.hdr.remove("P-Asserted-Identity")
         name = self.extensions[caller]["name"].replace('"', "")
         KSR.hdr.append(f'P-Asserted-Identity: "{name}" <sip:{caller}@{self.realm}>\r\n')
@@ -416,7 +429,9 @@ class Router:
             # A BLF key picking up the call ringing on the watched phone. pjsua would act on
             # Replaces by itself; the feature server bridges the caller with the picker instead.
             KSR.hdr.remove("Replaces")
-            KSR.hdr.append(f"X-Edgepbx-Replaces: {replaces.split(';', 1)[0].strip()}\r\n")
+        KSR.hdr.append(edge_call_header(caller=caller, name=name, dialled=KSR.pv.gete("$rU"), to=KSR.pv.gete("$tU"),
+                                        replaces=replaces.split(";", 1)[0].strip(), call_id=KSR.pv.gete("$ci"),
+                                        tls=KSR.pv.gete("$pr") == "tls"))
         self.track_dialog(caller, None)
         KSR.rr.record_route()
         self.relay_to_feature_server()

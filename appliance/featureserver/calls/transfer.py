@@ -1,42 +1,36 @@
-"""Attended transfer by DTMF, as in the memo: during a call an office phone presses `#`
+"""Transfers. By DTMF, as in the memo: during a call an office phone presses `#`
 (features.transfer_key) and dials an extension or number (ended by `#` or a pause of
 features.transfer_digit_timeout seconds); the other party hears music on hold meanwhile.
 Hanging up hands the held party to the target; `*` (features.transfer_cancel_key), a busy or
 unanswered target, or a failed dial bring the held party back. If the held party hangs up, the
-consultation call goes on as an ordinary call.
+consultation call goes on as an ordinary call. By the phone's own keys (REFER, handed over by
+the SIP edge): blind, the same machine completed at once; attended (Replaces), two calls joined.
 
-A Transfer lives inside the call that holds both parties (a CallPair or an InboundCall, "the
-call") on the feature server's library thread; the target's leg is a third leg of that call.
-Records: the consultation call gets its own CDR (src = the transferring phone,
-linked_id = the call's record); on completion the call's record gets `transferred_to` and ends,
-and the consultation record goes on with the held party and the target.
+A Transfer lives inside the call that holds both parties ("the call") on the library thread;
+the target's leg is a third leg of that call. Records: the consultation gets its own CDR (src =
+the transferring phone, linked_id = the call's record); on completion the call's record gets
+`transferred_to` and ends, and the consultation record goes on with the held party and the target.
 """
 from __future__ import annotations
 
 import logging
 import re
 import time
-from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
-import pjsua2 as pj
+from ..model import (CONFIRMED, DISCONNECTED, FAILOVER_CODES, CallKind, DialError, Leg, LegState, Target,
+                     disposition_for_failure)
+from ..services import Services
+from .bridged import BridgedCall
 
-from .b2bua import (FAILOVER_CODES, CallPair, Leg, MusicOnHold, Target, active_audio, bridge,
-                    disposition_for_failure, music_on_hold, release_after_outcome, ringback_to, safe_hangup,
-                    send_transfer_outcome, unbridge)
-from .limits import outside_call_refusal
-
-if TYPE_CHECKING:
-    from .server import FeatureServer
-
-log = logging.getLogger(__name__)
+log = logging.getLogger("edgepbx.featureserver")
 
 
 class Transfer:
-    def __init__(self, call, transferor: Leg, held: Leg):
+    def __init__(self, services: Services, call: CallKind, transferor: Leg, held: Leg):
+        self.services = services
         self.call = call
-        self.server: FeatureServer = call.server
-        self.features = self.server.cfg.features
+        self.features = services.cfg.features
         self.transferor, self.held = transferor, held
         self.state = "dialling"  # dialling -> ringing -> talking; the call's `transfer` is None after
         self.digits = ""
@@ -45,46 +39,17 @@ class Transfer:
         self.target: Leg | None = None
         self.targets: list[Target] = []
         self.cdr_id: str | None = None
-        self.recorder: pj.AudioMediaRecorder | None = None
+        self.recorder: object | None = None
         self.recording_path: str | None = None
-        self.ringback: pj.ToneGenerator | None = None
+        self.ringback: object | None = None
         self.spent: list[Leg] = []
-        unbridge(transferor, held)
-        self.stop_recording_of(transferor)
-        self.music: MusicOnHold | None = self.start_music()
+        media = services.media
+        media.unbridge(transferor, held)
+        if call.recorder is not None:  # the call's recording keeps the held party; the consultation has its own
+            media.stop_recording(transferor, call.recorder)
+        call.hold_music = None  # the transfer's own music replaces any for a phone's hold
+        self.music = media.music_on_hold(held)
         log.info("call %s: %s started a transfer; %s on hold", call.cdr_id, transferor.number, held.number)
-
-    @classmethod
-    def start_if_asked(cls, call, leg: Leg, digit: str, *legs: Leg) -> "Transfer | None":
-        """A Transfer if `digit` is the transfer key from an office phone of the call, else None.
-        Outside parties cannot transfer: it would let them dial out at the office's expense. An
-        office may keep # for the IVRs it calls (features.transfer_in_outbound_calls: false)."""
-        features = call.server.cfg.features
-        if digit != features.transfer_key or not leg.office or leg not in legs:
-            return None
-        if getattr(call, "direction_out", False) and not features.transfer_in_outbound_calls:
-            return None
-        held = next(other for other in legs if other is not leg)
-        return cls(call, leg, held)
-
-    # -- media ------------------------------------------------------------------------------
-
-    def start_music(self) -> MusicOnHold | None:
-        self.call.hold_music = None  # the transfer's own music replaces any for a phone's hold
-        return music_on_hold(self.server, self.held)
-
-    def stop_recording_of(self, leg: Leg) -> None:
-        """The call's recording keeps the held party; the consultation goes into its own."""
-        audio = active_audio(leg)
-        if audio is not None and self.call.recorder is not None:
-            try:
-                audio.stopTransmit(self.call.recorder)
-            except pj.Error:
-                pass
-
-    def on_media(self) -> None:
-        if self.state == "talking" and self.target is not None:
-            bridge(self.transferor, self.target, self.recorder)
 
     # -- digits and timers --------------------------------------------------------------------
 
@@ -111,32 +76,38 @@ class Transfer:
         elif self.state == "ringing":
             self.cancel(f"{self.digits} did not answer", "no_answer")
 
+    def on_media(self) -> None:
+        if self.state == "talking" and self.target is not None:
+            self.services.media.bridge(self.transferor, self.target, self.recorder)
+
     # -- the consultation call --------------------------------------------------------------
 
     def dial(self) -> None:
-        server = self.server
-        route = server.dialplan.route(self.digits, self.transferor.number)
+        services = self.services
+        route = services.dialplan.route(self.digits, self.transferor.number)
         external = route.klass not in ("internal", "feature", "denied")
         if route.klass == "internal" and route.number not in (self.transferor.number, self.held.number):
-            name = next((e.name for e in server.cfg.extensions if e.number == self.transferor.number),
-                        self.transferor.number)
-            self.targets = [server.phone_target(route.number, self.transferor.number, name)]
+            me = services.cfg.extension(self.transferor.number)
+            name = me.name if me else self.transferor.number
+            self.targets = [services.reach.phone(route.number, self.transferor.number, name)]
         elif external:
-            refusal = outside_call_refusal(server, self.transferor.number)
+            refusal = services.limits.refusal(self.transferor.number)
             if refusal:
                 self.cancel(f"cannot transfer to {self.digits!r}: {refusal}", None)
                 return
-            self.targets = server.trunk_targets(route.number, route.trunks)
+            self.targets = services.reach.trunks_for(route.number, route.trunks)
         if not self.targets:
             self.cancel(f"cannot transfer to {self.digits!r}: {route.reason or route.klass}", None)
             return
-        self.cdr_id = server.cdr_start(direction="outbound" if external else "internal", src=self.transferor.number,
-                                       src_name=self.transferor.number, dst=self.digits, sip_call_id="",
-                                       dst_number=route.number if external else None, linked_id=self.call.cdr_id)
+        self.cdr_id = services.records.start(direction="outbound" if external else "internal",
+                                             src=self.transferor.number, src_name=self.transferor.number,
+                                             dst=self.digits, sip_call_id="",
+                                             dst_number=route.number if external else None,
+                                             linked_id=self.call.cdr_id)
         self.dst = self.digits
         self.state = "ringing"
-        self.deadline = time.monotonic() + server.cfg.no_answer_timeout
-        self.ringback = ringback_to(self.transferor)
+        self.deadline = time.monotonic() + services.cfg.no_answer_timeout
+        self.ringback = services.media.ringback(self.transferor)
         log.info("call %s: transfer by %s to %s (record %s)", self.call.cdr_id, self.transferor.number,
                  self.digits, self.cdr_id)
         self.dial_next()
@@ -146,36 +117,35 @@ class Transfer:
             target = self.targets.pop(0)
             if self.target is not None:
                 self.spent.append(self.target)
-            self.target = Leg(target.account, self, "target", number=target.number or self.digits,
-                              office=target.trunk is None)
+            self.target = self.services.legs.outgoing(target.account, self, "target", target.number or self.digits,
+                                                      office=target.trunk is None)
             if target.trunk:
-                self.server.cdr_trunk(self.cdr_id, target.trunk)
-            prm = pj.CallOpParam(True)
-            prm.opt.audioCount, prm.opt.videoCount = 1, 0
-            prm.txOption.localUri = target.from_uri
+                self.services.records.trunk(self.cdr_id, target.trunk)
             try:
-                self.target.makeCall(target.uri, prm)
+                self.target.dial(target)
                 return
-            except pj.Error as exc:  # e.g. no RTP port free
-                log.error("call %s: transfer cannot dial %s: %s", self.call.cdr_id, target.uri, exc.info())
+            except DialError as exc:  # e.g. no RTP port free
+                log.error("call %s: transfer cannot dial %s: %s", self.call.cdr_id, target.uri, exc)
                 self.target.disconnected = True
         self.cancel(f"no line free to reach {self.digits}", "failed")
 
     def legs(self) -> list[Leg]:
         return self.spent + ([self.target] if self.target is not None else [])
 
-    def on_leg_state(self, leg: Leg, info: pj.CallInfo) -> None:
+    def on_leg_state(self, leg: Leg, info: LegState) -> None:
         if leg is not self.target:  # a failed-over trunk leg winding down
             return
-        if info.state == pj.PJSIP_INV_STATE_CONFIRMED and self.state == "ringing":
+        if info.state == CONFIRMED and self.state == "ringing":
             self.state = "talking"
             self.deadline = None
             self.ringback = None
-            CallPair.start_recording(self)  # same files and failure handling as any call
-            self.server.cdr_answered(self.cdr_id, self.recording_path)
+            made = self.services.records.new_recording(self.services.media, self.cdr_id, self.src, self.dst)
+            if made is not None:
+                self.recorder, self.recording_path = made
+            self.services.records.answered(self.cdr_id, self.recording_path)
             self.on_media()
-        elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
-            code = info.lastStatusCode
+        elif info.state == DISCONNECTED:
+            code = info.code
             if self.state == "talking":
                 self.cancel(f"{self.digits} hung up", "answered", code)
             elif self.targets and code in FAILOVER_CODES:
@@ -191,10 +161,9 @@ class Transfer:
         log.info("call %s: transfer ended (%s); %s back with %s", self.call.cdr_id, why, self.held.number,
                  self.transferor.number)
         self.close(disposition, code)
-        call = self.call
-        call.transfer = None
-        if active_audio(self.transferor) is not None and active_audio(self.held) is not None:
-            bridge(self.transferor, self.held, call.recorder)
+        self.call.transfer = None
+        if self.transferor.has_audio() and self.held.has_audio():
+            self.services.media.bridge(self.transferor, self.held, self.call.recorder)
 
     def close(self, disposition: str | None, code: int | None) -> None:
         """Ends the consultation: its leg hangs up, its record closes, music and tones stop."""
@@ -205,15 +174,15 @@ class Transfer:
         self.target = None
         self.hand_back(legs)
         for leg in legs:
-            safe_hangup(leg)
+            leg.hangup()
         if self.cdr_id is not None and disposition is not None:
             answered = self.state == "talking"  # a consultation that took place, whoever ended it
-            self.server.cdr_ended(self.cdr_id, "answered" if answered else disposition, code)
+            self.services.records.ended(self.cdr_id, "answered" if answered else disposition, code)
 
     def hand_back(self, legs: list[Leg]) -> None:
         """Legs winding down become the call's: it is retired only once they are gone."""
         for leg in legs:
-            leg.pair = self.call
+            leg.owner = self.call
             self.call.spent.append(leg)
 
     def abort(self) -> None:
@@ -233,18 +202,31 @@ class Transfer:
         call.transfer = None
         if leg is self.transferor:
             log.info("call %s: %s hung up: %s transferred to %s", call.cdr_id, leg.number, other.number, self.digits)
-            self.server.cdr_transferred(call.cdr_id, self.digits)
+            self.services.records.transferred(call.cdr_id, self.digits)
         else:
             log.info("call %s: held party %s hung up; %s goes on with %s", call.cdr_id, leg.number, other.number,
                      self.digits)
         self.music = self.ringback = None
-        CallPair.adopt(self.server, other, self.target, cdr_id=self.cdr_id, dst=self.digits,
-                       answered=self.state == "talking", recorder=self.recorder,
-                       recording_path=self.recording_path, targets=self.targets)
+        BridgedCall.adopt(self.services, other, self.target, cdr_id=self.cdr_id, dst=self.digits,
+                          answered=self.state == "talking", recorder=self.recorder,
+                          recording_path=self.recording_path, targets=self.targets)
         call.finish("answered", code)  # after the hand-over: the call hangs up only its own legs
         self.hand_back(self.spent)
-        self.server.retire_if_done(call)
+        self.services.table.retire_if_done(call)
         return True
+
+
+def start_if_asked(services: Services, call: CallKind, leg: Leg, digit: str, parties: tuple[Leg, Leg]) -> Transfer | None:
+    """A Transfer if `digit` is the transfer key from an office phone of the call, else None.
+    Outside parties cannot transfer: it would let them dial out at the office's expense. An
+    office may keep # for the IVRs it calls (features.transfer_in_outbound_calls: false)."""
+    features = services.cfg.features
+    if digit != features.transfer_key or not leg.office or leg not in parties:
+        return None
+    if getattr(call, "outbound", False) and not features.transfer_in_outbound_calls:
+        return None
+    held = next(other for other in parties if other is not leg)
+    return Transfer(services, call, leg, held)
 
 
 # -- transfers by the phone's own keys (REFER, handed over by the SIP edge) -----------------------
@@ -265,46 +247,46 @@ def parse_refer_to(value: str) -> tuple[str, str | None]:
     return (unquote(user.group(1)) if user else ""), replaces
 
 
-def blind_transfer(call, transferor: Leg, number: str, cseq: str) -> None:
+def blind_transfer(services: Services, call: CallKind, transferor: Leg, number: str, cseq: str) -> None:
     """REFER without Replaces: the phone is done at once; the other party hears ringback until
     `number` answers (and is hung up if it does not), with the same records as a # transfer."""
     held = next(leg for leg in call.parties() if leg is not transferor)
-    transfer = Transfer(call, transferor, held)
+    transfer = Transfer(services, call, transferor, held)
     call.transfer = transfer
     transfer.digits = number
     transfer.dial()
     if call.transfer is not transfer:  # nothing to dial: the parties are together again
-        send_transfer_outcome(transferor, 404, "Not Found", cseq)
+        transferor.send_transfer_outcome(404, "Not Found", cseq)
         return
-    send_transfer_outcome(transferor, 200, "OK", cseq)
+    transferor.send_transfer_outcome(200, "OK", cseq)
     transfer.party_left(transferor, 200)
-    release_after_outcome(call.server, transferor)
+    transferor.release_after_outcome()
 
 
-def attended_transfer(server: "FeatureServer", refer: tuple, replaced: tuple, cseq: str) -> None:
+def attended_transfer(services: Services, refer: tuple[CallKind, Leg], replaced: tuple[CallKind, Leg],
+                      cseq: str) -> None:
     """REFER with Replaces: a phone talks to A on one call and to C on another and joins
-    them. The older call is the original one: its record ends with
-    `transferred_to`; the consultation's record (and recording) goes on with the joined parties and
-    is linked to it."""
+    them. The older call is the original one: its record ends with `transferred_to`; the
+    consultation's record (and recording) goes on with the joined parties and is linked to it."""
     (call_1, leg_1), (call_2, leg_2) = refer, replaced
     (original, mine), (consultation, mine_too) = sorted([(call_1, leg_1), (call_2, leg_2)], key=lambda t: t[0].created)
-    if not isinstance(consultation, CallPair):
-        send_transfer_outcome(leg_1, 603, "Declined", cseq)
+    if not isinstance(consultation, BridgedCall):
+        leg_1.send_transfer_outcome(603, "Declined", cseq)
         return
     held = next(leg for leg in original.parties() if leg is not mine)
     target = next(leg for leg in consultation.parties() if leg is not mine_too)
     log.info("call %s: %s joins %s with %s (record %s)", original.cdr_id, mine.number, held.number, target.number,
              consultation.cdr_id)
-    send_transfer_outcome(leg_1, 200, "OK", cseq)
-    server.cdr_transferred(original.cdr_id, target.number)
-    server.cdr_link(consultation.cdr_id, original.cdr_id)
+    leg_1.send_transfer_outcome(200, "OK", cseq)
+    services.records.transferred(original.cdr_id, target.number)
+    services.records.link(consultation.cdr_id, original.cdr_id)
     recorder, recording_path = consultation.recorder, consultation.recording_path
     consultation.hand_off()
-    CallPair.adopt(server, held, target, cdr_id=consultation.cdr_id, dst=target.number, answered=True,
-                   recorder=recorder, recording_path=recording_path, targets=[])
+    BridgedCall.adopt(services, held, target, cdr_id=consultation.cdr_id, dst=target.number, answered=True,
+                      recorder=recorder, recording_path=recording_path, targets=[])
     original.finish("answered", 200)  # hangs up only what is still its own
     for leg in (mine, mine_too):
         if leg is leg_1:  # the REFER's dialog: the NOTIFY went there
-            release_after_outcome(server, leg)
+            leg.release_after_outcome()
         else:
-            safe_hangup(leg)
+            leg.hangup()

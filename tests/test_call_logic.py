@@ -1,0 +1,234 @@
+"""The feature server's call logic on fake legs (tests/call_logic_fakes.py): ringing, answer,
+pickup, transfer, failure and the toll-fraud limits, in milliseconds, with the real intake,
+call kinds, call records (SQLite) and limits. The same behaviour through Kamailio, pjsua2 and
+real RTP is tested in test_calls, test_pickup, test_transfer, test_inbound and test_trunks."""
+from __future__ import annotations
+
+import sys
+import types
+
+import pytest
+
+from call_logic_fakes import make_office
+from appliance.featureserver.edge import EdgeCall, format_edge_call, parse_edge_call
+from appliance.featureserver.sip.message import read_invite
+
+OFFICE = """site: {name: "Fake office", timezone: Europe/Moscow}
+data_dir: ./var
+network: {bind: 127.0.0.1, sip_port: 5060, rtp_ports: [20000, 20999]}
+calls: {no_answer_timeout: 30}
+security: {outside_calls: {per_site: {concurrent: 1}}}
+trunks:
+  - {name: down, host: 127.0.0.1, port: 5098, register: false}
+  - {name: main, host: 127.0.0.1, port: 5099, register: false}
+inbound:
+  day: [{forward_external: '89161234567', timeout: 20}]
+dialplan: {rules: [{pattern: '^8(9\\d{9})$', number: '+7{1}', class: mobile, trunks: [down, main]}]}
+extensions:
+  - {number: "101", name: "Reception", password: "pw-101-secret"}
+  - {number: "102", name: "Sales", password: "pw-102-secret"}
+  - {number: "103", name: "Store", password: "pw-103-secret"}
+"""
+
+
+@pytest.fixture
+def office(tmp_path):
+    return make_office(tmp_path, OFFICE)
+
+
+def answered_call(office, caller="101", callee="102"):
+    phone = office.invite(caller, callee, name="Reception")
+    ringing = office.legs.to(callee)
+    ringing.rings()
+    ringing.answers_call()
+    phone.media_up()
+    return phone, ringing
+
+
+def test_internal_call_rings_answers_and_leaves_one_record(office):
+    phone = office.invite("101", "102", name="Reception")
+    ringing = office.legs.to("102")
+    assert ringing.target.from_uri == '"Reception" <sip:101@127.0.0.1>'
+    ringing.rings()
+    assert phone.answers == [180]
+    ringing.answers_call()
+    phone.media_up()
+    assert phone.answers == [180, 200]
+    assert office.media.talking(phone, ringing)
+    live = office.records()[0]
+    assert live["answered_at"] and live["recording"] and live["ended_at"] is None
+    ringing.ends(200)  # 102 hangs up
+    assert phone.hung_up == 0
+    (record,) = office.records()
+    assert (record["src"], record["dst"], record["direction"], record["disposition"]) == ("101", "102", "internal",
+                                                                                           "answered")
+    assert len(office.services.table.calls) == 1  # until the caller's leg confirms its end
+    phone.ends(200)
+    assert len(office.services.table.calls) == 0
+
+
+@pytest.mark.parametrize("code, disposition", [(486, "busy"), (603, "busy"), (404, "failed")])
+def test_a_refusing_phone_gives_the_caller_its_answer(office, code, disposition):
+    phone = office.invite("101", "102")
+    office.legs.to("102").ends(code)
+    assert phone.hung_up == code
+    assert office.records()[0]["disposition"] == disposition
+
+
+def test_nobody_answers_in_time(office):
+    phone = office.invite("101", "102")
+    ringing = office.legs.to("102")
+    ringing.rings()
+    office.time_passes()
+    assert phone.hung_up == 480 and ringing.hung_up == 0  # the caller gets 480, the phone CANCEL
+    assert office.records()[0]["disposition"] == "no_answer"
+
+
+def test_pickup_code_takes_the_call_from_the_ringing_phone(office):
+    phone = office.invite("101", "102")
+    ringing = office.legs.to("102")
+    ringing.rings()
+    picker = office.invite("103", "0")
+    assert picker.answers == [200] and ringing.hung_up == 0  # 103 answered, 102 stops ringing
+    assert phone.answers == [180, 200]
+    phone.media_up()
+    assert office.media.talking(phone, picker)
+    (record,) = office.records()
+    assert record["picked_up_by"] == "103" and record["answered_at"]
+
+
+def test_pickup_with_nothing_ringing_plays_a_tone_and_writes_no_record(office):
+    picker = office.invite("103", "0")
+    assert picker.answers == [200]
+    picker.media_up()
+    assert office.records() == []
+    office.time_passes()
+    assert picker.hung_up == 0
+
+
+def test_a_blf_key_for_a_call_no_longer_ringing_gets_481(office):
+    answered_call(office)
+    assert office.invite("103", "102", replaces="gone@test") == 481
+
+
+def test_hash_transfer_to_an_extension(office):
+    phone, sales = answered_call(office)  # 101 talks to 102
+    phone.presses("#103#")
+    call = next(iter(office.services.table))
+    assert call.transfer.music.leg is sales  # 102 hears music while 101 consults
+    store = office.legs.to("103")
+    store.rings()
+    store.answers_call()
+    assert office.media.talking(phone, store)
+    phone.ends(200)  # 101 hangs up: 102 goes to 103
+    assert office.media.talking(sales, store)
+    original, consultation = office.records()
+    assert original["transferred_to"] == "103" and original["disposition"] == "answered"
+    assert consultation["linked_id"] == original["id"] and consultation["ended_at"] is None
+    store.ends(200)
+    assert sales.hung_up == 0 and office.records()[1]["disposition"] == "answered"
+
+
+def test_star_brings_the_held_party_back(office):
+    phone, sales = answered_call(office)
+    phone.presses("#103#")
+    office.legs.to("103").rings()
+    phone.presses("*")
+    assert office.legs.to("103").hung_up == 0
+    assert office.media.talking(phone, sales)
+    assert office.records()[1]["disposition"] == "cancelled"
+
+
+def test_an_outside_party_cannot_start_a_transfer(office):
+    phone = office.invite("101", "89161234567")
+    trunk_leg = office.legs.to("+79161234567")
+    trunk_leg.answers_call()
+    phone.media_up()
+    trunk_leg.presses("#")
+    assert next(iter(office.services.table)).transfer is None
+    assert phone.dtmf_sent == ["#"]  # passed on as a key press, as any other
+
+
+def test_blind_refer(office):
+    phone, sales = answered_call(office)
+    office.intake.refer(phone.sip_call_id(), "<sip:103@127.0.0.1>", "7")
+    assert phone.outcomes == [200] and phone.released
+    store = office.legs.to("103")
+    store.rings()
+    store.answers_call()
+    assert office.media.talking(sales, store)
+    assert office.records()[0]["transferred_to"] == "103"
+
+
+def test_trunk_fails_over_to_the_next(office):
+    phone = office.invite("101", "89161234567")
+    first = office.legs.to("+79161234567")
+    assert first.target.trunk == "down"
+    first.ends(503)
+    second = office.legs.to("+79161234567")
+    assert second is not first and second.target.trunk == "main"
+    second.answers_call()
+    assert phone.answers[-1] == 200
+    assert office.records()[0]["trunk"] == "main"
+
+
+def test_a_full_disk_leaves_the_call_unrecorded_not_dropped(office):
+    office.media.fail_recording = True
+    phone, sales = answered_call(office)
+    assert office.media.talking(phone, sales)
+    assert office.records()[0]["recording"] is None
+
+
+def test_invites_not_from_the_edge_are_refused(office):
+    assert office.invite("101", "102", source="127.0.0.1:5999") == 403
+    assert office.invite("", "102") == 403  # from the edge, but nobody asserted
+
+
+def test_inbound_forwarded_out_counts_towards_the_site_limit(office):
+    """The bug this redraw found: a trunk leg of an inbound call forwarded outside was not
+    counted by the toll-fraud concurrency limit (`direction_out` existed only on phone calls)."""
+    caller = office.invite("+74951112233", "4951000000", trunk="main")
+    assert caller.answers == [200]
+    caller.media_up()
+    office.media.prompt_ends.pop()()  # the greeting has been heard
+    office.tick()
+    office.time_passes()  # no digits: the scenario forwards the caller out
+    forwarded = office.legs.to("+79161234567")
+    assert forwarded.target.trunk == "down"
+    forwarded.rings()
+    assert office.invite("101", "89161234567") == office.legs.made[-1]  # the phone's leg...
+    phone = office.legs.made[-1]
+    assert phone.hung_up == 403  # ...refused: the site's one call out is up
+    refused = office.records()[-1]
+    assert refused["disposition"] == "failed" and refused["trunk"] is None
+
+
+def test_edge_header_round_trip_survives_hostile_values():
+    hostile = EdgeCall(caller="101", name='Eve";x=1\r\nVia: evil', dialled="0%23", to="", trunk="",
+                       replaces="abc@host;to-tag=1", call_id="a;b=c", tls=True)
+    assert parse_edge_call(format_edge_call(hostile)) == hostile
+    assert "\n" not in format_edge_call(hostile)
+
+
+def test_edge_header_reading():
+    assert parse_edge_call("caller=101;future=yes;caller=999").caller == "101"  # unknown ignored, first wins
+    assert parse_edge_call("trunk=main;tls=0") == EdgeCall(trunk="main")
+    with pytest.raises(ValueError):
+        parse_edge_call("caller=101;garbage")
+    message = ("INVITE sip:102@127.0.0.1 SIP/2.0\r\nFrom: \"Mallory\" <sip:666@x>\r\n"
+               "x-edgepbx-call:  caller=101;dialled=102\r\n\r\n")
+    invite = read_invite(7, "127.0.0.1:5060", message)
+    assert invite.edge == EdgeCall(caller="101", dialled="102")
+    assert read_invite(7, "127.0.0.1:5060", "INVITE sip:1@x SIP/2.0\r\nX-Edgepbx-Call: junk\r\n\r\n").edge is None
+
+
+def test_what_the_edge_writes_is_what_the_feature_server_reads(monkeypatch):
+    """kemi_router.py runs inside Kamailio (module KSR); its header formatter needs none of it."""
+    monkeypatch.setitem(sys.modules, "KSR", types.ModuleType("KSR"))
+    from appliance.kamailio import kemi_router
+    line = kemi_router.edge_call_header(caller="101", name="A;B", dialled="0%23", replaces="c@h", call_id="i@h",
+                                        tls=True)
+    name, _, value = line.rstrip("\r\n").partition(": ")
+    assert name == "X-Edgepbx-Call"
+    assert parse_edge_call(value) == EdgeCall(caller="101", name="A;B", dialled="0%23", replaces="c@h",
+                                              call_id="i@h", tls=True)
