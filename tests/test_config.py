@@ -116,3 +116,19 @@ def test_the_same_mac_on_two_extensions_is_an_error(tmp_path):
     text = text.replace('"102", name: "Sales"}', '"102", name: "Sales", phone: {mac: "80-5E-C0-11-22-33", vendor: yealink, model: T46U}}')
     result = edgepbx("check", "--config", str(write(tmp_path, text)))
     assert result.returncode == 2 and "MAC 80-5E-C0-11-22-33 is already used on line 9" in result.stderr
+
+
+def test_the_checks_without_the_box_disk_accept_files_only_the_box_has(tmp_path):
+    """What the portal can run: every check but the files the config names (greetings, music,
+    certificates), which live on the box; the box itself still refuses a config naming a missing one."""
+    from appliance.config import InvalidConfig, load, parse
+    text = GOOD + "inbound: {greeting: sounds/hello.wav}\nfeatures: {music_on_hold: sounds/moh.wav, transfer_key: '##'}\n"
+    path = write(tmp_path, text)
+    with pytest.raises(InvalidConfig) as on_box:
+        load(path)
+    assert [e.line for e in on_box.value.errors] == [12, 12, 11]  # the key, the music, the greeting
+    with pytest.raises(InvalidConfig) as off_box:
+        parse(path.read_text(), path, on_box=False)
+    assert [e.message for e in off_box.value.errors] == ["features.transfer_key must be one DTMF key (0-9 * # A-D)"]
+    cfg = parse(path.read_text().replace("'##'", "'#'"), path, on_box=False)
+    assert cfg.inbound.greeting == tmp_path / "sounds" / "hello.wav"
