@@ -20,7 +20,7 @@ def _sessions(args: argparse.Namespace):
 def cmd_run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from .api import create_app
+    from .app import create_app
     from .storage import open_storage
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s: %(message)s")

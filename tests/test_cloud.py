@@ -77,6 +77,35 @@ def test_an_enrolment_code_works_once_and_only_its_hash_is_kept(sqlite_portal, t
     assert hashlib.sha256(credential.encode()).hexdigest() in dump
 
 
+def test_the_box_api_says_what_is_wrong_with_a_body(sqlite_portal):
+    """Malformed bodies get a 4xx with the API's own {"error": ...} form, never a 500; fields of
+    an unexpected type go on to the portal's own checks, which refuse them with a reason."""
+    import requests
+    url = sqlite_portal.url
+    not_json = requests.post(f"{url}/api/v1/enroll", data=b"code=1", timeout=10)
+    assert not_json.status_code == 400 and not_json.json() == {"error": "the body must be JSON"}
+    empty = requests.post(f"{url}/api/v1/enroll", timeout=10)
+    assert empty.status_code == 400 and empty.json() == {"error": "the body must be JSON"}
+    array = requests.post(f"{url}/api/v1/enroll", json=["code"], timeout=10)
+    assert array.status_code == 400 and array.json() == {"error": "the body must be a JSON object"}
+    number = requests.post(f"{url}/api/v1/enroll", json={"code": 12345678}, timeout=10)
+    assert number.status_code == 403 and number.json() == {"error": "unknown or expired enrolment code"}
+    anonymous = requests.post(f"{url}/api/v1/heartbeat", json={}, timeout=10)
+    assert anonymous.status_code == 401 and anonymous.json() == {"error": "missing site credential"}
+    code = sqlite_portal.add_site("Acme", "acme-hq")
+    enrolled = requests.post(f"{url}/api/v1/enroll", data=json.dumps({"code": code}), timeout=10)  # no Content-Type
+    credential = enrolled.json()["credential"]
+    box = {"Authorization": f"Bearer {credential}"}
+    batch = requests.post(f"{url}/api/v1/calls", json={"calls": "all of them"}, headers=box, timeout=10)
+    assert batch.status_code == 422 and "calls must be a list" in batch.json()["error"]
+    offer = requests.post(f"{url}/api/v1/recordings", json={"call_id": 1, "sha256": "x", "size": "big"}, headers=box,
+                          timeout=10)
+    assert offer.status_code == 422 and "sha256 (64 hex digits)" in offer.json()["error"]
+    beat = requests.post(f"{url}/api/v1/heartbeat", json={"version": "test"}, headers=box, timeout=10)
+    assert beat.status_code == 200 and beat.json() == {"ok": True, "config_version": None, "phone_actions": [],
+                                                       "callbacks": []}
+
+
 def test_a_recorded_call_arrives_in_the_portal_with_its_recording(portal, lab, tmp_path):
     office = enrolled_box(tmp_path, portal)
     pbx = start_pbx(office)

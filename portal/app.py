@@ -1,0 +1,52 @@
+"""The portal's web application: the box API and the pages people use, one router per area
+(portal/routes/), with the database and the recordings store on the app's state for the
+dependencies (portal/deps.py) to hand out. It holds no state of its own, so several instances
+serve one database behind a load balancer."""
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from sqlalchemy.orm import Session, sessionmaker
+
+from .deps import PageRefused, SignInNeeded
+from .fleet import FleetError
+from .pages import message
+from .routes import boxes, calls, fleet, office, signin
+from .storage import Storage
+
+
+def create_app(sessions: sessionmaker[Session], storage: Storage) -> FastAPI:
+    app = FastAPI(title="edgepbx portal", docs_url=None, redoc_url=None)
+    app.state.sessions = sessions
+    app.state.storage = storage
+
+    @app.exception_handler(FleetError)
+    async def refused(_request: Request, exc: FleetError) -> JSONResponse:
+        return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def malformed(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        """A body that is not JSON, or not an object: 400; a field of the wrong shape: 422. Both
+        in the API's own error form, with what was wrong."""
+        errors = exc.errors()
+        whole = [e for e in errors if tuple(e.get("loc", ())) == ("body",)]  # the body itself, not a field
+        if any(e.get("type") == "json_invalid" for e in errors) or any(
+                e.get("type") == "missing" or isinstance(e.get("input"), (bytes, str)) for e in whole):
+            return JSONResponse({"error": "the body must be JSON"}, status_code=400)
+        if whole:
+            return JSONResponse({"error": "the body must be a JSON object"}, status_code=400)
+        said = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}" for e in errors)
+        return JSONResponse({"error": said}, status_code=422)
+
+    @app.exception_handler(SignInNeeded)
+    async def to_login(_request: Request, _exc: SignInNeeded) -> Response:
+        return RedirectResponse("/login", status_code=303)
+
+    @app.exception_handler(PageRefused)
+    async def page_refused(request: Request, exc: PageRefused) -> Response:
+        return message(request, exc.status, exc.me, exc.key)
+
+    for area in (boxes, signin, calls, office, fleet):
+        app.include_router(area.router)
+    return app

@@ -1,0 +1,120 @@
+"""FastAPI dependencies every route declares instead of checking by hand: the database session
+of the request, the recordings store, the box whose credential a request carries, the person
+signed in and whether the page is for their role, a posted form with its CSRF token checked,
+and the report's parameters from the URL.
+
+A refusal is raised, not returned: SignInNeeded becomes a redirect to /login and PageRefused a
+page saying why (app.py installs both handlers), FleetError the box API's JSON error."""
+from __future__ import annotations
+
+import secrets
+from datetime import date
+from typing import Iterator
+from urllib.parse import parse_qs
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from . import reports, users
+from .fleet import FleetError, authenticate
+from .models import Site
+from .storage import Storage
+
+SESSION_COOKIE = "edgepbx_session"
+MAX_FORM_BYTES = 8 << 10
+
+
+class SignInNeeded(Exception):
+    """Nobody is signed in (or the session ended): the page is /login."""
+
+
+class PageRefused(Exception):
+    """A page this person may not have: `key` names the i18n text shown with `status`."""
+
+    def __init__(self, status: int, key: str, me: users.SignedIn | None):
+        super().__init__(key)
+        self.status, self.key, self.me = status, key, me
+
+
+def report_query(request: Request) -> tuple[reports.Query, str | None]:
+    """The report's parameters from the URL, forgiving: anything unknown falls back to a default."""
+    q = request.query_params
+    preset = q.get("preset") if q.get("preset") in ("today", "yesterday", "week", "month") else None
+    if preset is None:
+        try:  # any range the user typed; this week when there is none (or it is not a date)
+            first, last = sorted((date.fromisoformat(q.get("from", "")), date.fromisoformat(q.get("to", ""))))
+        except ValueError:
+            preset = "week"
+    if preset:
+        first, last = reports.preset_range(preset, date.today())
+    query = reports.Query(first, last, q.get("view") if q.get("view") in reports.VIEWS else "all",
+                          extension=q.get("ext", "").strip()[:32], number=q.get("number", "").strip()[:32],
+                          recorded_only=q.get("recorded") == "1",
+                          sort=q.get("sort") if q.get("sort") in reports.SORTS else "time",
+                          descending=q.get("dir") != "asc")
+    return query, preset
+
+
+def db(request: Request) -> Iterator[Session]:
+    with request.app.state.sessions() as session:
+        yield session
+
+
+def storage(request: Request) -> Storage:
+    return request.app.state.storage
+
+
+def box_site(request: Request, session: Session = Depends(db)) -> Site:
+    """The site whose box sent this request (its credential as a Bearer token)."""
+    header = request.headers.get("authorization", "")
+    if not header.startswith("Bearer "):
+        raise FleetError(401, "missing site credential")
+    return authenticate(session, header[len("Bearer "):].strip())
+
+
+def signed_in(request: Request, session: Session = Depends(db)) -> users.SignedIn:
+    me = users.current(session, request.cookies.get(SESSION_COOKIE))
+    if me is None:
+        raise SignInNeeded()
+    return me
+
+
+def org_user(me: users.SignedIn = Depends(signed_in)) -> users.SignedIn:
+    """Someone of an organisation (admin or viewer): its calls, statistics and settings."""
+    if me.org_id is None:
+        raise PageRefused(403, "forbidden", me)
+    return me
+
+
+def operator(me: users.SignedIn = Depends(signed_in)) -> users.SignedIn:
+    """The provider's staff: the fleet of sites."""
+    if me.role != "operator":
+        raise PageRefused(403, "forbidden", me)
+    return me
+
+
+async def read_form(request: Request, limit: int = MAX_FORM_BYTES) -> dict[str, str]:
+    body = await request.body()
+    if len(body) > limit:
+        raise FleetError(413, "form too large")
+    return {k: v[0] for k, v in parse_qs(body.decode(errors="replace")).items()}
+
+
+async def form(request: Request) -> dict[str, str]:
+    return await read_form(request)
+
+
+def csrf_checked(fields: dict[str, str], me: users.SignedIn) -> dict[str, str]:
+    """The form, if it carries the token of the session that posts it (else another site made
+    the browser post it)."""
+    if not secrets.compare_digest(me.csrf_token, fields.get("csrf", "")):
+        raise PageRefused(403, "expired_form", me)
+    return fields
+
+
+def signed_form(who=signed_in, read=form):  # noqa: ANN001,ANN201 - dependency factories
+    """A dependency: (the posted form, who posted it), for people `who` allows, CSRF checked."""
+    def dependency(fields: dict[str, str] = Depends(read), me: users.SignedIn = Depends(who)) \
+            -> tuple[dict[str, str], users.SignedIn]:
+        return csrf_checked(fields, me), me
+    return dependency

@@ -1,0 +1,102 @@
+"""The sync and fleet API boxes talk to: JSON over HTTPS, a site credential as Bearer token.
+
+The app holds no state of its own: every instance behind a load balancer sees the same database
+and storage, so a box may reach a different instance with each request.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from sqlalchemy.orm import Session
+
+from .. import callbacks, configs, fleet, phones, sync
+from ..bodies import (Accepted, CallBatch, CallbackResult, ConfigResult, Done, Enrolled, Enrolment, HeartbeatAnswer,
+                      PhoneActionResult, PushedConfig, RecordingOffer, RecordingState)
+from ..deps import box_site, db, storage
+from ..fleet import FleetError
+from ..models import Site
+from ..storage import Storage
+
+log = logging.getLogger("edgepbx.portal")
+router = APIRouter(strict_content_type=False)  # boxes' JSON, with or without its Content-Type
+
+
+@router.get("/healthz")
+def healthz() -> dict:
+    return {"ok": True}
+
+
+@router.post("/api/v1/enroll", response_model=Enrolled)
+def enroll(body: Enrolment, session: Session = Depends(db)) -> Enrolled:
+    site, credential = fleet.enrol(session, body.code)
+    log.info("site %s enrolled (box %s)", site.name, body.hostname)
+    return Enrolled(site=site.name, credential=credential)
+
+
+@router.post("/api/v1/calls", response_model=Accepted)
+def calls(body: CallBatch, session: Session = Depends(db), site: Site = Depends(box_site)) -> Accepted:
+    return Accepted(accepted=sync.upsert_calls(session, site, body.calls))
+
+
+@router.post("/api/v1/recordings", response_model=RecordingState, response_model_exclude_none=True)
+def offer(body: RecordingOffer, session: Session = Depends(db), site: Site = Depends(box_site),
+          store: Storage = Depends(storage)) -> dict:
+    return sync.offer_recording(session, store, site, body.call_id, body.sha256, body.size)
+
+
+async def chunk_bytes(request: Request) -> bytes:
+    """The chunk's bytes, refused before they are read when the header says too many."""
+    if int(request.headers.get("content-length") or 0) > sync.MAX_CHUNK:
+        raise FleetError(413, f"a chunk may hold at most {sync.MAX_CHUNK} bytes")
+    return await request.body()
+
+
+@router.put("/api/v1/recordings/{sha256}", response_model=RecordingState, response_model_exclude_none=True)
+def chunk(sha256: str, call_id: str, offset: int, data: bytes = Depends(chunk_bytes),
+          session: Session = Depends(db), site: Site = Depends(box_site), store: Storage = Depends(storage)) -> dict:
+    return sync.put_chunk(session, store, site, call_id, sha256, offset, data)
+
+
+@router.post("/api/v1/heartbeat", response_model=HeartbeatAnswer)
+def heartbeat(status: dict[str, Any], session: Session = Depends(db), site: Site = Depends(box_site)) -> HeartbeatAnswer:
+    """Answers with the newest config version (the box pulls only when there is a newer one),
+    the operator's pending phone actions and the users' call-back requests."""
+    fleet.record_heartbeat(session, site, status)
+    desired = configs.desired_config(session, site)
+    answer = HeartbeatAnswer(ok=True, config_version=desired.version if desired else None,
+                             phone_actions=phones.hand_out(session, site), callbacks=callbacks.hand_out(session, site))
+    session.commit()  # one transaction for the whole heartbeat
+    return answer
+
+
+@router.get("/api/v1/config", response_model=PushedConfig)
+def config(session: Session = Depends(db), site: Site = Depends(box_site)) -> PushedConfig:
+    desired = configs.desired_config(session, site)
+    if desired is None:
+        raise FleetError(404, "no config pushed for this site")
+    return PushedConfig(version=desired.version, sha256=desired.sha256, config=desired.text)
+
+
+@router.post("/api/v1/config/{version}/result", response_model=Done)
+def config_result(version: int, body: ConfigResult, session: Session = Depends(db),
+                  site: Site = Depends(box_site)) -> Done:
+    errors = body.errors or []
+    configs.report(session, site, version, bool(body.applied), errors if isinstance(errors, list) else [str(errors)])
+    return Done()
+
+
+@router.post("/api/v1/phone-actions/{action_id}/result", response_model=Done)
+def phone_action_result(action_id: int, body: PhoneActionResult, session: Session = Depends(db),
+                        site: Site = Depends(box_site)) -> Done:
+    code = body.code if isinstance(body.code, int) else None
+    phones.record_result(session, site, action_id, code, body.detail)
+    return Done()
+
+
+@router.post("/api/v1/callbacks/{request_id}/result", response_model=Done)
+def callback_result(request_id: int, body: CallbackResult, session: Session = Depends(db),
+                    site: Site = Depends(box_site)) -> Done:
+    callbacks.record_result(session, site, request_id, body.started is True, body.detail)
+    return Done()

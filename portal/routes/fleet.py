@@ -1,0 +1,58 @@
+"""The provider's fleet: every site with its state, a site's history, phones and config
+versions, and an operator's edited config pushed to its box."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from sqlalchemy.orm import Session
+
+from .. import users
+from ..configs import MAX_CONFIG_BYTES, push_config, version_diffs
+from ..deps import db, operator, read_form, signed_form
+from ..fleet import FleetError, heartbeat_history, site_by_name, site_rows
+from ..pages import message, render
+from ..phones import site_phones
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/fleet")
+def fleet_page(request: Request, me: users.SignedIn = Depends(operator), session: Session = Depends(db)) -> Response:
+    return render(request, "fleet.html", me=me, sites=site_rows(session))
+
+
+def site_page(request: Request, session: Session, me: users.SignedIn, name: str, status: int = 200,
+              pushed: int | None = None, errors: list[str] | None = None, text: str = "") -> Response:
+    try:
+        site_by_name(session, name)
+    except FleetError:
+        return message(request, 404, me, "not_found")
+    row = next(r for r in site_rows(session) if r["site"] == name)
+    history, versions, phones = heartbeat_history(session, name), version_diffs(session, name), site_phones(session, name)
+    return render(request, "site.html", status, me=me, site=row, history=history, versions=versions,
+                  phones=phones, pushed=pushed, errors=errors or [], text=text)
+
+
+@router.get("/fleet/{name}")
+def fleet_site(name: str, request: Request, me: users.SignedIn = Depends(operator),
+               session: Session = Depends(db)) -> Response:
+    return site_page(request, session, me, name)
+
+
+async def config_form(request: Request) -> dict[str, str]:
+    return await read_form(request, limit=3 * MAX_CONFIG_BYTES)  # urlencoded: up to 3 bytes a byte
+
+
+@router.post("/fleet/{name}/config")
+def fleet_push(name: str, request: Request, posted=Depends(signed_form(operator, config_form)),  # noqa: ANN001
+               session: Session = Depends(db)) -> Response:
+    """An operator's edited config: checked with the box's own validator before it is queued."""
+    fields, me = posted
+    text = fields.get("config", "").replace("\r\n", "\n")
+    try:
+        version = push_config(session, name, text)
+    except FleetError as exc:
+        session.rollback()
+        errors = exc.message.split("\n")[1:] or [exc.message]
+        return site_page(request, session, me, name, exc.status, errors=errors, text=text)
+    return site_page(request, session, me, name, pushed=version)

@@ -1,0 +1,41 @@
+"""An organisation's statistics and its boxes' settings."""
+from __future__ import annotations
+
+import json
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .. import reports, stats, users
+from ..db import as_utc
+from ..deps import db, org_user, report_query
+from ..models import Site
+from ..pages import render
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/settings")
+def settings_page(request: Request, me: users.SignedIn = Depends(org_user), session: Session = Depends(db)) -> Response:
+    """The box's running settings as it last reported them (read-only; no password is ever sent)."""
+    sites = session.scalars(select(Site).where(Site.org_id == me.org_id).order_by(Site.name)).all()
+    shown = []
+    for site in sites:
+        status = json.loads(site.last_status) if site.last_status else {}
+        phones = {p.get("extension"): p for p in status.get("phones", []) if p.get("extension")}
+        shown.append({"name": site.name, "settings": status.get("settings"), "phones": phones,
+                      "at": as_utc(site.last_heartbeat_at).strftime("%Y-%m-%d %H:%M UTC")
+                      if site.last_heartbeat_at else None})
+    return render(request, "settings.html", me=me, sites=shown)
+
+
+@router.get("/stats")
+def stats_page(request: Request, me: users.SignedIn = Depends(org_user), session: Session = Depends(db),
+               asked: tuple[reports.Query, str | None] = Depends(report_query)) -> Response:
+    query, preset = asked
+    figures = stats.compute(session, me.org_id, query)
+    peak = max([sum(v for k, v in counts.items() if k != "missed") for _, counts in figures.days] + [1])
+    return render(request, "stats.html", me=me, s=figures, query=query, preset=preset, peak=peak,
+                  hour_peak=max(figures.hours + [1]))
