@@ -5,6 +5,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 from . import config as config_mod
 from . import credentials
@@ -37,7 +38,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     _setup_logging(cfg.log_level)
     print_extensions(cfg)
-    return Supervisor(cfg).run()
+    return Supervisor(cfg, Path(args.log_dir) if args.log_dir else None).run()
 
 
 def cmd_featureserver(args: argparse.Namespace) -> int:
@@ -277,7 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", required=True, help="office config file (YAML)")
         return p
 
-    with_config(sub.add_parser("run", help="start every enabled service (Ctrl-C stops)")).set_defaults(func=cmd_run)
+    run = with_config(sub.add_parser("run", help="start every enabled service (Ctrl-C stops)"))
+    run.add_argument("--log-dir", help="where each service's whole output goes (default DATA_DIR/log); "
+                                       "the terminal gets warnings, errors and the ready lines")
+    run.set_defaults(func=cmd_run)
     with_config(sub.add_parser("check", help="validate a config; errors as FILE:LINE: message")).set_defaults(func=cmd_check)
     with_config(sub.add_parser("featureserver", help="run the feature server alone (used by `run`)")
                 ).set_defaults(func=cmd_featureserver)

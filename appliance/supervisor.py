@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from . import credentials
 from .cloud.remote_config import RUNNING_STATE, SUPERVISOR_PID_ENV, previous_path, sha256_text
@@ -31,6 +32,7 @@ from .reserve import keep_reserve
 from .kamailio import render
 from .kamailio.render import public_address
 from .nat import STUN_EVERY_SECONDS, public_address_source, refresh_stun
+from .servicelog import ServiceLog
 from .sipprobe import options_ping
 
 log = logging.getLogger("edgepbx.supervisor")
@@ -57,13 +59,28 @@ class Service:
     failures: int = 0
     restart_at: float = 0.0
     started_at: float = 0.0
+    output: ServiceLog | None = None
+    reader: threading.Thread | None = None
 
-    def start(self) -> None:
+    def start(self, log_dir: Path) -> None:
+        """Starts the service with its output going to log_dir/NAME.log (servicelog.py)."""
         env = dict(os.environ, **self.env)
+        if self.output is None:
+            self.output = ServiceLog(self.name, log_dir)
         self.proc = subprocess.Popen(self.argv, env=env, start_new_session=True, preexec_fn=_die_with_parent,
-                                     stdin=subprocess.DEVNULL)
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.reader = self.output.follow(self.proc.stdout)
         self.started_at = time.monotonic()
         log.info("started %s (pid %d)", self.name, self.proc.pid)
+
+    def last_words(self) -> str:
+        """What the service said last (it just exited), for the supervisor's error line."""
+        if self.reader is not None:
+            self.reader.join(timeout=0.5)  # its last lines may still be in the pipe
+        if self.output is None or not self.output.last_lines:
+            return ""
+        lines = list(self.output.last_lines)[-5:]
+        return "; its last lines (all in {}):\n  {}".format(self.output.path, "\n  ".join(lines))
 
     def signal_group(self, sig: int) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -116,8 +133,9 @@ def _without_nonce_secret(kamailio_cfg: str) -> str:
 
 
 class Supervisor:
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, log_dir: Path | None = None):
         self.cfg = cfg
+        self.log_dir = log_dir or cfg.data_dir / "log"  # each service's whole output (servicelog.py)
         refresh_stun(cfg)  # before the edge's config is written: it advertises the answer
         self.services = services(cfg)
         self.stopping = False
@@ -153,10 +171,14 @@ class Supervisor:
         signal.signal(signal.SIGHUP, self.request_reload)
         os.environ[SUPERVISOR_PID_ENV] = str(os.getpid())  # the cloud agent signals us after a config push
         for service in self.services:
-            service.start()
+            service.start(self.log_dir)
         if not self.wait_ready():
             if not self.stopping:
-                log.error("services did not come up; see the errors above")
+                for service in self.services:
+                    if service.proc is not None and service.proc.poll() is not None:
+                        log.error("%s exited with status %s%s", service.name, service.proc.returncode,
+                                  service.last_words())
+                log.error("services did not come up; see the errors above (each service's output: %s)", self.log_dir)
             self.stop_all()
             return 1
         self.record_running("running")
@@ -244,7 +266,7 @@ class Supervisor:
         self.services = kept + [s for name, s in fresh.items() if name not in {k.name for k in kept}]
         for service in self.services:
             if service.proc is None:
-                service.start()
+                service.start(self.log_dir)
         log.info("config applied: restarted %s", ", ".join(s.name for s in self.services if s not in kept) or "nothing")
         return self.wait_ready()
 
@@ -269,10 +291,11 @@ class Supervisor:
                 service.failures += 1
                 delay = min(30.0, 0.5 * 2 ** (service.failures - 1))
                 service.restart_at = now + delay
-                log.error("%s exited with status %s; restarting in %.1f s", service.name, service.proc.returncode, delay)
+                log.error("%s exited with status %s; restarting in %.1f s%s", service.name, service.proc.returncode,
+                          delay, service.last_words())
             elif now >= service.restart_at:
                 service.restart_at = 0.0
-                service.start()
+                service.start(self.log_dir)
 
     def stop_all(self) -> None:
         for service in reversed(self.services):  # feature server first: it hangs calls up cleanly

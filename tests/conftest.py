@@ -109,6 +109,16 @@ class Pbx:
         return time.monotonic() - started
 
     def log_text(self) -> str:
+        """Everything the box said: each service's whole output (data_dir/log/NAME.log, where
+        `edgepbx run` puts it), then the supervisor's own lines from the terminal (the service
+        lines it also showed there are not repeated)."""
+        services = "".join(p.read_text(errors="replace") for p in sorted((self.data_dir / "log").glob("*.log")))
+        seen = set(services.splitlines())
+        own = [line for line in self.log.read_text(errors="replace").splitlines() if line not in seen]
+        return services + "\n".join(own)
+
+    def terminal_text(self) -> str:
+        """What `edgepbx run` printed (what a person at the terminal sees)."""
         return self.log.read_text(errors="replace")
 
 

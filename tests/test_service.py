@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import sqlite3
@@ -160,3 +161,29 @@ def test_every_process_killed_at_once_during_calls_and_record_writes_then_starte
     finally:
         lab.release_phones()
         pbx.stop()
+
+
+def test_the_terminal_shows_the_services_starting_and_ready_and_errors_not_their_chatter(tmp_path):
+    """Kamailio's and PJSIP's start-up lines (TLS domains, module probes) go to DATA_DIR/log; the
+    terminal gets the supervisor's lines, the ready lines, warnings and errors."""
+    pbx = start_pbx(write_office(tmp_path))
+    pbx.stop()
+    terminal = pbx.terminal_text()
+    assert "started kamailio" in terminal and "edgepbx ready" in terminal
+    assert "ksr_tls_fill_missing" not in terminal and " INFO: " not in terminal.replace("supervisor INFO: ", "")
+    assert len(terminal.splitlines()) < 20, terminal
+    assert "ksr_tls_fill_missing" in (pbx.data_dir / "log" / "kamailio.log").read_text()
+    assert "feature server listening" in (pbx.data_dir / "log" / "featureserver.log").read_text()
+
+
+def test_a_service_that_cannot_start_says_why_on_the_terminal(tmp_path):
+    import socket
+    config = write_office(tmp_path)
+    port = int(re.search(r"sip_port: (\d+)", config.read_text()).group(1))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", port))
+        run = subprocess.run(EDGEPBX + ["run", "--config", str(config)], capture_output=True, text=True, cwd=ROOT,
+                             timeout=60)
+    assert run.returncode == 1
+    assert "Address already in use" in run.stderr and "kamailio exited with status" in run.stderr, run.stderr
+    assert "services did not come up" in run.stderr
