@@ -169,6 +169,7 @@ class FakeMedia:
 class FakeLegs:
     def __init__(self) -> None:
         self.made: list[FakeLeg] = []
+        self.unplaceable = 0  # this many next outgoing legs cannot be dialled (no RTP port free)
 
     def incoming(self, leg_id: int, owner, role: str, number: str, office: bool = False) -> FakeLeg:
         leg = FakeLeg(owner, role, number, office)
@@ -178,6 +179,9 @@ class FakeLegs:
 
     def outgoing(self, account: object, owner, role: str, number: str, office: bool = False) -> FakeLeg:
         leg = FakeLeg(owner, role, number, office, account)
+        if self.unplaceable:
+            self.unplaceable -= 1
+            leg.fail_dial = True
         self.made.append(leg)
         return leg
 

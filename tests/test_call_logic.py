@@ -172,6 +172,24 @@ def test_trunk_fails_over_to_the_next(office):
     assert office.records()[0]["trunk"] == "main"
 
 
+def test_a_leg_that_cannot_be_placed_fails_over_then_the_caller_gets_503(office):
+    office.legs.unplaceable = 1  # the first trunk's leg finds no RTP port
+    phone = office.invite("101", "89161234567")
+    second = office.legs.to("+79161234567")
+    assert second.target.trunk == "main" and not second.fail_dial
+    second.ends(503)
+    assert phone.hung_up == 503 and office.records()[0]["disposition"] == "failed"
+
+
+def test_a_transfer_target_that_cannot_be_placed_brings_the_held_party_back(office):
+    phone, sales = answered_call(office)
+    office.legs.unplaceable = 1
+    phone.presses("#103#")
+    assert next(iter(office.services.table)).transfer is None
+    assert office.media.talking(phone, sales)
+    assert office.records()[1]["disposition"] == "failed"
+
+
 def test_a_full_disk_leaves_the_call_unrecorded_not_dropped(office):
     office.media.fail_recording = True
     phone, sales = answered_call(office)

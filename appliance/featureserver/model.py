@@ -92,6 +92,7 @@ class Media(Protocol):
 class TransferKind(Protocol):
     """A transfer in progress inside a call (calls/transfer.py): the call passes its events on."""
     target: Leg | None
+    recorder: object | None  # the consultation's own recording
 
     def on_dtmf(self, leg: Leg, digit: str) -> None: ...
     def on_timer(self) -> None: ...
@@ -106,6 +107,7 @@ class CallKind(Protocol):
     state: str            # ... -> "ended"
     src: str
     created: float
+    outbound: bool        # placed by an office phone to an outside number (# may stay the far end's)
     direction_out: bool   # it holds (or is placing) a leg out over a trunk: counted by the toll-fraud limits
     transfer: TransferKind | None
     recorder: object | None

@@ -17,6 +17,29 @@ from ..services import Services
 log = logging.getLogger("edgepbx.featureserver")
 
 
+def place_next(services: Services, owner: object, cdr_id: str, targets: list[Target], current: Leg | None, role: str,
+               number: str, spent: list[Leg]) -> Leg | None:
+    """A new leg of `owner` dialled to the first of `targets` that can be dialled (each one tried
+    is taken off the list; a trunk's name goes into record `cdr_id`), or None when none can. The
+    leg it replaces (`current`, a trunk that failed over) and legs that could not be placed wind
+    down in `spent`."""
+    if current is not None:
+        spent.append(current)
+    while targets:
+        target = targets.pop(0)
+        if target.trunk:
+            services.records.trunk(cdr_id, target.trunk)
+        leg = services.legs.outgoing(target.account, owner, role, target.number or number, office=target.trunk is None)
+        try:
+            leg.dial(target)
+            return leg
+        except DialError as exc:  # no RTP port free, a bad URI
+            log.error("call %s: cannot dial %s: %s", cdr_id, target.uri, exc)
+            leg.disconnected = True
+            spent.append(leg)
+    return None
+
+
 class Call:
     def __init__(self, services: Services, *, src: str, src_name: str, dst: str, outbound: bool = False):
         self.services = services
@@ -101,18 +124,6 @@ class Call:
         """(pickup) The legs that rang for this call go: CANCEL, the phones stop ringing."""
 
     # -- legs -------------------------------------------------------------------------------
-
-    def place(self, target: Target, role: str, number: str) -> Leg | None:
-        """A new leg of this call towards `target`, dialled; None (logged) when it cannot be placed."""
-        leg = self.services.legs.outgoing(target.account, self, role, number, office=target.trunk is None)
-        try:
-            leg.dial(target)
-        except DialError as exc:  # no RTP port free, a bad URI
-            log.error("call %s: cannot dial %s: %s", self.cdr_id, target.uri, exc)
-            leg.disconnected = True
-            self.spent.append(leg)
-            return None
-        return leg
 
     def answer_caller(self, code: int) -> None:
         if self.caller_answered or self.caller is None:

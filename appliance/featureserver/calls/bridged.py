@@ -8,7 +8,7 @@ import time
 
 from ..model import CONFIRMED, DISCONNECTED, EARLY, FAILOVER_CODES, Leg, LegState, Target, disposition_for_failure
 from ..services import Services
-from .base import Call
+from .base import Call, place_next
 
 log = logging.getLogger("edgepbx.featureserver")
 
@@ -67,17 +67,10 @@ class BridgedCall(Call):
         self.dial_next()
 
     def dial_next(self) -> None:
-        while self.targets:
-            target = self.targets.pop(0)
-            if self.callee is not None:
-                self.spent.append(self.callee)
-                self.callee = None
-            if target.trunk:
-                self.services.records.trunk(self.cdr_id, target.trunk)
-            self.callee = self.place(target, "callee", target.number or self.dst)
-            if self.callee is not None:
-                return
-        self.reject(503, "failed")
+        self.callee = place_next(self.services, self, self.cdr_id, self.targets, self.callee, "callee", self.dst,
+                                 self.spent)
+        if self.callee is None:
+            self.reject(503, "failed")
 
     def on_timer(self) -> None:
         if self.no_answer_deadline is not None and time.monotonic() >= self.no_answer_deadline:

@@ -12,7 +12,7 @@ from datetime import datetime
 from ...config import Config, Inbound, Step, WEEKDAYS
 from ..model import CONFIRMED, DISCONNECTED, FAILOVER_CODES, Leg, LegState, Target
 from ..services import Services
-from .base import Call
+from .base import Call, place_next
 
 log = logging.getLogger("edgepbx.featureserver")
 
@@ -176,7 +176,7 @@ class InboundCall(Call):
 
     def ring(self, targets: list[Target]) -> None:
         for target in targets:
-            leg = self.place(target, "callee", target.number or "")
+            leg = place_next(self.services, self, self.cdr_id, [target], None, "callee", "", self.spent)
             if leg is not None:
                 self.ringing.append(leg)
         if not self.ringing and not self.try_next_trunk():

@@ -18,9 +18,9 @@ import re
 import time
 from urllib.parse import unquote
 
-from ..model import (CONFIRMED, DISCONNECTED, FAILOVER_CODES, CallKind, DialError, Leg, LegState, Target,
-                     disposition_for_failure)
+from ..model import CONFIRMED, DISCONNECTED, FAILOVER_CODES, CallKind, Leg, LegState, Target, disposition_for_failure
 from ..services import Services
+from .base import place_next
 from .bridged import BridgedCall
 
 log = logging.getLogger("edgepbx.featureserver")
@@ -113,21 +113,10 @@ class Transfer:
         self.dial_next()
 
     def dial_next(self) -> None:
-        while self.targets:
-            target = self.targets.pop(0)
-            if self.target is not None:
-                self.spent.append(self.target)
-            self.target = self.services.legs.outgoing(target.account, self, "target", target.number or self.digits,
-                                                      office=target.trunk is None)
-            if target.trunk:
-                self.services.records.trunk(self.cdr_id, target.trunk)
-            try:
-                self.target.dial(target)
-                return
-            except DialError as exc:  # e.g. no RTP port free
-                log.error("call %s: transfer cannot dial %s: %s", self.call.cdr_id, target.uri, exc)
-                self.target.disconnected = True
-        self.cancel(f"no line free to reach {self.digits}", "failed")
+        self.target = place_next(self.services, self, self.cdr_id, self.targets, self.target, "target", self.digits,
+                                 self.spent)
+        if self.target is None:
+            self.cancel(f"no line free to reach {self.digits}", "failed")
 
     def legs(self) -> list[Leg]:
         return self.spent + ([self.target] if self.target is not None else [])
@@ -223,7 +212,7 @@ def start_if_asked(services: Services, call: CallKind, leg: Leg, digit: str, par
     features = services.cfg.features
     if digit != features.transfer_key or not leg.office or leg not in parties:
         return None
-    if getattr(call, "outbound", False) and not features.transfer_in_outbound_calls:
+    if call.outbound and not features.transfer_in_outbound_calls:
         return None
     held = next(other for other in parties if other is not leg)
     return Transfer(services, call, leg, held)
