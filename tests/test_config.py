@@ -132,3 +132,42 @@ def test_the_checks_without_the_box_disk_accept_files_only_the_box_has(tmp_path)
     assert [e.message for e in off_box.value.errors] == ["features.transfer_key must be one DTMF key (0-9 * # A-D)"]
     cfg = parse(path.read_text().replace("'##'", "'#'"), path, on_box=False)
     assert cfg.inbound.greeting == tmp_path / "sounds" / "hello.wav"
+
+
+@pytest.mark.parametrize("hostile, line, words", [
+    # a domain that would close Kamailio's quoted string and load a module of the attacker's
+    (GOOD.replace("  bind: 127.0.0.1\n", '  bind: 127.0.0.1\n  sip_domain: "pbx.example\\"\\nloadmodule \\"evil.so"\n'), 5,
+     "network.sip_domain must be one line of printable text"),
+    (GOOD.replace("  bind: 127.0.0.1\n", "  bind: 127.0.0.1\n  sip_domain: 'pbx.example\"'\n"), 5,
+     "network.sip_domain must be a host name or an IP address"),
+    # a name that would add a line to a Yealink or Fanvil per-MAC file
+    (GOOD.replace('name: "Sales"', 'name: "Sales\\nstatic.auto_provision.server.url = http://evil/"'), 10,
+     "extension name must be one line of printable text"),
+    (GOOD.replace("s3cret-101", 's3cret-101\\"/><x'), 9, "extension 101: password may hold"),
+    (GOOD + "trunks:\n  - {name: main, host: 'sip.example\"', password: \"p\\u2028x\"}\n", 12,
+     "trunk host must be a host name or an IP address"),
+    (GOOD + "trunks:\n  - {name: 'a b', host: sip.example}\n", 12, "trunk name 'a b' must be"),
+])
+def test_values_that_would_break_a_generated_file_are_refused(tmp_path, hostile, line, words):
+    """Names may be any printable text (Russian, quotes, dashes); no value may hold a line break,
+    domains and hosts are host names, and passwords keep out what ends a quoted value."""
+    result = edgepbx("check", "--config", str(write(tmp_path, hostile)))
+    assert result.returncode == 2
+    assert f":{line}: " in result.stderr and words in result.stderr, result.stderr
+
+
+def test_names_in_russian_with_quotes_and_dashes_are_fine(tmp_path):
+    text = GOOD.replace('name: "Sales"', 'name: "Отдел продаж \\"Ромашка\\" (2-й этаж)"')
+    result = edgepbx("check", "--config", str(write(tmp_path, text)))
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("folder", ["./var", "./var/firmware", "."])
+def test_a_firmware_folder_that_would_serve_the_boxs_secrets_is_refused(tmp_path, folder):
+    """The firmware folder is served to any phone on the LAN: with data_dir in it or it in data_dir,
+    credentials.json and the TLS key would be one TFTP request away."""
+    text = GOOD + f"provisioning: {{firmware_dir: {folder}}}\n"
+    result = edgepbx("check", "--config", str(write(tmp_path, text)))
+    assert result.returncode == 2 and ":11: provisioning.firmware_dir" in result.stderr, result.stderr
+    fine = edgepbx("check", "--config", str(write(tmp_path, GOOD + "provisioning: {firmware_dir: ./firmware}\n")))
+    assert fine.returncode == 0, fine.stderr

@@ -42,3 +42,12 @@ def check_call_capacity(r: Reader, node: Node, cfg: Config) -> None:
     if len(rtp) < needed:
         r.error(node, f"network.rtp_ports: {len(rtp)} ports are too few for calls.max_concurrent "
                       f"{cfg.max_concurrent_calls} (need {needed}: {RTP_PORTS_PER_CALL} a call and {RTP_PORTS_SPARE} spare)")
+
+
+def check_firmware_dir(r: Reader, node: Node, cfg: Config) -> None:
+    """Everything in provisioning.firmware_dir is served to the LAN without credentials (TFTP,
+    HTTP): it must not be data_dir, below it, or above it (credentials.json, the TLS key)."""
+    folder, data = cfg.provisioning.firmware_dir, cfg.data_dir
+    if folder is not None and (folder == data or data in folder.parents or folder in data.parents):
+        r.error(node, f"provisioning.firmware_dir {folder} must be apart from data_dir {data}: "
+                      "what it holds is served to any phone on the LAN")

@@ -4,6 +4,7 @@ Keys that need more (addresses, lists, references to other sections) have their 
 sections.py."""
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from typing import Callable, Union
@@ -54,7 +55,52 @@ class Code:
         return code
 
 
-Rule = Union[Int, Bool, Text, Code]
+HOST_NAME = re.compile(r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
+# What would end a value early in the files made from it: quotes (Kamailio's cfg, XML attributes,
+# SIP), a backslash, XML's markup characters, and white space.
+SECRET_FORBIDDEN = set("\"'\\<>&") | {" "}
+
+
+@dataclass(frozen=True)
+class Host:
+    """A host name (RFC 1123) or an IP address: what goes into SIP URIs, Kamailio's cfg and the
+    box's certificate. `optional`: "" stands for the default."""
+    attr: str | None = None
+    optional: bool = False
+
+    def read(self, r: Reader, node: Node, label: str) -> str | None:
+        value = r.text(node, label)
+        if value is None or is_host(value) or (self.optional and value == ""):
+            return value
+        r.error(node, f"{label} must be a host name or an IP address, not '{value}'")
+        return None
+
+
+def is_host(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+        return True
+    except ValueError:
+        return bool(HOST_NAME.fullmatch(value))
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A password or user name: printable ASCII without quotes, backslash, <, >, & or spaces."""
+    attr: str | None = None
+
+    def read(self, r: Reader, node: Node, label: str) -> str | None:
+        value = r.text(node, label)
+        if value is None:
+            return None
+        if not value.isascii() or not value.isprintable() or SECRET_FORBIDDEN & set(value):
+            r.error(node, f"{label} may hold letters, digits and punctuation other than quotes, backslash, "
+                          "<, >, & and spaces")
+            return None
+        return value
+
+
+Rule = Union[Int, Bool, Text, Code, Host, Secret]
 
 
 def dotted(where: str) -> Callable[[str], str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import disk, sections
-from .checks import check_call_capacity, check_ports
+from .checks import check_call_capacity, check_firmware_dir, check_ports
 from .fields import FileRef
 from .nodes import ConfigError, InvalidConfig, Reader, compose
 from .schema import TOP_LEVEL_KEYS, Config
@@ -40,8 +40,7 @@ def parse(text: str, path: Path, on_box: bool = True) -> Config:
         sections.read_site(r, top["site"][1], cfg)
     if "features" in top:
         sections.read_features(r, top["features"][1], cfg, files)
-    if "provisioning" in top:
-        sections.read_provisioning(r, top["provisioning"][1], cfg)
+    firmware_dir = sections.read_provisioning(r, top["provisioning"][1], cfg) if "provisioning" in top else None
     data_dir = r.text(top["data_dir"][1], "data_dir") if "data_dir" in top else "./var"
     # Relative to the config file, so the same file works whatever the current directory.
     cfg.data_dir = (path.resolve().parent / (data_dir or "./var")).resolve()
@@ -68,6 +67,8 @@ def parse(text: str, path: Path, on_box: bool = True) -> Config:
     network = top["network"][1] if "network" in top else root
     check_ports(r, network, cfg)
     check_call_capacity(r, network, cfg)
+    if firmware_dir is not None:
+        check_firmware_dir(r, firmware_dir, cfg)
     if on_box:
         disk.check_files(r, files)
     else:

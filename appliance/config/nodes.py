@@ -11,6 +11,9 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 Fields = dict[str, tuple[Node, Node]]  # key -> (key node, value node)
+# No value of an office config is more than one line: a line break or another control character
+# in one would start a new line in a file generated from it (a phone's config, Kamailio's).
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,9 @@ class Reader:
     def text(self, node: Node, where: str) -> str | None:
         if not isinstance(node, ScalarNode) or node.tag == "tag:yaml.org,2002:null":
             self.error(node, f"{where} must be a text value")
+            return None
+        if CONTROL.search(node.value):
+            self.error(node, f"{where} must be one line of printable text (no line breaks or control characters)")
             return None
         return node.value
 

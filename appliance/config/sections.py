@@ -14,13 +14,13 @@ from provisioning.catalog import catalog  # the vendors' metadata (firmware_temp
 from provisioning.macs import normalise_mac
 
 from ..countryplans import COUNTRIES
-from .fields import Bool, Code, FileRef, Int, Text, dotted, read_fields
+from .fields import Bool, Code, FileRef, Host, Int, Secret, Text, dotted, is_host, read_fields
 from .nodes import Reader
 from .schema import (CALL_CLASSES, DEFAULT_PERMISSIONS, EXTENSION_NUMBER, KEY_TYPES, MAX_CONCURRENT_CALLS,
                      MAX_TRUNKS, PERMISSIONS, VENDORS, WEEKDAYS, Config, DialRule, Dhcp, Extension, Network,
                      OutsideCallLimit, Phone, PhoneKey, Step, Trunk)
 
-NETWORK = {"sip_port": Int(1, 65535), "feature_port": Int(1, 65535), "sip_domain": Text(), "tls_port": Int(0, 65535),
+NETWORK = {"sip_port": Int(1, 65535), "feature_port": Int(1, 65535), "sip_domain": Host(optional=True), "tls_port": Int(0, 65535),
            "wan_port": Int(1, 65535)}
 LIMIT = {"concurrent": Int(0, 1000), "calls_per_hour": Int(0, 100_000), "minutes_per_day": Int(0, 1_440_000)}
 DTMF_CODE = Code(r"[0-9*#]{1,4}", "1 to 4 of 0-9 * #")
@@ -35,7 +35,8 @@ SECURITY = {"auth_failures_before_ban": Int(1, 1000), "ban_seconds": Int(1, 8640
             "flood_requests_per_second": Int(5, 100_000)}
 CLOUD = {"upload_kbps": Int(0, 1_000_000), "heartbeat_seconds": Int(1, 3600), "retry_max_seconds": Int(1, 3600)}
 SITE = {"name": Text("site_name"), "language": Text()}
-TRUNK = {"port": Int(1, 65535), "username": Text(), "password": Text(), "caller_id": Text(), "register": Bool()}
+TRUNK = {"port": Int(1, 65535), "username": Secret(), "password": Secret(), "caller_id": Text(), "register": Bool()}
+TRUNK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
 DHCP = {"lease_time": Text()}
 PROVISIONING_FLAGS = {"pnp": Bool(), "encryption": Bool(), "discovery": Bool()}
 PROVISIONING_PORTS = {"tftp_port": Int(0, 65535), "http_port": Int(0, 65535), "https_port": Int(0, 65535)}
@@ -106,7 +107,7 @@ def read_network(r: Reader, node: Node, net: Network) -> None:
     if "stun_server" in f:
         raw = r.text(f["stun_server"][1], "network.stun_server") or ""
         host, _, port = raw.rpartition(":") if ":" in raw else (raw, "", "3478")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if not is_host(host) or not port.isdigit() or not 0 < int(port) < 65536:
             r.error(f["stun_server"][1], f"network.stun_server must be host or host:port, not '{raw}'")
         else:
             net.stun_server = f"{host}:{port}"
@@ -191,7 +192,7 @@ def read_extensions(r: Reader, node: Node) -> list[Extension]:
             continue
         seen[number] = line
         name = r.text(f["name"][1], "extension name") if "name" in f else None
-        password = r.text(f["password"][1], "extension password") if "password" in f else None
+        password = Secret().read(r, f["password"][1], f"extension {number}: password") if "password" in f else None
         if password is not None and len(password) < 8:
             r.error(f["password"][1], f"extension {number}: password must have at least 8 characters")
             password = None
@@ -326,7 +327,9 @@ def read_trunks(r: Reader, node: Node) -> list[Trunk]:
         if "name" not in f or "host" not in f:
             r.error(item, "a trunk needs a name and a host")
             continue
-        trunk = Trunk(name=r.text(f["name"][1], "trunk name") or "", host=r.text(f["host"][1], "trunk host") or "")
+        trunk = Trunk(name=r.text(f["name"][1], "trunk name") or "", host=Host().read(r, f["host"][1], "trunk host") or "")
+        if trunk.name and not TRUNK_NAME.fullmatch(trunk.name):
+            r.error(f["name"][1], f"trunk name '{trunk.name}' must be up to 32 letters, digits, '.', '_' or '-'")
         if any(t.name == trunk.name for t in out):
             r.error(f["name"][1], f"duplicate trunk name '{trunk.name}'")
             continue
@@ -407,7 +410,8 @@ def read_dhcp(r: Reader, node: Node, dhcp: Dhcp) -> None:
         r.error(node, "provisioning.dhcp.mode serve needs a range: [first, last]")
 
 
-def read_provisioning(r: Reader, node: Node, cfg: Config) -> None:
+def read_provisioning(r: Reader, node: Node, cfg: Config) -> Node | None:
+    """Returns the node of firmware_dir, if given (checks.check_firmware_dir needs data_dir first)."""
     p = cfg.provisioning
     p.enabled = True
     f = r.mapping(node, {"tftp_port", "http_port", "https_port", "firmware_dir", "auto_enrol", "lan", "discovery",
@@ -428,3 +432,4 @@ def read_provisioning(r: Reader, node: Node, cfg: Config) -> None:
         if folder:
             p.firmware_dir = (cfg.path.parent / folder).resolve()
     read_fields(r, f, p, {"auto_enrol": Bool()}, dotted("provisioning"))
+    return f["firmware_dir"][1] if "firmware_dir" in f else None
