@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 # Any JSON value as text (what str() of it gives), as the API has always read these fields.
 Text = Annotated[str, BeforeValidator(lambda value: value if isinstance(value, str) else str(value))]
@@ -44,6 +44,39 @@ class PhoneActionResult(Body):
 class CallbackResult(Body):
     started: Any = None
     detail: Text = ""
+
+
+class DiskState(Body):
+    total_bytes: int | None = Field(None, ge=0)
+    free_bytes: int | None = Field(None, ge=0)
+
+
+class TrunkState(Body):
+    name: str = Field("", max_length=64)
+    state: str = Field("", max_length=32)
+    last_code: int | None = None
+
+
+class TollAlarm(Body):
+    at: str = Field("", max_length=64)
+    reason: str = Field("", max_length=500)
+
+
+class Heartbeat(BaseModel):
+    """What a box says of itself every minute. The fields the portal's pages and alarms read are
+    typed (a box that sends `"disk": []` gets 422 with the reason, and no page breaks on it);
+    the rest is kept as sent."""
+    model_config = ConfigDict(extra="allow")
+    version: str | None = Field(None, max_length=64)
+    heartbeat_seconds: int = Field(60, ge=1, le=3600)
+    disk: DiskState | None = None
+    trunks: list[TrunkState] = Field(default_factory=list, max_length=64)
+    toll_alarm: TollAlarm | None = None
+    phones_registered: int | None = None
+    extensions: int | None = None
+    outbox_depth: int | None = None
+    phones: list[dict[str, Any]] = Field(default_factory=list, max_length=2000)
+    settings: dict[str, Any] | None = None
 
 
 class Enrolled(BaseModel):

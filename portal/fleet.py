@@ -49,7 +49,8 @@ def add_site(session: Session, org_name: str, site_name: str) -> str:
 
 
 def enrol(session: Session, code: str) -> tuple[Site, str]:
-    """Spends a code (once, atomically) and returns the site and its new credential."""
+    """Spends a code (once, atomically) and returns the site and its new credential; a box
+    enrolled before for the site loses its credential."""
     code_hash = tokens.digest(tokens.normalise_code(code))
     now = utcnow()
     row = session.scalar(select(EnrolmentCode).where(EnrolmentCode.code_hash == code_hash))
@@ -60,6 +61,10 @@ def enrol(session: Session, code: str) -> tuple[Site, str]:
     if spent.rowcount != 1:
         session.rollback()
         raise FleetError(403, "enrolment code already used")
+    # A code for a site that has a box is a replacement's: the old box's credential stops working
+    # (it could still read configs, which carry SIP and trunk passwords).
+    session.execute(update(SiteCredential).where(SiteCredential.site_id == row.site_id,
+                                                 SiteCredential.revoked_at.is_(None)).values(revoked_at=now))
     credential = tokens.new_credential()
     session.add(SiteCredential(site_id=row.site_id, token_hash=tokens.digest(credential)))
     site = session.get(Site, row.site_id)

@@ -54,7 +54,8 @@ class SignedIn:
 
 def add_user(session: Session, org_name: str | None, username: str, password: str, role: str,
              extension: str | None = None) -> None:
-    """Creates (or resets the password and role of) a user; operators have no organisation.
+    """Creates (or resets the password, role and extension of) a user; operators have no
+    organisation, and a user stays in the organisation they were made in. A reset ends their sessions.
     `extension`: the user's own phone, which the "call back" button rings."""
     if role not in ROLES:
         raise FleetError(422, f"role must be one of {', '.join(ROLES)}")
@@ -75,6 +76,11 @@ def add_user(session: Session, org_name: str | None, username: str, password: st
     if user is None:
         user = PortalUser(username=username)
         session.add(user)
+    elif user.org_id != org_id:
+        raise FleetError(409, f"user {username!r} belongs to another organisation (or to the provider); "
+                              "a user never changes organisation: add a new user name")
+    else:  # a reset: whoever was signed in with the old password or role is signed out
+        session.execute(delete(WebSession).where(WebSession.user_id == user.id))
     if extension is not None and (role == "operator" or not extension.isdigit() or len(extension) > 16):
         raise FleetError(422, "--extension is an organisation user's extension number (digits)")
     user.org_id, user.role, user.password_hash = org_id, role, hasher.hash(password)

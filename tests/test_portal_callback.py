@@ -64,9 +64,9 @@ trunks:
         phone.answer_delay = 1.0
         missed = seed_missed_call(office.parent / "var", CALLER)
         refused_missed = seed_missed_call(office.parent / "var", "+79107654321")
-        portal.cli("add-user", "--org", "Acme", "--user", "anna", "--password", PASSWORD, "--role", "viewer",
+        portal.cli("add-user", "--org", "Acme", "--user", "anna", "--password", PASSWORD, "--role", "admin",
                    "--extension", "101")
-        portal.cli("add-user", "--org", "Acme", "--user", "boris", "--password", PASSWORD, "--role", "viewer",
+        portal.cli("add-user", "--org", "Acme", "--user", "boris", "--password", PASSWORD, "--role", "admin",
                    "--extension", "102")
         portal.wait_calls("acme-hq", lambda calls: {missed, refused_missed} <= {c["id"] for c in calls})
         wait_until(lambda: (portal_site(portal).get("status") or {}).get("phones_registered") == 1

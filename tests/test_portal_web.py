@@ -157,8 +157,8 @@ def test_another_organisation_cannot_open_the_first_ones_calls_or_recordings_by_
     assert f'data-call-id="{office["theirs"]["id"]}"' in own and office["answered"]["id"] not in own
     anonymous = requests.get(f"{portal.url}/calls/{office['theirs']['id']}/recording", allow_redirects=False, timeout=10)
     assert anonymous.status_code == 303 and anonymous.headers["location"] == "/login"
-    portal.cli("add-user", "--org", "Globex", "--user", "gleb", "--password", PASSWORD, "--role", "viewer",
-               "--extension", "200")
+    portal.cli("add-user", "--org", "Globex", "--user", "gleb", "--password", PASSWORD, "--role", "admin",
+               "--extension", "200")  # an admin may call back, but only their own organisation's callers
     gleb, _ = signed_in(portal, "gleb")
     csrf = gleb.get(f"{portal.url}/calls", timeout=10).text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
     called = gleb.post(f"{portal.url}/calls/{office['missed']['id']}/call-back", data={"csrf": csrf}, timeout=10)
@@ -426,3 +426,44 @@ def test_an_operator_sees_alarms_and_a_sites_page_and_pushes_a_config_checked_be
     anna, _ = signed_in(portal, "anna")
     assert anna.get(f"{portal.url}/fleet/umbrella-hq", timeout=10).status_code == 403
     assert anna.post(push, data={"csrf": csrf, "config": GOOD_CONFIG}, timeout=10).status_code == 403
+
+
+def test_the_management_plane_refuses_what_it_must(office):
+    """Issue 21's findings, each tried as an attacker or a careless installer would."""
+    portal = office["portal"]
+    box = Box(portal, "Initech", "initech-hq")
+    hacked = call('=HYPERLINK("http://evil.example/","Pay here")', "100", "inbound", "no_answer")
+    box.send(hacked)
+    # a heartbeat whose disk is a list: refused with the reason, and no page breaks on it
+    odd = requests.post(f"{portal.url}/api/v1/heartbeat", json={"disk": []}, headers=box.auth, timeout=10)
+    assert odd.status_code == 422 and "disk" in odd.json()["error"]
+    olga, _ = signed_in(portal, "olga")
+    assert olga.get(f"{portal.url}/fleet", timeout=10).status_code == 200
+    # a replacement box's enrolment ends the old box's credential
+    replacement = requests.post(f"{portal.url}/api/v1/enroll", json={"code": portal.add_site("Initech", "initech-hq")},
+                                timeout=10).json()["credential"]
+    beat = requests.post(f"{portal.url}/api/v1/heartbeat", json={}, headers=box.auth, timeout=10)
+    assert beat.status_code == 401 and "revoked" in beat.json()["error"]
+    assert requests.post(f"{portal.url}/api/v1/heartbeat", json={}, timeout=10,
+                         headers={"Authorization": f"Bearer {replacement}"}).status_code == 200
+    # a user never changes organisation; a reset signs them out everywhere
+    portal.cli("add-user", "--org", "Initech", "--user", "ivan", "--password", PASSWORD, "--role", "viewer",
+               "--extension", "105")
+    moved = portal.cli("add-user", "--org", "Acme", "--user", "ivan", "--password", PASSWORD, "--role", "admin",
+                       check=False)
+    assert moved.returncode != 0 and "never changes organisation" in moved.stderr
+    ivan, _ = signed_in(portal, "ivan")
+    page = ivan.get(f"{portal.url}/calls", params={"view": "missed"}, timeout=10)
+    assert f'data-call-id="{hacked["id"]}"' in page.text
+    # a viewer reads and listens, but may not make the office's phones call out
+    csrf = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    refused = ivan.post(f"{portal.url}/calls/{hacked['id']}/call-back", data={"csrf": csrf}, allow_redirects=False,
+                        timeout=10)
+    assert refused.status_code == 403
+    # the CSV does not hand Excel a formula from a caller's From user
+    lines = ivan.get(f"{portal.url}/calls.csv", timeout=10).content.decode("utf-8-sig").splitlines()
+    row = next(line for line in lines if hacked["id"] in line)
+    assert "'=HYPERLINK" in row and ",=HYPERLINK" not in row
+    portal.cli("add-user", "--org", "Initech", "--user", "ivan", "--password", PASSWORD + "!", "--role", "viewer")
+    after_reset = ivan.get(f"{portal.url}/calls", allow_redirects=False, timeout=10)
+    assert after_reset.status_code == 303 and after_reset.headers["location"] == "/login"

@@ -6,14 +6,12 @@ and storage, so a box may reach a different instance with each request.
 from __future__ import annotations
 
 import logging
-from typing import Any
-
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy.orm import Session
 
 from .. import callbacks, configs, fleet, phones, sync
-from ..bodies import (Accepted, CallBatch, CallbackResult, ConfigResult, Done, Enrolled, Enrolment, HeartbeatAnswer,
-                      PhoneActionResult, PushedConfig, RecordingOffer, RecordingState)
+from ..bodies import (Accepted, CallBatch, CallbackResult, ConfigResult, Done, Enrolled, Enrolment, Heartbeat,
+                      HeartbeatAnswer, PhoneActionResult, PushedConfig, RecordingOffer, RecordingState)
 from ..deps import box_site, db, storage
 from ..fleet import FleetError
 from ..models import Site
@@ -60,10 +58,10 @@ def chunk(sha256: str, call_id: str, offset: int, data: bytes = Depends(chunk_by
 
 
 @router.post("/api/v1/heartbeat", response_model=HeartbeatAnswer)
-def heartbeat(status: dict[str, Any], session: Session = Depends(db), site: Site = Depends(box_site)) -> HeartbeatAnswer:
+def heartbeat(status: Heartbeat, session: Session = Depends(db), site: Site = Depends(box_site)) -> HeartbeatAnswer:
     """Answers with the newest config version (the box pulls only when there is a newer one),
     the operator's pending phone actions and the users' call-back requests."""
-    fleet.record_heartbeat(session, site, status)
+    fleet.record_heartbeat(session, site, status.model_dump(mode="json", exclude_unset=True))
     desired = configs.desired_config(session, site)
     answer = HeartbeatAnswer(ok=True, config_version=desired.version if desired else None,
                              phone_actions=phones.hand_out(session, site), callbacks=callbacks.hand_out(session, site))

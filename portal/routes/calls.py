@@ -85,6 +85,8 @@ def call_back(call_id: str, request: Request, posted=Depends(signed_form(org_use
     """Queues the box's call back of a missed call: it rings the user's own extension, then
     dials the caller (the box's dial plan and the extension's permissions apply there)."""
     fields, me = posted
+    if me.role != "admin":  # a viewer reads reports and plays recordings; calling out costs the office
+        raise PageRefused(403, "forbidden", me)
     if not me.extension:
         raise PageRefused(409, "no_extension", me)
     try:
@@ -96,6 +98,19 @@ def call_back(call_id: str, request: Request, posted=Depends(signed_form(org_use
     back = fields.get("back", "")
     back = back if back.startswith("/calls?") or back == "/calls" else "/calls"
     return RedirectResponse(f"{back}{'&' if '?' in back else '?'}queued={queued}", status_code=303)
+
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+PLAIN_NUMBER = re.compile(r"[+-]?[0-9]+")
+
+
+def spreadsheet_safe(cell: str | None) -> str:
+    """A cell Excel or LibreOffice would evaluate as a formula (a caller's From user can be
+    `=HYPERLINK(...)`) gets a leading apostrophe; phone numbers such as +79161234567 stay as they are."""
+    text = cell or ""
+    if text.startswith(FORMULA_START) and text != "+" and not PLAIN_NUMBER.fullmatch(text):
+        return "'" + text
+    return text
 
 
 @router.get("/calls.csv")
@@ -113,11 +128,12 @@ def calls_csv(request: Request, me: users.SignedIn = Depends(org_user), session:
     for c in found:
         call = c.first
         legs = "; ".join(f"→ {leg.dst_number or leg.dst}" for leg in c.linked)
-        writer.writerow([call.started_at[:19].replace("T", " "), t.get("dir_" + call.direction, call.direction),
-                         call.src + (f" ({call.src_name})" if call.src_name and call.src_name != call.src else ""),
-                         (call.dst_number or call.dst) + (f" {legs}" if legs else ""),
-                         t.get("res_" + (call.disposition or "live"), call.disposition),
-                         talk(call.billsec), c.site, "+" if call.recording_sha256 else "", call.id])
+        writer.writerow([spreadsheet_safe(cell) for cell in (
+            call.started_at[:19].replace("T", " "), t.get("dir_" + call.direction, call.direction),
+            call.src + (f" ({call.src_name})" if call.src_name and call.src_name != call.src else ""),
+            (call.dst_number or call.dst) + (f" {legs}" if legs else ""),
+            t.get("res_" + (call.disposition or "live"), call.disposition), talk(call.billsec), c.site,
+            "+" if call.recording_sha256 else "", call.id)])
     name = f"calls_{query.first.isoformat()}_{query.last.isoformat()}.csv"
     return Response("\ufeff" + out.getvalue(), media_type="text/csv; charset=utf-8",
                     headers=dict(SECURITY_HEADERS, **{"Content-Disposition": f'attachment; filename="{name}"'}))
