@@ -16,8 +16,14 @@ from .routes import boxes, calls, fleet, office, signin
 from .storage import Storage
 
 
+# No request body is read past its route's limit: a larger Content-Length is answered 413 before
+# a byte of the body is read, and a chunked body is cut off with 413 as soon as it passes the limit
+# (FastAPI's max_body_size). The routes that take more say so (routes/boxes.py, routes/fleet.py).
+DEFAULT_BODY_LIMIT = 64 << 10
+
+
 def create_app(sessions: sessionmaker[Session], storage: Storage) -> FastAPI:
-    app = FastAPI(title="edgepbx portal", docs_url=None, redoc_url=None)
+    app = FastAPI(title="edgepbx portal", docs_url=None, redoc_url=None, max_body_size=DEFAULT_BODY_LIMIT)
     app.state.sessions = sessions
     app.state.storage = storage
 

@@ -6,9 +6,9 @@ import difflib
 import hashlib
 import json
 import re
-import tempfile
 from pathlib import Path
 
+import yaml
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
@@ -20,16 +20,14 @@ MAX_CONFIG_BYTES = 1 << 20
 
 
 def validation_errors(text: str) -> list[str]:
-    """The errors `edgepbx check` would print for this config (as `config:LINE: message`)."""
-    from appliance.config import InvalidConfig, load
+    """The errors `edgepbx check` would print for this config (as `config:LINE: message`), but
+    for the files it names (greetings, certificates): those are on the box, which checks them."""
+    from appliance.config import InvalidConfig, parse
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "config"
-        path.write_text(text, encoding="utf-8")
-        try:
-            load(path)
-        except InvalidConfig as exc:
-            return [str(e).replace(str(path), "config") for e in exc.errors]
+    try:
+        parse(text, Path("config"), on_box=False)
+    except InvalidConfig as exc:
+        return [str(e) for e in exc.errors]
     return []
 
 
@@ -78,14 +76,37 @@ def config_rows(session: Session, site_name: str) -> list[dict]:
              "reported_at": as_utc(r.reported_at).isoformat() if r.reported_at else None} for r in rows]
 
 
-SECRET_VALUE = re.compile(r"(?im)^(\s*-?\s*[\w.-]*(?:password|secret|token|key)[\w.-]*\s*:\s*)(?!\s*$)(.+)$")
-INLINE_SECRET = re.compile(r"(?i)((?:password|secret|token)\s*:\s*)(\"[^\"]*\"|'[^']*'|[^,}\s]+)")
+SECRET_KEY = re.compile(r"(?i)password|secret|token|key")
+MASK = "••••"
 
 
 def masked(text: str) -> str:
-    """The config with the values of password, secret, token and key fields replaced: what an
-    operator's diff may show."""
-    return INLINE_SECRET.sub(r"\1••••", SECRET_VALUE.sub(r"\1••••", text))
+    """The config with the value of every password, secret, token and key field replaced: what an
+    operator's diff may show. Found in the YAML's own node tree, so quoted keys, flow mappings
+    (`{password: x}`) and block scalars are masked alike; a text that is not YAML is not shown."""
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return "(this version is not valid YAML; it is not shown, as it may hold secrets)\n"
+    spans: list[tuple[int, int]] = []
+
+    def walk(node: yaml.Node | None) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and SECRET_KEY.search(str(key.value)) \
+                        and not isinstance(value, (yaml.MappingNode, yaml.SequenceNode)):
+                    spans.append((value.start_mark.index, value.end_mark.index))
+                else:
+                    walk(value)
+        elif isinstance(node, yaml.SequenceNode):
+            for item in node.value:
+                walk(item)
+    walk(root)
+    for start, end in sorted(spans, reverse=True):
+        value = text[start:end]
+        keep = value[len(value.rstrip()):]  # a block scalar's span ends with its line break: kept
+        text = text[:start] + MASK + keep + text[end:]
+    return text
 
 
 def version_diffs(session: Session, site_name: str) -> list[dict]:

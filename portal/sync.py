@@ -5,7 +5,7 @@ import hashlib
 import re
 from datetime import datetime, timezone
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import String, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -22,6 +22,9 @@ SHA256 = re.compile(r"^[0-9a-f]{64}$")
 MAX_BATCH = 1000
 MAX_CHUNK = 4 << 20
 MAX_RECORDING = 2 << 30
+# The text fields of a call record and how long each may be (the call table's column lengths).
+TEXT_LIMITS = {f: Call.__table__.c[f].type.length or 1 << 16 for f in CDR_FIELDS
+               if f in Call.__table__.c and isinstance(Call.__table__.c[f].type, String)}
 
 
 def _checked(record: dict) -> dict:
@@ -40,8 +43,12 @@ def _checked(record: dict) -> dict:
         raise FleetError(422, f"call {record['id']}: started_at {values['started_at']!r} is not ISO 8601") from None
     values["started_utc"] = (started if started.tzinfo else started.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
     for f in ("sip_code", "duration", "billsec"):
-        if values[f] is not None and not isinstance(values[f], int):
+        if values[f] is not None and (not isinstance(values[f], int) or isinstance(values[f], bool)
+                                      or not -(2 ** 31) <= values[f] < 2 ** 31):
             raise FleetError(422, f"call {record['id']}: {f} must be an integer")
+    for f, most in TEXT_LIMITS.items():  # what the columns hold: a longer value would fail the whole batch
+        if values[f] is not None and (not isinstance(values[f], str) or len(values[f]) > most):
+            raise FleetError(422, f"call {record['id']}: {f} must be text of at most {most} characters")
     return values
 
 

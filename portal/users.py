@@ -88,8 +88,9 @@ def add_user(session: Session, org_name: str | None, username: str, password: st
     session.commit()
 
 
-def retry_after(session: Session, username: str, address: str, now: datetime | None = None) -> int:
-    """Seconds until this user name and address may try again; 0 when they may now."""
+def retry_after(session: Session, username: str, address: str, now: datetime | None = None, pending: int = 0) -> int:
+    """Seconds until this user name and address may try again; 0 when they may now. `pending`:
+    rows among the failures that are attempts still being checked (the caller's own)."""
     now = now or utcnow()
     since = now - FAILURE_WINDOW
     waits = []
@@ -97,15 +98,25 @@ def retry_after(session: Session, username: str, address: str, now: datetime | N
                                  (LoginFailure.address, address, MAX_FAILURES_PER_ADDRESS)):
         count, first = session.execute(select(func.count(), func.min(LoginFailure.at))
                                        .where(column == value, LoginFailure.at > since)).one()
-        if count >= limit:
-            waits.append(int((as_utc(first) + FAILURE_WINDOW - now).total_seconds()) + 1)
+        if count - pending >= limit:
+            waits.append(max(1, int((as_utc(first) + FAILURE_WINDOW - now).total_seconds()) + 1))
     return max(waits, default=0)
 
 
 def sign_in(session: Session, username: str, password: str, address: str) -> tuple[str, SignedIn]:
-    """The new session's cookie token and who signed in, or SignInRefused."""
-    wait = retry_after(session, username, address)
+    """The new session's cookie token and who signed in, or SignInRefused.
+
+    The attempt is written down (committed) before its password is checked and counted with the
+    rest: guesses sent in parallel see each other, so no more than the limit are ever checked. A
+    wrong password leaves its row as the failure; a refused attempt takes its row back (it was
+    not checked); a right one clears the user's failures."""
+    attempt = LoginFailure(username=username[:120], address=address[:64])
+    session.add(attempt)
+    session.commit()
+    wait = retry_after(session, username[:120], address[:64], pending=1)
     if wait:
+        session.execute(delete(LoginFailure).where(LoginFailure.id == attempt.id))
+        session.commit()
         raise SignInRefused(wait)
     user = session.scalar(select(PortalUser).where(PortalUser.username == username))
     try:
@@ -114,7 +125,6 @@ def sign_in(session: Session, username: str, password: str, address: str) -> tup
     except (VerificationError, InvalidHashError):
         ok = False
     if not ok:
-        session.add(LoginFailure(username=username[:120], address=address[:64]))
         session.execute(delete(LoginFailure).where(LoginFailure.at < utcnow() - 4 * FAILURE_WINDOW))
         session.commit()
         raise SignInRefused()
@@ -124,7 +134,7 @@ def sign_in(session: Session, username: str, password: str, address: str) -> tup
     row = WebSession(token_hash=tokens.digest(token), user_id=user.id, csrf_token=secrets.token_urlsafe(24),
                      expires_at=utcnow() + SESSION_LIFETIME)
     session.add(row)
-    session.execute(delete(LoginFailure).where(LoginFailure.username == username))
+    session.execute(delete(LoginFailure).where(LoginFailure.username == username[:120]))
     session.execute(delete(WebSession).where(WebSession.expires_at < utcnow()))
     session.commit()
     return token, _signed_in(session, user, row)

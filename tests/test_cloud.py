@@ -168,6 +168,39 @@ def test_fifty_calls_while_the_portal_is_down_all_arrive_once_when_it_is_back(la
         close_portal(portal)
 
 
+def test_one_odd_call_record_is_set_aside_and_every_other_call_and_recording_still_arrives(tmp_path):
+    """A phone dialled a 200-digit number: its record's dst is longer than the portal stores. On
+    PostgreSQL that once failed the whole batch with 500, the box resent it forever and nothing of
+    the site arrived again. Now the portal answers 422 naming the field, the box sets that one
+    record aside (kept, counted in its status) and the rest, before and after it, arrive."""
+    portal = start_portal(tmp_path, "postgresql")
+    office = enrolled_box(tmp_path, portal)
+    data_dir = office.parent / "var"
+    agent = None
+    try:
+        first = seed_calls(data_dir, 2, recording_seconds=0.5)
+        odd = seed_calls(data_dir, 1, recording_seconds=0.5)[0]
+        db = sqlite3.connect(data_dir / "cdr.sqlite")
+        db.execute("UPDATE cdr SET dst = ? WHERE id = ?", ("8" * 200, odd))
+        db.commit()
+        db.close()
+        later = seed_calls(data_dir, 2, recording_seconds=0.5)
+        agent = AgentProcess(office).start()
+        wanted = set(first + later)
+        calls = portal.wait_calls("acme-hq", lambda cs: wanted <= {c["id"] for c in cs if c["recording_sha256"]}, 60)
+        assert odd not in {c["id"] for c in calls}
+        deadline = time.monotonic() + 20
+        while status(office)["outbox"]["rejected"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.3)
+        cloud = status(office)
+        assert cloud["outbox"]["rejected"] >= 1 and cloud["outbox"]["cdr"] == 0, cloud
+        assert "dst must be text of at most 64 characters" in agent.text()
+    finally:
+        if agent is not None:
+            agent.kill()
+        close_portal(portal)
+
+
 def test_an_upload_killed_midway_resumes_where_it_stopped(sqlite_portal, tmp_path):
     office = enrolled_box(tmp_path, sqlite_portal, extra="cloud: {heartbeat_seconds: 60, retry_max_seconds: 2, upload_kbps: 2000}")
     data_dir = office.parent / "var"

@@ -8,10 +8,14 @@ the settings page with a real box in test_portal_callback.py."""
 from __future__ import annotations
 
 import hashlib
+import http.client
 import io
+import re
+import time
 import uuid
 import wave
 from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 import psycopg
@@ -423,6 +427,9 @@ def test_an_operator_sees_alarms_and_a_sites_page_and_pushes_a_config_checked_be
     assert olga.post(push, data={"csrf": "forged", "config": GOOD_CONFIG}, timeout=10).status_code == 403
     configs = requests.get(f"{portal.url}/api/v1/config", headers=box.auth, timeout=10).json()
     assert configs["version"] == 2 and "second-secret-101" in configs["config"]  # what the box pulls
+    greeting = olga.post(push, data={"csrf": csrf, "config": GOOD_CONFIG + "inbound: {greeting: sounds/hello.wav}\n"},
+                         timeout=10).text
+    assert 'data-pushed="3"' in greeting  # the WAV is on the box, which checks it; the portal checks the rest
     anna, _ = signed_in(portal, "anna")
     assert anna.get(f"{portal.url}/fleet/umbrella-hq", timeout=10).status_code == 403
     assert anna.post(push, data={"csrf": csrf, "config": GOOD_CONFIG}, timeout=10).status_code == 403
@@ -467,3 +474,91 @@ def test_the_management_plane_refuses_what_it_must(office):
     portal.cli("add-user", "--org", "Initech", "--user", "ivan", "--password", PASSWORD + "!", "--role", "viewer")
     after_reset = ivan.get(f"{portal.url}/calls", allow_redirects=False, timeout=10)
     assert after_reset.status_code == 303 and after_reset.headers["location"] == "/login"
+
+
+def rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024
+
+
+def stream_body(port: int, path: str, total: int, seconds: float = 60.0) -> tuple[int, int, str]:
+    """POSTs a chunked body of up to `total` bytes (1 MiB chunks, at most `seconds`), as an
+    anonymous client would; returns (the answer's status, bytes sent before it came, its body)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.putrequest("POST", path)
+    conn.putheader("Transfer-Encoding", "chunked")
+    conn.putheader("Content-Type", "application/x-www-form-urlencoded")
+    conn.endheaders()
+    chunk, sent, deadline = b"a" * (1 << 20), 0, time.monotonic() + seconds
+    try:
+        while sent < total and time.monotonic() < deadline:
+            conn.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            sent += len(chunk)
+        conn.send(b"0\r\n\r\n")
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the portal answered and closed the connection: what we want
+    answer = conn.getresponse()
+    body = answer.read().decode(errors="replace")
+    conn.close()
+    return answer.status, sent, body
+
+
+def test_a_huge_body_is_cut_off_without_the_portal_reading_it(office):
+    """An anonymous client streaming 512 MB at /login or /api/v1/enroll is answered 413 after the
+    route's limit (8 KiB, 4 KiB), and the portal's memory stays flat; a Content-Length over the
+    limit is refused before any byte of the body is read."""
+    portal = office["portal"]
+    pid = portal.procs[0].pid
+    before = rss_mb(pid)
+    for path in ("/login", "/api/v1/enroll"):
+        status, sent, body = stream_body(portal.port, path, 512 << 20)
+        assert status == 413, body
+        assert sent < 64 << 20, f"{sent >> 20} MB went out before the portal answered"
+    assert rss_mb(pid) - before < 20, f"RSS grew from {before:.0f} to {rss_mb(pid):.0f} MB"
+    conn = http.client.HTTPConnection("127.0.0.1", portal.port, timeout=10)
+    conn.putrequest("POST", "/api/v1/calls")
+    conn.putheader("Content-Length", str(1 << 30))
+    conn.endheaders()  # no body at all: the header alone is refused
+    assert conn.getresponse().status == 413
+    conn.close()
+
+
+def test_config_diffs_mask_every_secret_the_yaml_holds():
+    """Masked from the YAML's own nodes: quoted keys, flow mappings and block scalars (which a
+    line-by-line pattern let through) as well as plain `password: x` lines."""
+    from portal.configs import masked
+    text = ('trunks:\n  - {name: main, "password": "s3cr:et-1", host: sip.example}\n'
+            'extensions:\n  - number: "101"\n    password: |\n      s3cret-2a\n      s3cret-2b\n    name: Reception\n'
+            '  - {number: "102", password: s3cret-3}\n'
+            'security: {tls_key: s3cret-4.pem}\ncloud:\n  token: s3cret-5\n')
+    shown = masked(text)
+    assert "s3cr" not in shown and "s3cret" not in shown
+    assert "name: Reception" in shown and "host: sip.example" in shown and shown.count("••••") == 5
+    assert "s3cret" not in masked('password: "s3cret\n')  # not YAML: not shown at all
+
+
+def test_guesses_sent_in_parallel_get_no_more_checks_than_the_limit(office):
+    """Twelve wrong passwords for one user name at the same moment: each attempt is counted before
+    its password is checked, so no more than five are checked (401) and the rest are refused
+    (429). (Checked and counted apart, parallel guesses all passed the count first.) Runs last in
+    this module: its failures count against the address for 15 minutes."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+    portal = office["portal"]
+    browsers = []
+    for _ in range(12):
+        browser = requests.Session()
+        form = browser.get(f"{portal.url}/login", timeout=10).text
+        browsers.append((browser, form.split('name="csrf" value="', 1)[1].split('"', 1)[0]))
+    start = threading.Barrier(len(browsers))
+
+    def guess(pair) -> int:
+        browser, csrf = pair
+        start.wait(timeout=30)
+        return browser.post(f"{portal.url}/login", data={"csrf": csrf, "username": "parallel-victim",
+                                                         "password": "wrong password!"},
+                            allow_redirects=False, timeout=30).status_code
+    with ThreadPoolExecutor(len(browsers)) as pool:
+        answers = list(pool.map(guess, browsers))
+    assert sorted(set(answers)) <= [401, 429] and answers.count(401) <= 5, answers
+    assert answers.count(429) >= len(answers) - 5

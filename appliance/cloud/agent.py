@@ -280,6 +280,8 @@ class Agent:
                     raise
                 log.error("cloud sync: the portal refuses call record %s (%s); set aside", entry.ref, exc.message)
                 self.outbox.set_aside(entry, "cdr-rejected", exc.message)
+                # its recording cannot go without it: aside too, so the recordings after it flow
+                self.outbox.set_aside_recording_of(entry.ref, "its call record was refused")
 
     def send_one_recording(self) -> bool:
         for entry, row in self.outbox.pending_recordings():

@@ -60,6 +60,11 @@ class Outbox:
         self.db.execute("UPDATE OR REPLACE outbox SET kind = ?, last_error = ?, attempts = attempts + 1 WHERE seq = ?",
                         (kind, error[:500], entry.seq))
 
+    def set_aside_recording_of(self, cdr_id: str, error: str) -> None:
+        """The recording of a call whose record the portal refused: it would be refused too (409)."""
+        self.db.execute("UPDATE OR REPLACE outbox SET kind = 'recording-rejected', last_error = ? "
+                        "WHERE kind = 'recording' AND ref = ?", (error[:500], cdr_id))
+
     def depth(self) -> dict[str, int]:
         counts = dict(self.db.execute("SELECT kind, count(*) FROM outbox GROUP BY kind").fetchall())
         return {"cdr": counts.get("cdr", 0), "recording": counts.get("recording", 0),

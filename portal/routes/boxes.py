@@ -26,14 +26,19 @@ def healthz() -> dict:
     return {"ok": True}
 
 
-@router.post("/api/v1/enroll", response_model=Enrolled)
+ENROL_BODY_LIMIT = 4 << 10  # anonymous: a code and a host name
+BATCH_BODY_LIMIT = 4 << 20  # sync.MAX_BATCH records of a few hundred bytes each
+HEARTBEAT_BODY_LIMIT = 1 << 20  # the status with up to 2,000 phones
+
+
+@router.post("/api/v1/enroll", response_model=Enrolled, max_body_size=ENROL_BODY_LIMIT)
 def enroll(body: Enrolment, session: Session = Depends(db)) -> Enrolled:
     site, credential = fleet.enrol(session, body.code)
     log.info("site %s enrolled (box %s)", site.name, body.hostname)
     return Enrolled(site=site.name, credential=credential)
 
 
-@router.post("/api/v1/calls", response_model=Accepted)
+@router.post("/api/v1/calls", response_model=Accepted, max_body_size=BATCH_BODY_LIMIT)
 def calls(body: CallBatch, session: Session = Depends(db), site: Site = Depends(box_site)) -> Accepted:
     return Accepted(accepted=sync.upsert_calls(session, site, body.calls))
 
@@ -51,13 +56,14 @@ async def chunk_bytes(request: Request) -> bytes:
     return await request.body()
 
 
-@router.put("/api/v1/recordings/{sha256}", response_model=RecordingState, response_model_exclude_none=True)
+@router.put("/api/v1/recordings/{sha256}", response_model=RecordingState, response_model_exclude_none=True,
+            max_body_size=sync.MAX_CHUNK)
 def chunk(sha256: str, call_id: str, offset: int, data: bytes = Depends(chunk_bytes),
           session: Session = Depends(db), site: Site = Depends(box_site), store: Storage = Depends(storage)) -> dict:
     return sync.put_chunk(session, store, site, call_id, sha256, offset, data)
 
 
-@router.post("/api/v1/heartbeat", response_model=HeartbeatAnswer)
+@router.post("/api/v1/heartbeat", response_model=HeartbeatAnswer, max_body_size=HEARTBEAT_BODY_LIMIT)
 def heartbeat(status: Heartbeat, session: Session = Depends(db), site: Site = Depends(box_site)) -> HeartbeatAnswer:
     """Answers with the newest config version (the box pulls only when there is a newer one),
     the operator's pending phone actions and the users' call-back requests."""

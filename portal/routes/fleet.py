@@ -43,7 +43,7 @@ async def config_form(request: Request) -> dict[str, str]:
     return await read_form(request, limit=3 * MAX_CONFIG_BYTES)  # urlencoded: up to 3 bytes a byte
 
 
-@router.post("/fleet/{name}/config")
+@router.post("/fleet/{name}/config", max_body_size=3 * MAX_CONFIG_BYTES)
 def fleet_push(name: str, request: Request, posted=Depends(signed_form(operator, config_form)),  # noqa: ANN001
                session: Session = Depends(db)) -> Response:
     """An operator's edited config: checked with the box's own validator before it is queued."""

@@ -9,7 +9,7 @@ from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 
 from .. import users
-from ..deps import SESSION_COOKIE, db, form, signed_form, signed_in
+from ..deps import MAX_FORM_BYTES, SESSION_COOKIE, db, form, signed_form, signed_in
 from ..pages import render, words
 
 LOGIN_CSRF_COOKIE = "edgepbx_login_csrf"
@@ -44,7 +44,7 @@ def login_form(request: Request, error: str = "", status: int = 200, username: s
     return response
 
 
-@router.post("/login")
+@router.post("/login", max_body_size=MAX_FORM_BYTES)  # anonymous: cut off before any database work
 def login(request: Request, fields: dict[str, str] = Depends(form), session: Session = Depends(db)) -> Response:
     t = words(request)
     cookie = request.cookies.get(LOGIN_CSRF_COOKIE, "")
@@ -66,7 +66,7 @@ def login(request: Request, fields: dict[str, str] = Depends(form), session: Ses
     return response
 
 
-@router.post("/logout")
+@router.post("/logout", max_body_size=MAX_FORM_BYTES)
 def logout(request: Request, posted=Depends(signed_form()), session: Session = Depends(db)) -> Response:  # noqa: ANN001
     users.sign_out(session, request.cookies.get(SESSION_COOKIE))
     response = RedirectResponse("/login", status_code=303)
