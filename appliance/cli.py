@@ -156,7 +156,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
     cfg = _load(args.config)
     try:
-        link = enroll(cfg.data_dir, args.portal_url, args.code)
+        link = enroll(cfg, args.portal_url, args.code)
     except ValueError as exc:
         print(f"edgepbx: {exc}", file=sys.stderr)
         return 2

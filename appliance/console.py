@@ -137,7 +137,7 @@ class Console:
             self.write("not enrolled\n")
             return
         try:
-            link = enroll(self.box.cfg.data_dir, url, code)
+            link = enroll(self.box.cfg, url, code)
         except (ValueError, PortalRefused, PortalUnreachable) as exc:
             self.write(f"not enrolled: {getattr(exc, 'message', exc)}\n")
             return

@@ -6,10 +6,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+from fastapi import Path, Query
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-# Any JSON value as text (what str() of it gives), as the API has always read these fields.
-Text = Annotated[str, BeforeValidator(lambda value: value if isinstance(value, str) else str(value))]
+# Numbers in URLs are database keys (PostgreSQL integer) and byte offsets (bigint): a larger one
+# is a 422 with the reason, not the database's overflow as a 500 (found by tests/test_api_fuzz.py).
+RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+ByteOffset = Annotated[int, Query(ge=0, le=2**62)]
+
+# Any JSON value as text (what str() of it gives), as the API has always read these fields; NUL
+# characters dropped (PostgreSQL's text cannot hold them: a 500, found by tests/test_api_fuzz.py).
+Text = Annotated[str, BeforeValidator(lambda value: (value if isinstance(value, str) else str(value)).replace("\x00", ""))]
 
 
 class Body(BaseModel):
@@ -57,6 +64,13 @@ class TrunkState(Body):
     last_code: int | None = None
 
 
+class OutboxState(Body):
+    """What the box still has to send, and what it set aside because the portal refused it."""
+    cdr: int = Field(0, ge=0)
+    recording: int = Field(0, ge=0)
+    rejected: int = Field(0, ge=0)
+
+
 class TollAlarm(Body):
     at: str = Field("", max_length=64)
     reason: str = Field("", max_length=500)
@@ -75,6 +89,7 @@ class Heartbeat(BaseModel):
     phones_registered: int | None = None
     extensions: int | None = None
     outbox_depth: int | None = None
+    outbox: OutboxState | None = None
     phones: list[dict[str, Any]] = Field(default_factory=list, max_length=2000)
     settings: dict[str, Any] | None = None
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import random
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import delete, select, update
@@ -15,7 +14,8 @@ from .models import EnrolmentCode, Heartbeat, Organisation, Site, SiteCredential
 
 CODE_LIFETIME = timedelta(days=7)
 OFFLINE_AFTER_MISSED = 3  # heartbeats
-HEARTBEAT_HISTORY = timedelta(days=30)  # 1,440 rows a box a day: kept this long
+HEARTBEAT_HISTORY = timedelta(days=30)  # at most 8,640 rows a box a day (one per HISTORY_SPACING): kept this long
+HISTORY_SPACING_SECONDS = 10  # a box beating faster still updates its status; history keeps one in each 10 s
 
 
 class FleetError(Exception):
@@ -100,18 +100,27 @@ def revoke(session: Session, site_name: str) -> int:
     return result.rowcount
 
 
-def record_heartbeat(session: Session, site: Site, status: dict) -> None:
-    """Adds the heartbeat in the caller's transaction. On PostgreSQL that transaction does not
-    wait for its WAL flush (synchronous_commit off): a heartbeat lost to a database crash is
-    replaced a minute later, and a fleet's heartbeats would otherwise queue on fsync."""
+def record_heartbeat(session: Session, site: Site, status: dict) -> bool:
+    """Adds the heartbeat in the caller's transaction; True when it is the site's first of an
+    hour (the caller's cue for the site's hourly housekeeping). A box beating faster than
+    HISTORY_SPACING_SECONDS (a bug, a hostile box) updates its status every time but adds one
+    history row per 10-second slot. On PostgreSQL that transaction does not wait for its WAL
+    flush (synchronous_commit off): a heartbeat lost to a database crash is replaced a minute
+    later, and a fleet's heartbeats would otherwise queue on fsync."""
     if session.bind.dialect.name == "postgresql":
         session.execute(text_sql("SET LOCAL synchronous_commit = off"))
     text = json.dumps(status, sort_keys=True)
     now = utcnow()
-    session.add(Heartbeat(site_id=site.id, at=now, status=text))
-    if random.random() < 1 / 60:  # about once an hour per box: its history past HEARTBEAT_HISTORY goes
+    last = as_utc(site.last_heartbeat_at)
+    slot = lambda moment: int(moment.timestamp()) // HISTORY_SPACING_SECONDS  # noqa: E731
+    if last is None or slot(last) != slot(now):
+        session.add(Heartbeat(site_id=site.id, at=now, status=text))
+    hour_turned = last is None or last.replace(minute=0, second=0, microsecond=0) != now.replace(minute=0, second=0,
+                                                                                                 microsecond=0)
+    if hour_turned:  # the site's history past HEARTBEAT_HISTORY goes
         session.execute(delete(Heartbeat).where(Heartbeat.site_id == site.id, Heartbeat.at < now - HEARTBEAT_HISTORY))
     session.execute(update(Site).where(Site.id == site.id).values(last_heartbeat_at=now, last_status=text))
+    return hour_turned
 
 
 DISK_LOW_FRACTION = 0.10  # an alarm when less than this share of the box's data partition is free
@@ -127,6 +136,9 @@ def alarms(online: bool, status: dict) -> list[str]:
     for trunk in status.get("trunks") or []:
         if trunk.get("state") == "failing":
             found.append(f"trunk {trunk.get('name')} failing ({trunk.get('last_code')})")
+    aside = (status.get("outbox") or {}).get("rejected", 0)
+    if aside:
+        found.append(f"{aside} call record(s) or recording(s) set aside on the box (the portal refused them)")
     toll = status.get("toll_alarm") or {}
     if toll.get("reason"):
         found.append(f"toll limit at {str(toll.get('at', ''))[:16].replace('T', ' ')}: {toll['reason']}")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import String, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -22,6 +22,7 @@ SHA256 = re.compile(r"^[0-9a-f]{64}$")
 MAX_BATCH = 1000
 MAX_CHUNK = 4 << 20
 MAX_RECORDING = 2 << 30
+STALE_UPLOAD = timedelta(days=7)  # an upload not finished in a week is abandoned
 # The text fields of a call record and how long each may be (the call table's column lengths).
 TEXT_LIMITS = {f: Call.__table__.c[f].type.length or 1 << 16 for f in CDR_FIELDS
                if f in Call.__table__.c and isinstance(Call.__table__.c[f].type, String)}
@@ -47,8 +48,8 @@ def _checked(record: dict) -> dict:
                                       or not -(2 ** 31) <= values[f] < 2 ** 31):
             raise FleetError(422, f"call {record['id']}: {f} must be an integer")
     for f, most in TEXT_LIMITS.items():  # what the columns hold: a longer value would fail the whole batch
-        if values[f] is not None and (not isinstance(values[f], str) or len(values[f]) > most):
-            raise FleetError(422, f"call {record['id']}: {f} must be text of at most {most} characters")
+        if values[f] is not None and (not isinstance(values[f], str) or len(values[f]) > most or "\x00" in values[f]):
+            raise FleetError(422, f"call {record['id']}: {f} must be text of at most {most} characters, without NUL")
     return values
 
 
@@ -152,6 +153,15 @@ def _complete(session: Session, storage: Storage, site: Site, upload: Upload, ca
     _discard(session, upload)
     _link(session, site, call_id, upload.sha256)
     return {"status": "stored"}
+
+
+def discard_stale_uploads(session: Session, site: Site) -> int:
+    """Uploads the site began more than STALE_UPLOAD ago and never finished (a box replaced, its
+    recording set aside) leave with their chunks; a box that comes back later starts that
+    recording again from its first byte. In the caller's transaction."""
+    stale = select(Upload.id).where(Upload.site_id == site.id, Upload.created_at < utcnow() - STALE_UPLOAD)
+    session.execute(delete(UploadChunk).where(UploadChunk.upload_id.in_(stale)))
+    return session.execute(delete(Upload).where(Upload.id.in_(stale.scalar_subquery()))).rowcount
 
 
 def _discard(session: Session, upload: Upload) -> None:

@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 import jinja2
+import markupsafe
 
 from appliance.config import Config
 from appliance.tls import box_certificate
@@ -29,6 +30,31 @@ CONTENT_TYPES = {"ini": "text/plain", "fanvil": "text/plain", "gs_xml": "applica
                  "polycom_xml": "application/xml", "cisco_xml": "application/xml", "snom_xml": "application/xml"}
 
 
+def one_line(value: object) -> object:
+    """A value in a `key = value` file: control characters (a newline would start a key of its
+    own, e.g. one pointing the phone's provisioning server elsewhere) become spaces."""
+    if isinstance(value, str):
+        return "".join(" " if ord(ch) < 32 or ord(ch) == 127 else ch for ch in value)
+    return value
+
+
+def xml_text(value: object) -> object:
+    """A value in an XML file: escaped (&, <, >, quotes; once: `| e` in a template already did),
+    control characters made spaces as above, and no "--" (it would end an XML comment)."""
+    if not isinstance(value, str):
+        return value
+    escaped = value if isinstance(value, markupsafe.Markup) else markupsafe.escape(value)
+    return markupsafe.Markup(one_line(str(escaped)).replace("--", "- -"))
+
+
+def template_environment(vendor: Vendor) -> jinja2.Environment:
+    """Each vendor's templates escape every value for their own file format, whatever a value
+    holds (the config refuses control characters too; this is the second wall)."""
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(vendor.folder)), trim_blocks=True, lstrip_blocks=True,
+                              undefined=jinja2.StrictUndefined, autoescape=False,
+                              finalize=xml_text if vendor.format.endswith("xml") else one_line)
+
+
 @dataclass
 class Rendered:
     body: bytes
@@ -42,9 +68,7 @@ class Renderer:
     def __init__(self, cfg: Config, registry: Registry):
         self.cfg = cfg
         self.registry = registry
-        self.env = {name: jinja2.Environment(loader=jinja2.FileSystemLoader(str(v.folder)), trim_blocks=True,
-                                             lstrip_blocks=True, undefined=jinja2.StrictUndefined, autoescape=False)
-                    for name, v in catalog().items()}
+        self.env = {name: template_environment(v) for name, v in catalog().items()}
         self.office = self._office_context()
         self.lan = office_lan(cfg)
 

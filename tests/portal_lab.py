@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PORTAL = [sys.executable, "-m", "portal.cli"]
 EDGEPBX = [sys.executable, "-m", "appliance.cli"]
 PG_HOST, PG_PORT = "127.0.0.1", 5432
-FAST_CLOUD = "cloud: {heartbeat_seconds: 2, retry_max_seconds: 2, upload_kbps: 0}"
+FAST_CLOUD = "cloud: {heartbeat_seconds: 2, retry_max_seconds: 2, upload_kbps: 0, allow_http: true}"  # a lab portal on loopback
 
 
 def _pg_answers() -> bool:
@@ -270,7 +270,10 @@ class S3Server:
 class Balancer:
     """HAProxy round-robin in front of portal instances: what a provider's load balancer does."""
 
-    def __init__(self, workdir: Path, ports: list[int], close_each_request: bool = False, maxconn: int = 4000):
+    def __init__(self, workdir: Path, ports: list[int], close_each_request: bool = False, maxconn: int = 4000,
+                 tls_pem: Path | None = None, keep_alive_seconds: int | None = None):
+        """`tls_pem` (certificate + key): HTTPS in front, as a provider's balancer terminates TLS;
+        `keep_alive_seconds`: how long an idle client connection is kept before HAProxy closes it."""
         self.port = free_tcp_port()
         self.stats = workdir / "haproxy.sock"
         servers = "\n".join(f"    server portal{i} 127.0.0.1:{port}" for i, port in enumerate(ports))
@@ -284,8 +287,9 @@ defaults
     timeout connect 2s
     timeout client 60s
     timeout server 60s
+    {f"timeout http-keep-alive {keep_alive_seconds}s" if keep_alive_seconds else ""}
 frontend portal
-    bind 127.0.0.1:{self.port}
+    bind 127.0.0.1:{self.port}{f" ssl crt {tls_pem}" if tls_pem else ""}
     maxconn {maxconn}
     default_backend instances
 backend instances

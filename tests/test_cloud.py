@@ -195,6 +195,13 @@ def test_one_odd_call_record_is_set_aside_and_every_other_call_and_recording_sti
         cloud = status(office)
         assert cloud["outbox"]["rejected"] >= 1 and cloud["outbox"]["cdr"] == 0, cloud
         assert "dst must be text of at most 64 characters" in agent.text()
+        deadline = time.monotonic() + 20  # the next heartbeat tells the portal, whose site list shows the alarm
+        while time.monotonic() < deadline:
+            [site] = json.loads(portal.cli("sites", "--json").stdout)
+            if any("set aside" in alarm for alarm in site["alarms"]):
+                break
+            time.sleep(0.5)
+        assert "2 call record(s) or recording(s) set aside" in site["alarms"][0], site  # the record and its recording
     finally:
         if agent is not None:
             agent.kill()
@@ -202,7 +209,7 @@ def test_one_odd_call_record_is_set_aside_and_every_other_call_and_recording_sti
 
 
 def test_an_upload_killed_midway_resumes_where_it_stopped(sqlite_portal, tmp_path):
-    office = enrolled_box(tmp_path, sqlite_portal, extra="cloud: {heartbeat_seconds: 60, retry_max_seconds: 2, upload_kbps: 2000}")
+    office = enrolled_box(tmp_path, sqlite_portal, extra="cloud: {heartbeat_seconds: 60, retry_max_seconds: 2, upload_kbps: 2000, allow_http: true}")
     data_dir = office.parent / "var"
     [call_id] = seed_calls(data_dir, 1, recording_seconds=60)  # 1.9 MB at 250 KB/s: about 8 s
     recording = data_dir / "recordings" / f"{call_id}.wav"
@@ -234,13 +241,14 @@ def test_an_upload_killed_midway_resumes_where_it_stopped(sqlite_portal, tmp_pat
 
 def test_a_site_credential_cannot_touch_another_sites_data(sqlite_portal, tmp_path):
     sys.path.insert(0, str(ROOT))
-    from appliance.cloud.client import PortalClient, PortalRefused
+    from appliance.cloud.client import PortalClient, PortalRefused, Trust
 
+    lab = Trust(allow_http=True)  # the test portal is plain http on loopback
     credentials = {}
     for site in ("site-a", "site-b"):
         office = enrolled_box(tmp_path, sqlite_portal, name=site, org=f"Org of {site}", site=site)
         credentials[site] = json.loads((office.parent / "var" / "cloud.json").read_text())["credential"]
-    a, b = (PortalClient(sqlite_portal.url, credentials[s]) for s in ("site-a", "site-b"))
+    a, b = (PortalClient(sqlite_portal.url, credentials[s], trust=lab) for s in ("site-a", "site-b"))
     record = {"id": "8c0b9f46-3a36-4d7e-9c56-0d5b3f0e9a11", "started_at": "2026-11-25T10:00:00.000+03:00",
               "direction": "inbound", "src": "+74951234567", "dst": "101", "disposition": "answered"}
     b.request("POST", "/api/v1/calls", {"calls": [record]})
@@ -260,7 +268,7 @@ def test_a_site_credential_cannot_touch_another_sites_data(sqlite_portal, tmp_pa
     with pytest.raises(PortalRefused) as refused:  # nor write into B's upload
         a.request("PUT", f"/api/v1/recordings/{sha}?call_id={only_b['id']}&offset=0", b"A's bytes....")
     assert refused.value.status == 404
-    for client in (PortalClient(sqlite_portal.url), PortalClient(sqlite_portal.url, "epbx_guessed")):
+    for client in (PortalClient(sqlite_portal.url, trust=lab), PortalClient(sqlite_portal.url, "epbx_guessed", trust=lab)):
         with pytest.raises(PortalRefused) as refused:
             client.request("POST", "/api/v1/calls", {"calls": [record]})
         assert refused.value.status == 401

@@ -171,3 +171,18 @@ def test_a_firmware_folder_that_would_serve_the_boxs_secrets_is_refused(tmp_path
     assert result.returncode == 2 and ":11: provisioning.firmware_dir" in result.stderr, result.stderr
     fine = edgepbx("check", "--config", str(write(tmp_path, GOOD + "provisioning: {firmware_dir: ./firmware}\n")))
     assert fine.returncode == 0, fine.stderr
+
+
+def test_the_portal_trust_settings_are_checked_on_their_lines(tmp_path):
+    """cloud.pin_sha256 must be a SHA-256 in hex (colons allowed, as browsers show it);
+    cloud.ca_file must be a PEM file on the box; allow_http a yes or no."""
+    text = GOOD + "cloud:\n  allow_http: sometimes\n  pin_sha256: 'ab:cd'\n  ca_file: nowhere.pem\n"
+    result = edgepbx("check", "--config", str(write(tmp_path, text)))
+    assert result.returncode == 2, result.stderr
+    for line, words in ((12, "cloud.allow_http"), (13, "cloud.pin_sha256 must be 64 hexadecimal digits"),
+                        (14, "cloud.ca_file: no such file")):
+        assert f":{line}: {words}" in result.stderr, result.stderr
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\nMII\n-----END CERTIFICATE-----\n")
+    pin = ":".join(["AB"] * 32)
+    fine = edgepbx("check", "--config", str(write(tmp_path, GOOD + f"cloud: {{pin_sha256: '{pin}', ca_file: ca.pem}}\n")))
+    assert fine.returncode == 0, fine.stderr

@@ -38,7 +38,7 @@ class SerialLine:
 
 @pytest.fixture
 def menu(tmp_path):
-    office = write_office(tmp_path)
+    office = write_office(tmp_path, "cloud: {allow_http: true}")  # the test's portal is plain http on loopback
     network_file = tmp_path / "net" / "20-lan.network"
     rebooted = tmp_path / "rebooted"
     master, slave = os.openpty()

@@ -12,6 +12,7 @@ import http.client
 import select
 import socket
 import io
+import json
 import re
 import time
 import uuid
@@ -562,3 +563,40 @@ def test_guesses_sent_in_parallel_get_no_more_checks_than_the_limit(office):
         answers = list(pool.map(guess, browsers))
     assert sorted(set(answers)) <= [401, 429] and answers.count(401) <= 5, answers
     assert answers.count(429) >= len(answers) - 5
+
+
+def test_a_box_beating_in_a_loop_and_its_abandoned_uploads_do_not_grow_the_database(office):
+    """Quotas: a box sending heartbeats as fast as it can still has its status current, but its
+    history keeps one row per 10 s; an upload left unfinished for over a week leaves with its
+    chunks at the site's first heartbeat of an hour."""
+    portal = office["portal"]
+    box = Box(portal, "Umbrella", "umbrella-hq")
+    started = time.monotonic()
+    for n in range(60):
+        beat = requests.post(f"{portal.url}/api/v1/heartbeat", json={"extensions": n}, headers=box.auth, timeout=10)
+        assert beat.status_code == 200
+    slots = int(time.monotonic() - started) // 10 + 2
+    half = call("101", "102", "internal", "answered", 5)
+    box.send(half)
+    data = wav_bytes(1.0)
+    sha = hashlib.sha256(data).hexdigest()
+    requests.post(f"{portal.url}/api/v1/recordings", json={"call_id": half["id"], "sha256": sha, "size": len(data)},
+                  headers=box.auth, timeout=10)
+    assert requests.put(f"{portal.url}/api/v1/recordings/{sha}", params={"call_id": half["id"], "offset": 0},
+                        data=data[:1000], headers=box.auth, timeout=10).json() == {"status": "upload", "offset": 1000}
+    with psycopg.connect(portal.database_url, autocommit=True) as db:
+        site_id, status = db.execute("SELECT id, last_status FROM site WHERE name = 'umbrella-hq'").fetchone()
+        assert json.loads(status)["extensions"] == 59  # the last one counts
+        rows = db.execute("SELECT count(*) FROM heartbeat WHERE site_id = %s", (site_id,)).fetchone()[0]
+        assert 1 <= rows <= slots, rows
+        db.execute("UPDATE upload SET created_at = now() - interval '8 days' WHERE site_id = %s", (site_id,))
+        db.execute("UPDATE site SET last_heartbeat_at = now() - interval '1 hour' WHERE id = %s", (site_id,))
+        db.execute("INSERT INTO heartbeat (site_id, at, status) VALUES (%s, now() - interval '31 days', '{}')", (site_id,))
+        assert requests.post(f"{portal.url}/api/v1/heartbeat", json={}, headers=box.auth, timeout=10).status_code == 200
+        assert db.execute("SELECT count(*) FROM upload WHERE site_id = %s", (site_id,)).fetchone()[0] == 0
+        assert db.execute("SELECT count(*) FROM upload_chunk").fetchone()[0] == 0
+        assert db.execute("SELECT count(*) FROM heartbeat WHERE site_id = %s AND at < now() - interval '30 days'",
+                          (site_id,)).fetchone()[0] == 0
+    offer = requests.post(f"{portal.url}/api/v1/recordings", json={"call_id": half["id"], "sha256": sha,
+                                                                  "size": len(data)}, headers=box.auth, timeout=10)
+    assert offer.json() == {"status": "upload", "offset": 0}  # the box starts it again

@@ -20,8 +20,10 @@ from .. import wavfix
 from ..recordings import free_mb, low_on_space, prune
 from ..reserve import keep_reserve, reserve_path
 from ..config import Config, InvalidConfig, load
+from . import answers
+from .answers import CallBackRequest, PhoneAction
 from .callback import request_call_back
-from .client import PortalClient, PortalRefused, PortalUnreachable
+from .client import PortalClient, PortalRefused, PortalUnreachable, PortalUrlRefused, Trust
 from .link import CloudLink, load_link
 from .outbox import Entry, Outbox
 from .phones import ACTIONS, notify_event, phone_list, send_notify
@@ -64,6 +66,7 @@ class Agent:
         self.throttle = Throttle(cfg.cloud.upload_kbps)
         self.link: CloudLink | None = None
         self.client: PortalClient | None = None
+        self.refused_url: str | None = None  # a stored portal URL the config does not allow, said once
         self.stopping = False
         self.next_heartbeat = 0.0
         self.started = time.monotonic()
@@ -140,10 +143,19 @@ class Agent:
         if link is None:
             self.link = None
             return False
-        if self.link != link:
+        trust = Trust.of(self.cfg.cloud)
+        if self.link != link or self.client is None or self.client.trust != trust:
             if self.client:
                 self.client.close()
-            self.link, self.client = link, PortalClient(link.portal_url, link.credential)
+            try:
+                self.client = PortalClient(link.portal_url, link.credential, trust=trust)
+            except PortalUrlRefused as exc:
+                if self.refused_url != link.portal_url:
+                    log.error("cloud sync stopped: %s", exc)
+                    self._error(str(exc))
+                self.link, self.client, self.refused_url = None, None, link.portal_url
+                return False
+            self.link, self.refused_url = link, None
             self.next_heartbeat = 0.0
             log.info("syncing to %s as site %s", link.portal_url, link.site)
         return True
@@ -177,13 +189,13 @@ class Agent:
         status["config"] = {"version": remote.get("version"), "state": remote.get("state")}
         status["phones"] = phone_list(self.cfg)
         status["settings"] = settings_summary(self.running_config())
-        answer = self.client.request("POST", "/api/v1/heartbeat", status)
+        answer = answers.heartbeat(self.client.request("POST", "/api/v1/heartbeat", status))
         self.next_heartbeat = time.monotonic() + self.cfg.cloud.heartbeat_seconds
-        for action in answer.get("phone_actions") or []:
+        for action in answer.phone_actions:
             self.phone_action(action, status["phones"])
-        for request in answer.get("callbacks") or []:
+        for request in answer.callbacks:
             self.call_back(request)
-        self.follow_config(answer.get("config_version"))
+        self.follow_config(answer.config_version)
 
     def running_config(self) -> Config:
         """The office config as the box runs it now (an installer may have edited it on site)."""
@@ -192,29 +204,28 @@ class Agent:
         except InvalidConfig:
             return self.cfg
 
-    def phone_action(self, action: dict, phones: list[dict]) -> None:
+    def phone_action(self, action: PhoneAction, phones: list[dict]) -> None:
         """An operator's resync or reboot: the NOTIFY the phone's vendor understands, and the
         phone's answer back to the portal."""
-        phone = next((p for p in phones if p["mac"] == action.get("mac")), None)
-        if action.get("action") not in ACTIONS:
-            code, detail = None, f"unknown action {action.get('action')!r}"
+        phone = next((p for p in phones if p["mac"] == action.mac), None)
+        if action.action not in ACTIONS:
+            code, detail = None, f"unknown action {action.action!r}"
         elif phone is None or not phone["extension"]:
             code, detail = None, "no such phone on this box (or it has no extension)"
         else:
-            event = notify_event(phone["vendor"], action["action"])
+            event = notify_event(phone["vendor"], action.action)
             code, detail = send_notify(self.cfg, phone["extension"], event)
             detail = f"NOTIFY Event: {event} to {phone['extension']}: " + (f"{code} {detail}" if code else detail)
-        log.info("phone %s %s: %s", action.get("mac"), action.get("action"), detail)
-        self.client.request("POST", f"/api/v1/phone-actions/{int(action['id'])}/result",
-                            {"code": code, "detail": detail})
+        log.info("phone %s %s: %s", action.mac, action.action, detail)
+        self.client.request("POST", f"/api/v1/phone-actions/{action.id}/result", {"code": code, "detail": detail})
 
-    def call_back(self, request: dict) -> None:
+    def call_back(self, request: CallBackRequest) -> None:
         """A portal user's "call back": the feature server rings their extension, then dials the
         number; the portal learns at once whether the phone is ringing (the call itself arrives as
         a call record like any other)."""
-        started, detail = request_call_back(self.cfg, str(request.get("extension", "")), str(request.get("number", "")))
-        log.info("call back %s for extension %s: %s", request.get("number"), request.get("extension"), detail)
-        self.client.request("POST", f"/api/v1/callbacks/{int(request['id'])}/result",
+        started, detail = request_call_back(self.cfg, request.extension, request.number)
+        log.info("call back %s for extension %s: %s", request.number, request.extension, detail)
+        self.client.request("POST", f"/api/v1/callbacks/{request.id}/result",
                             {"started": started, "detail": detail})
 
     # --- configs from the portal ----------------------------------------------------------
@@ -227,8 +238,8 @@ class Agent:
             return
         if not desired or desired <= (state.get("version") or 0):
             return
-        answer = self.client.request("GET", "/api/v1/config")
-        version, text = int(answer["version"]), answer["config"]
+        pushed = answers.pushed_config(self.client.request("GET", "/api/v1/config"))
+        version, text = pushed.version, pushed.text
         errors = check(self.cfg, version, text)
         if errors:
             log.error("config version %d from the portal refused:\n%s", version, "\n".join(errors))
@@ -323,27 +334,26 @@ class Agent:
 
     def upload(self, entry: Entry, path: Path) -> None:
         sha256, size = self._hash(path)
-        answer = self.client.request("POST", "/api/v1/recordings", {"call_id": entry.ref, "sha256": sha256, "size": size})
-        if answer.get("status") == "upload" and answer.get("offset"):
-            log.info("resuming the upload of call %s's recording at byte %d of %d", entry.ref, answer["offset"], size)
+        offer = {"call_id": entry.ref, "sha256": sha256, "size": size}
+        answer = answers.upload_state(self.client.request("POST", "/api/v1/recordings", offer), size)
+        if answer.status == "upload" and answer.offset:
+            log.info("resuming the upload of call %s's recording at byte %d of %d", entry.ref, answer.offset, size)
         with open(path, "rb") as fh:
-            while answer.get("status") == "upload":
-                offset = int(answer["offset"])
+            while answer.status == "upload":
+                offset = answer.offset
                 fh.seek(offset)
                 data = fh.read(CHUNK_BYTES)
                 self.throttle.wait(len(data))
                 try:
-                    answer = self.client.request("PUT", f"/api/v1/recordings/{sha256}?call_id={entry.ref}&offset={offset}", data)
+                    answer = answers.upload_state(self.client.request(
+                        "PUT", f"/api/v1/recordings/{sha256}?call_id={entry.ref}&offset={offset}", data), size)
                 except PortalRefused as exc:
                     if exc.status == 409:  # another offset on the portal (a lost answer): ask again
-                        answer = self.client.request("POST", "/api/v1/recordings",
-                                                     {"call_id": entry.ref, "sha256": sha256, "size": size})
+                        answer = answers.upload_state(self.client.request("POST", "/api/v1/recordings", offer), size)
                         continue
                     if exc.status == 422 and "sha256" in exc.message:
                         self.hashes.clear()
                     raise
-        if answer.get("status") != "stored":
-            raise PortalUnreachable(f"unexpected answer to a recording upload: {answer}")
         self.outbox.recording_synced(entry, sha256)
         self._synced()
 

@@ -8,7 +8,9 @@ from pathlib import Path
 
 from ..cdr import now
 from ..files import write_private_json
-from .client import PortalClient
+from ..config import Config
+from .answers import enrolment
+from .client import PortalClient, Trust
 
 FILE_NAME = "cloud.json"
 
@@ -34,15 +36,15 @@ def load_link(data_dir: Path) -> CloudLink | None:
     return CloudLink(**{k: data[k] for k in ("portal_url", "site", "credential", "enrolled_at")})
 
 
-def enroll(data_dir: Path, portal_url: str, code: str) -> CloudLink:
-    """Exchanges a one-time code for the site's credential and stores it; raises PortalRefused
-    (bad or used code) or PortalUnreachable."""
-    client = PortalClient(portal_url)
+def enroll(cfg: Config, portal_url: str, code: str) -> CloudLink:
+    """Exchanges a one-time code for the site's credential and stores it; raises PortalUrlRefused
+    (http without cloud.allow_http), PortalRefused (bad or used code) or PortalUnreachable."""
+    client = PortalClient(portal_url, trust=Trust.of(cfg.cloud))
     try:
-        answer = client.request("POST", "/api/v1/enroll", {"code": code, "hostname": socket.gethostname()})
+        answer = enrolment(client.request("POST", "/api/v1/enroll", {"code": code, "hostname": socket.gethostname()}))
     finally:
         client.close()
-    link = CloudLink(portal_url=portal_url.rstrip("/"), site=answer["site"], credential=answer["credential"],
+    link = CloudLink(portal_url=portal_url.rstrip("/"), site=answer.site, credential=answer.credential,
                      enrolled_at=now())
-    write_private_json(link_path(data_dir), asdict(link))
+    write_private_json(link_path(cfg.data_dir), asdict(link))
     return link

@@ -10,7 +10,7 @@ from .checks import check_call_capacity, check_firmware_dir, check_ports
 from .fields import FileRef
 from .nodes import ConfigError, InvalidConfig, Reader, compose
 from .schema import TOP_LEVEL_KEYS, Config
-from .sections import CALLS, CLOUD, RECORDING
+from .sections import CALLS, RECORDING
 
 
 def load(path: str | Path) -> Config:
@@ -53,7 +53,7 @@ def parse(text: str, path: Path, on_box: bool = True) -> Config:
     if "security" in top:
         sections.read_security(r, top["security"][1], cfg, files)
     if "cloud" in top:
-        sections.read_simple(r, top["cloud"][1], "cloud", cfg.cloud, CLOUD)
+        sections.read_cloud(r, top["cloud"][1], cfg, files)
     if "logging" in top:
         sections.read_logging(r, top["logging"][1], cfg)
     if "extensions" in top:

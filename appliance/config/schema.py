@@ -179,6 +179,9 @@ class Cloud:
     upload_kbps: int = 2000         # cap on upload bandwidth so syncing never hurts live calls; 0: none
     heartbeat_seconds: int = 60
     retry_max_seconds: int = 300    # back-off ceiling while the portal is unreachable
+    allow_http: bool = False        # a portal at http:// (a lab); otherwise https:// only
+    ca_file: Path | None = None     # PEM bundle the portal's certificate must chain to; None: the system's
+    pin_sha256: str = ""            # SHA-256 of the portal's certificate (DER), hex: trusted only if it matches
 
 
 @dataclass

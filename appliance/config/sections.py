@@ -33,7 +33,9 @@ RECORDING = {"enabled": Bool("recording_enabled"), "keep_days": Int(1, 3650, "re
 CALLS = {"max_concurrent": Int(1, MAX_CONCURRENT_CALLS, "max_concurrent_calls"), "no_answer_timeout": Int(1, 600)}
 SECURITY = {"auth_failures_before_ban": Int(1, 1000), "ban_seconds": Int(1, 86400),
             "flood_requests_per_second": Int(5, 100_000)}
-CLOUD = {"upload_kbps": Int(0, 1_000_000), "heartbeat_seconds": Int(1, 3600), "retry_max_seconds": Int(1, 3600)}
+CLOUD = {"upload_kbps": Int(0, 1_000_000), "heartbeat_seconds": Int(1, 3600), "retry_max_seconds": Int(1, 3600),
+         "allow_http": Bool(), "pin_sha256": Code(r"[0-9a-fA-F]{64}|([0-9a-fA-F]{2}:){31}[0-9a-fA-F]{2}",
+                                                   "64 hexadecimal digits (colons between pairs allowed)")}
 SITE = {"name": Text("site_name"), "language": Text()}
 TRUNK = {"port": Int(1, 65535), "username": Secret(), "password": Secret(), "caller_id": Text(), "register": Bool()}
 TRUNK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
@@ -129,6 +131,15 @@ def read_network(r: Reader, node: Node, net: Network) -> None:
 def read_simple(r: Reader, node: Node, section: str, target: object, rules: dict) -> None:
     """A section made only of simple keys (recording, calls, cloud)."""
     read_fields(r, r.mapping(node, set(rules), section), target, rules, dotted(section))
+
+
+def read_cloud(r: Reader, node: Node, cfg: Config, files: list[FileRef]) -> None:
+    found = r.mapping(node, set(CLOUD) | {"ca_file"}, "cloud")
+    read_fields(r, found, cfg.cloud, CLOUD, dotted("cloud"))
+    cfg.cloud.pin_sha256 = cfg.cloud.pin_sha256.replace(":", "").lower()
+    if "ca_file" in found:
+        name = r.text(found["ca_file"][1], "cloud.ca_file")
+        files.append(FileRef(found["ca_file"][1], "cloud.ca_file", relative(cfg, name), "pem", cfg.cloud, "ca_file"))
 
 
 def read_security(r: Reader, node: Node, cfg: Config, files: list[FileRef]) -> None:

@@ -419,7 +419,7 @@ class Router:
         # The caller is who authenticated, whatever the phone asserted (the feature server reads
         # it from X-Edgepbx-Call below; a phone reached directly in benchmarks sees this one).
         KSR.hdr.remove("P-Asserted-Identity")
-        name = self.extensions[caller]["name"].replace('"', "")
+        name = self.extensions[caller]["name"].replace('"', "").replace("\\", "")  # a quoted-string's two specials
         KSR.hdr.append(f'P-Asserted-Identity: "{name}" <sip:{caller}@{self.realm}>\r\n')
         if self.direct:
             self.to_phone()

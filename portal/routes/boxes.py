@@ -10,8 +10,8 @@ from fastapi import APIRouter, Depends, Request
 from sqlalchemy.orm import Session
 
 from .. import callbacks, configs, fleet, phones, sync
-from ..bodies import (Accepted, CallBatch, CallbackResult, ConfigResult, Done, Enrolled, Enrolment, Heartbeat,
-                      HeartbeatAnswer, PhoneActionResult, PushedConfig, RecordingOffer, RecordingState)
+from ..bodies import (Accepted, ByteOffset, CallBatch, CallbackResult, ConfigResult, Done, Enrolled, Enrolment, Heartbeat,
+                      HeartbeatAnswer, PhoneActionResult, PushedConfig, RecordingOffer, RecordingState, RowId)
 from ..deps import box_site, db, storage
 from ..fleet import FleetError
 from ..models import Site
@@ -58,7 +58,7 @@ async def chunk_bytes(request: Request) -> bytes:
 
 @router.put("/api/v1/recordings/{sha256}", response_model=RecordingState, response_model_exclude_none=True,
             max_body_size=sync.MAX_CHUNK)
-def chunk(sha256: str, call_id: str, offset: int, data: bytes = Depends(chunk_bytes),
+def chunk(sha256: str, call_id: str, offset: ByteOffset, data: bytes = Depends(chunk_bytes),
           session: Session = Depends(db), site: Site = Depends(box_site), store: Storage = Depends(storage)) -> dict:
     return sync.put_chunk(session, store, site, call_id, sha256, offset, data)
 
@@ -67,7 +67,8 @@ def chunk(sha256: str, call_id: str, offset: int, data: bytes = Depends(chunk_by
 def heartbeat(status: Heartbeat, session: Session = Depends(db), site: Site = Depends(box_site)) -> HeartbeatAnswer:
     """Answers with the newest config version (the box pulls only when there is a newer one),
     the operator's pending phone actions and the users' call-back requests."""
-    fleet.record_heartbeat(session, site, status.model_dump(mode="json", exclude_unset=True))
+    if fleet.record_heartbeat(session, site, status.model_dump(mode="json", exclude_unset=True)):
+        sync.discard_stale_uploads(session, site)
     desired = configs.desired_config(session, site)
     answer = HeartbeatAnswer(ok=True, config_version=desired.version if desired else None,
                              phone_actions=phones.hand_out(session, site), callbacks=callbacks.hand_out(session, site))
@@ -84,7 +85,7 @@ def config(session: Session = Depends(db), site: Site = Depends(box_site)) -> Pu
 
 
 @router.post("/api/v1/config/{version}/result", response_model=Done)
-def config_result(version: int, body: ConfigResult, session: Session = Depends(db),
+def config_result(version: RowId, body: ConfigResult, session: Session = Depends(db),
                   site: Site = Depends(box_site)) -> Done:
     errors = body.errors or []
     configs.report(session, site, version, bool(body.applied), errors if isinstance(errors, list) else [str(errors)])
@@ -92,7 +93,7 @@ def config_result(version: int, body: ConfigResult, session: Session = Depends(d
 
 
 @router.post("/api/v1/phone-actions/{action_id}/result", response_model=Done)
-def phone_action_result(action_id: int, body: PhoneActionResult, session: Session = Depends(db),
+def phone_action_result(action_id: RowId, body: PhoneActionResult, session: Session = Depends(db),
                         site: Site = Depends(box_site)) -> Done:
     code = body.code if isinstance(body.code, int) else None
     phones.record_result(session, site, action_id, code, body.detail)
@@ -100,7 +101,7 @@ def phone_action_result(action_id: int, body: PhoneActionResult, session: Sessio
 
 
 @router.post("/api/v1/callbacks/{request_id}/result", response_model=Done)
-def callback_result(request_id: int, body: CallbackResult, session: Session = Depends(db),
+def callback_result(request_id: RowId, body: CallbackResult, session: Session = Depends(db),
                     site: Site = Depends(box_site)) -> Done:
     callbacks.record_result(session, site, request_id, body.started is True, body.detail)
     return Done()

@@ -1,0 +1,99 @@
+"""The portal's answers as the agent uses them, checked field by field (types and sizes) before
+anything acts on them: a portal that answers nonsense (a bug, a proxy's error page, an attacker
+on a lab's http link) gets a logged, retried PortalAnswerInvalid, never a crash loop. Standard
+library only: the box carries no validation library."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .client import PortalAnswerInvalid
+
+MAX_ACTIONS = 100  # phone actions or call-backs in one heartbeat answer
+
+
+def _field(answer: dict, name: str, kind: type | tuple[type, ...], where: str, optional: bool = False) -> Any:
+    value = answer.get(name)
+    if value is None and optional:
+        return None
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is int:
+        raise PortalAnswerInvalid(f"the portal's answer to {where}: {name} is {type(value).__name__}, "
+                                  f"not {getattr(kind, '__name__', kind)}")
+    return value
+
+
+def _items(answer: dict, name: str, where: str) -> list[dict]:
+    items = _field(answer, name, list, where, optional=True) or []
+    if len(items) > MAX_ACTIONS or not all(isinstance(item, dict) for item in items):
+        raise PortalAnswerInvalid(f"the portal's answer to {where}: {name} is not a list of up to {MAX_ACTIONS} objects")
+    return items
+
+
+@dataclass(frozen=True)
+class Enrolment:
+    site: str
+    credential: str
+
+
+def enrolment(answer: dict) -> Enrolment:
+    return Enrolment(_field(answer, "site", str, "enrol")[:200], _field(answer, "credential", str, "enrol")[:500])
+
+
+@dataclass(frozen=True)
+class PhoneAction:
+    id: int
+    mac: str
+    action: str
+
+
+@dataclass(frozen=True)
+class CallBackRequest:
+    id: int
+    extension: str
+    number: str
+
+
+@dataclass(frozen=True)
+class HeartbeatAnswer:
+    config_version: int | None
+    phone_actions: list[PhoneAction]
+    callbacks: list[CallBackRequest]
+
+
+def heartbeat(answer: dict) -> HeartbeatAnswer:
+    where = "a heartbeat"
+    return HeartbeatAnswer(
+        config_version=_field(answer, "config_version", int, where, optional=True),
+        phone_actions=[PhoneAction(_field(a, "id", int, where), str(a.get("mac", ""))[:32], str(a.get("action", ""))[:32])
+                       for a in _items(answer, "phone_actions", where)],
+        callbacks=[CallBackRequest(_field(c, "id", int, where), str(c.get("extension", ""))[:32],
+                                   str(c.get("number", ""))[:64])
+                   for c in _items(answer, "callbacks", where)])
+
+
+@dataclass(frozen=True)
+class PushedConfig:
+    version: int
+    text: str
+
+
+def pushed_config(answer: dict) -> PushedConfig:
+    return PushedConfig(_field(answer, "version", int, "GET /config"), _field(answer, "config", str, "GET /config"))
+
+
+@dataclass(frozen=True)
+class UploadState:
+    """Where a recording's upload stands: "upload" from `offset`, or "stored"."""
+    status: str
+    offset: int
+
+
+def upload_state(answer: dict, size: int) -> UploadState:
+    where = "a recording upload"
+    status = _field(answer, "status", str, where)
+    if status == "stored":
+        return UploadState(status, size)
+    offset = _field(answer, "offset", int, where) if status == "upload" else -1
+    if status != "upload" or not 0 <= offset < max(size, 1):
+        raise PortalAnswerInvalid(f"the portal's answer to {where}: status {status!r} at offset {offset} of {size}")
+    return UploadState(status, offset)
