@@ -36,9 +36,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .supervisor import Supervisor, print_extensions
 
     cfg = _load(args.config)
+    log_dir = Path(args.log_dir) if args.log_dir else None
+    if log_dir is not None:
+        try:
+            log_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            print(f"edgepbx: --log-dir {log_dir}: cannot be a folder for the services' logs ({exc.strerror})",
+                  file=sys.stderr)
+            return 2
     _setup_logging(cfg.log_level)
     print_extensions(cfg)
-    return Supervisor(cfg, Path(args.log_dir) if args.log_dir else None).run()
+    return Supervisor(cfg, log_dir).run()
 
 
 def cmd_featureserver(args: argparse.Namespace) -> int:

@@ -186,3 +186,9 @@ def test_the_portal_trust_settings_are_checked_on_their_lines(tmp_path):
     pin = ":".join(["AB"] * 32)
     fine = edgepbx("check", "--config", str(write(tmp_path, GOOD + f"cloud: {{pin_sha256: '{pin}', ca_file: ca.pem}}\n")))
     assert fine.returncode == 0, fine.stderr
+
+
+def test_run_refuses_a_log_folder_it_cannot_make_with_a_clear_error(tmp_path):
+    (tmp_path / "a-file").write_text("not a folder")
+    result = edgepbx("run", "--config", str(write(tmp_path, GOOD)), "--log-dir", str(tmp_path / "a-file" / "logs"))
+    assert result.returncode == 2 and "--log-dir" in result.stderr and "Traceback" not in result.stderr, result.stderr
