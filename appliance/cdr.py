@@ -42,7 +42,9 @@ CREATE TABLE IF NOT EXISTS cdr (
     trunk TEXT,
     picked_up_by TEXT,
     transferred_to TEXT,
-    linked_id TEXT
+    linked_id TEXT,
+    answered_by TEXT,
+    rang TEXT
 );
 CREATE INDEX IF NOT EXISTS cdr_started ON cdr(started_at);
 CREATE TABLE IF NOT EXISTS outbox (
@@ -60,10 +62,13 @@ QUEUE = ("INSERT INTO outbox (kind, ref, queued_at) VALUES (?, ?, ?) "
          "ON CONFLICT (kind, ref) DO UPDATE SET version = version + 1")
 
 COLUMNS = ("id", "sip_call_id", "started_at", "answered_at", "ended_at", "direction", "src", "src_name",
-           "dst", "dst_number", "trunk", "picked_up_by", "transferred_to", "linked_id", "disposition", "sip_code", "duration", "billsec", "recording")
+           "dst", "dst_number", "trunk", "picked_up_by", "transferred_to", "linked_id", "disposition", "sip_code", "duration", "billsec", "recording",
+           "answered_by", "rang")
 # `worker` (kept, always 0 now) numbered the feature-server process of the PyPI wheel's days.
 ADDED_COLUMNS = {"worker": "INTEGER NOT NULL DEFAULT 0", "dst_number": "TEXT", "trunk": "TEXT", "picked_up_by": "TEXT",
                  "transferred_to": "TEXT", "linked_id": "TEXT",
+                 # the office extension that answered, and those the call rang ("101,102")
+                 "answered_by": "TEXT", "rang": "TEXT",
                  # set by the cloud agent once the portal acknowledged the recording's hash
                  "recording_sha256": "TEXT", "recording_synced_at": "TEXT",
                  # set when the file left the box (appliance/recordings.prune)
@@ -71,7 +76,9 @@ ADDED_COLUMNS = {"worker": "INTEGER NOT NULL DEFAULT 0", "dst_number": "TEXT", "
 
 
 def now() -> str:
-    """Local time with its UTC offset, millisecond precision (ISO 8601)."""
+    """Local time with its UTC offset, millisecond precision (ISO 8601). Local is the site's zone
+    (appliance/clock.py); records written before a zone change keep their offset, so times are
+    compared and ordered as instants (SQLite's julianday), never as text."""
     return datetime.now().astimezone().isoformat(timespec="milliseconds")
 
 
@@ -161,14 +168,21 @@ class CdrStore:
         self._change(cdr_id, "UPDATE cdr SET transferred_to=? WHERE id=?", (target, cdr_id))
 
     def picked_up(self, cdr_id: str, extension: str) -> None:
-        self._change(cdr_id, "UPDATE cdr SET picked_up_by=? WHERE id=?", (extension, cdr_id))
+        self._change(cdr_id, "UPDATE cdr SET picked_up_by=?, answered_by=? WHERE id=?", (extension, extension, cdr_id))
 
     def trunk(self, cdr_id: str, name: str) -> None:
         self._change(cdr_id, "UPDATE cdr SET trunk=? WHERE id=?", (name, cdr_id))
 
-    def answered(self, cdr_id: str, recording: str | None) -> None:
-        self._change(cdr_id, "UPDATE cdr SET answered_at=?, recording=? WHERE id=? AND ended_at IS NULL",
-                     (now(), recording, cdr_id))
+    def rang(self, cdr_id: str, extension: str) -> None:
+        """An office extension this call rang (a ring group's member, the extension dialled)."""
+        self._change(cdr_id, "UPDATE cdr SET rang = CASE WHEN rang IS NULL THEN ?1 "
+                     "WHEN instr(',' || rang || ',', ',' || ?1 || ',') > 0 THEN rang ELSE rang || ',' || ?1 END "
+                     "WHERE id = ?2", (extension, cdr_id))
+
+    def answered(self, cdr_id: str, recording: str | None, by: str | None = None) -> None:
+        """`by`: the office extension that answered (None: a number outside the office did)."""
+        self._change(cdr_id, "UPDATE cdr SET answered_at=?, recording=?, answered_by=? WHERE id=? AND ended_at IS NULL",
+                     (now(), recording, by, cdr_id))
 
     def ended(self, cdr_id: str, disposition: str, sip_code: int | None = None) -> None:
         assert disposition in DISPOSITIONS
@@ -206,7 +220,7 @@ class CdrStore:
         args = (src,) if src is not None else ()
         rows = self.db.execute(
             f"SELECT started_at, answered_at, billsec, ended_at FROM cdr WHERE direction = 'outbound' "
-            f"AND trunk IS NOT NULL {who} AND started_at >= ?", (*args, min(hour_ago, midnight).isoformat())).fetchall()
+            f"AND trunk IS NOT NULL {who} AND julianday(started_at) >= julianday(?)", (*args, min(hour_ago, midnight).isoformat())).fetchall()
         moment = datetime.now().astimezone()
         calls = seconds = 0
         for row in rows:
@@ -223,10 +237,17 @@ class CdrStore:
 
     def list(self, limit: int = 100, include_live: bool = False) -> list[dict]:
         where = "" if include_live else "WHERE ended_at IS NOT NULL"
-        rows = self.db.execute(f"SELECT {', '.join(COLUMNS)} FROM cdr {where} ORDER BY started_at DESC, rowid DESC LIMIT ?",
+        rows = self.db.execute(f"SELECT {', '.join(COLUMNS)} FROM cdr {where} ORDER BY julianday(started_at) DESC, rowid DESC LIMIT ?",
                                (limit,))
-        return [dict(r) for r in rows]
+        return [as_record(r) for r in rows]
 
     def get(self, cdr_id: str) -> dict | None:
         row = self.db.execute(f"SELECT {', '.join(COLUMNS)} FROM cdr WHERE id=?", (cdr_id,)).fetchone()
-        return dict(row) if row else None
+        return as_record(row) if row else None
+
+
+def as_record(row: sqlite3.Row) -> dict:
+    """A CDR as `edgepbx cdr list --json` and the sync carry it: `rang` as a list of extensions."""
+    record = {c: row[c] for c in COLUMNS}
+    record["rang"] = record["rang"].split(",") if record["rang"] else []
+    return record

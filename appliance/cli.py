@@ -9,16 +9,20 @@ from pathlib import Path
 
 from . import config as config_mod
 from . import credentials
+from .clock import use_site_clock
 
 
 def _load(path: str) -> config_mod.Config:
-    """Loads a config or exits 2 printing every error as FILE:LINE: message."""
+    """Loads a config or exits 2 printing every error as FILE:LINE: message; from then on this
+    process keeps the site's time (appliance/clock.py)."""
     try:
-        return config_mod.load(path)
+        cfg = config_mod.load(path)
     except config_mod.InvalidConfig as exc:
         for error in exc.errors:
             print(error, file=sys.stderr)
         sys.exit(2)
+    use_site_clock(cfg.timezone)
+    return cfg
 
 
 def _setup_logging(level: str) -> None:

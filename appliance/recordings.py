@@ -95,7 +95,7 @@ def prune(cfg: Config, enrolled: bool) -> Pruned:
         cutoff = (datetime.now().astimezone() - timedelta(days=cfg.recording_keep_days)).isoformat(timespec="milliseconds")
         deletable = "recording_synced_at IS NOT NULL" if enrolled else "1"
         rows = db.execute(f"SELECT id, recording, started_at FROM cdr WHERE recording IS NOT NULL AND ended_at IS NOT NULL "
-                          f"AND recording_pruned_at IS NULL AND {deletable} ORDER BY started_at, rowid").fetchall()
+                          f"AND recording_pruned_at IS NULL AND {deletable} ORDER BY julianday(started_at), rowid").fetchall()
         for cdr_id, path, started_at in rows:
             old = datetime.fromisoformat(started_at) < datetime.fromisoformat(cutoff)
             short = low_on_space(cfg)

@@ -28,6 +28,7 @@ from .cloud.remote_config import RUNNING_STATE, SUPERVISOR_PID_ENV, previous_pat
 from .config import Config, InvalidConfig, load
 from .files import write_state_json
 from .cdr import CdrStore, now, open_call_count
+from .clock import use_site_clock
 from .reserve import keep_reserve
 from .kamailio import render
 from .kamailio.render import public_address
@@ -257,6 +258,7 @@ class Supervisor:
         kamailio_cfg = self.cfg.data_dir / "kamailio" / "kamailio.cfg"
         before = _without_nonce_secret(kamailio_cfg.read_text()) if kamailio_cfg.exists() else ""
         self.cfg = new
+        use_site_clock(new.timezone)  # the services started below keep the (maybe new) site's time
         fresh = {s.name: s for s in services(new)}  # re-renders kamailio.cfg and routing.json
         keep = {"cloud"} | ({"kamailio"} if _without_nonce_secret(kamailio_cfg.read_text()) == before else set())
         kept = [s for s in self.services if s.name in keep and s.name in fresh]

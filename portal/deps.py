@@ -15,7 +15,7 @@ from urllib.parse import parse_qs
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
-from . import reports, users
+from . import clock, reports, users
 from .fleet import FleetError, authenticate
 from .models import Site
 from .storage import Storage
@@ -34,25 +34,6 @@ class PageRefused(Exception):
     def __init__(self, status: int, key: str, me: users.SignedIn | None):
         super().__init__(key)
         self.status, self.key, self.me = status, key, me
-
-
-def report_query(request: Request) -> tuple[reports.Query, str | None]:
-    """The report's parameters from the URL, forgiving: anything unknown falls back to a default."""
-    q = request.query_params
-    preset = q.get("preset") if q.get("preset") in ("today", "yesterday", "week", "month") else None
-    if preset is None:
-        try:  # any range the user typed; this week when there is none (or it is not a date)
-            first, last = sorted((date.fromisoformat(q.get("from", "")), date.fromisoformat(q.get("to", ""))))
-        except ValueError:
-            preset = "week"
-    if preset:
-        first, last = reports.preset_range(preset, date.today())
-    query = reports.Query(first, last, q.get("view") if q.get("view") in reports.VIEWS else "all",
-                          extension=q.get("ext", "").strip()[:32], number=q.get("number", "").strip()[:32],
-                          recorded_only=q.get("recorded") == "1",
-                          sort=q.get("sort") if q.get("sort") in reports.SORTS else "time",
-                          descending=q.get("dir") != "asc")
-    return query, preset
 
 
 def db(request: Request) -> Iterator[Session]:
@@ -118,3 +99,25 @@ def signed_form(who=signed_in, read=form):  # noqa: ANN001,ANN201 - dependency f
             -> tuple[dict[str, str], users.SignedIn]:
         return csrf_checked(fields, me), me
     return dependency
+
+
+def report_query(request: Request, me: users.SignedIn = Depends(org_user),
+                 session: Session = Depends(db)) -> tuple[reports.Query, str | None]:
+    """The report's parameters from the URL, forgiving: anything unknown falls back to a default.
+    Days are the organisation's sites' own (portal/clock.py)."""
+    zones = clock.site_zones(session, me.org_id)
+    q = request.query_params
+    preset = q.get("preset") if q.get("preset") in ("today", "yesterday", "week", "month") else None
+    if preset is None:
+        try:  # any range the user typed; this week when there is none (or it is not a date)
+            first, last = sorted((date.fromisoformat(q.get("from", "")), date.fromisoformat(q.get("to", ""))))
+        except ValueError:
+            preset = "week"
+    if preset:
+        first, last = reports.preset_range(preset, clock.today(zones))
+    query = reports.Query(first, last, q.get("view") if q.get("view") in reports.VIEWS else "all",
+                          extension=q.get("ext", "").strip()[:32], number=q.get("number", "").strip()[:32],
+                          recorded_only=q.get("recorded") == "1",
+                          sort=q.get("sort") if q.get("sort") in reports.SORTS else "time",
+                          descending=q.get("dir") != "asc", zones=zones)
+    return query, preset

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import zoneinfo
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import delete, select, update
@@ -119,8 +120,23 @@ def record_heartbeat(session: Session, site: Site, status: dict) -> bool:
                                                                                                  microsecond=0)
     if hour_turned:  # the site's history past HEARTBEAT_HISTORY goes
         session.execute(delete(Heartbeat).where(Heartbeat.site_id == site.id, Heartbeat.at < now - HEARTBEAT_HISTORY))
-    session.execute(update(Site).where(Site.id == site.id).values(last_heartbeat_at=now, last_status=text))
+    changes = {"last_heartbeat_at": now, "last_status": text}
+    zone = (status.get("settings") or {}).get("timezone")
+    if zone != site.timezone and known_zone(zone):
+        changes["timezone"] = zone
+    session.execute(update(Site).where(Site.id == site.id).values(**changes))
     return hour_turned
+
+
+def known_zone(name: object) -> bool:
+    """An IANA time zone name this machine knows (what the box's config checked too)."""
+    if not isinstance(name, str) or not 0 < len(name) <= 64:
+        return False
+    try:
+        zoneinfo.ZoneInfo(name)
+        return True
+    except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+        return False
 
 
 DISK_LOW_FRACTION = 0.10  # an alarm when less than this share of the box's data partition is free

@@ -34,6 +34,8 @@ class Site(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_status: Mapped[str | None] = mapped_column(Text)  # the last heartbeat's JSON
+    # The office's IANA zone, as its box's config says (heartbeats carry it): the pages' clock
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC", server_default="UTC")
 
 
 class EnrolmentCode(Base):
@@ -74,6 +76,8 @@ class Call(Base):
     dst_number: Mapped[str | None] = mapped_column(String(64))
     trunk: Mapped[str | None] = mapped_column(String(64))
     picked_up_by: Mapped[str | None] = mapped_column(String(16))
+    answered_by: Mapped[str | None] = mapped_column(String(16))  # the office extension that answered
+    rang: Mapped[str | None] = mapped_column(String(255))  # the extensions it rang, "101,102"
     transferred_to: Mapped[str | None] = mapped_column(String(64))
     linked_id: Mapped[str | None] = mapped_column(String(36))
     disposition: Mapped[str | None] = mapped_column(String(16))

@@ -11,8 +11,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from . import clock
+from .db import as_utc
 from .models import Call, Site
-from .reports import CSV_LIMIT, Query
+from .reports import CSV_LIMIT, Query, started_between
 
 EXTENSION = re.compile(r"^\d{2,6}$")
 
@@ -53,7 +55,7 @@ def later_contact(calls: list[Call], missed: Call) -> Call | None:
     if len(key) < 5:
         return None
     for call in calls:
-        if call.started_at <= missed.started_at:
+        if as_utc(call.started_utc) <= as_utc(missed.started_utc):
             continue
         if call.direction == "outbound" and number_key(call.dst_number or call.dst) == key:
             return call
@@ -62,32 +64,52 @@ def later_contact(calls: list[Call], missed: Call) -> Call | None:
     return None
 
 
+def answered_by(call: Call) -> str | None:
+    """The office extension that answered (records from boxes before `answered_by`: the one that
+    picked it up, else the extension dialled)."""
+    if call.answered_by or call.rang:
+        return call.answered_by
+    if call.disposition != "answered" or call.direction == "outbound":
+        return None
+    return call.picked_up_by or (call.dst if EXTENSION.match(call.dst or "") else None)
+
+
+def rang(call: Call) -> list[str]:
+    """The extensions the call rang (older records: the extension dialled)."""
+    if call.rang:
+        return call.rang.split(",")
+    return [call.dst] if EXTENSION.match(call.dst or "") and call.direction != "outbound" else []
+
+
 def compute(session: Session, org_id: int, query: Query) -> Stats:
     rows = session.scalars(select(Call).join(Site, Site.id == Call.site_id)
                            .where(Site.org_id == org_id, Call.linked_id.is_(None),
-                                  Call.started_at >= query.first.isoformat(),
-                                  Call.started_at < (query.last + timedelta(days=1)).isoformat())
-                           .order_by(Call.started_at).limit(CSV_LIMIT)).all()
+                                  started_between(query.zones, query.first, query.last))
+                           .order_by(Call.started_utc).limit(CSV_LIMIT)).all()
     # A callback may come after the range ends: look a week past it for those.
     after = session.scalars(select(Call).join(Site, Site.id == Call.site_id)
                             .where(Site.org_id == org_id,
-                                   Call.started_at >= (query.last + timedelta(days=1)).isoformat(),
-                                   Call.started_at < (query.last + timedelta(days=8)).isoformat())
-                            .order_by(Call.started_at).limit(CSV_LIMIT)).all()
+                                   started_between(query.zones, query.last + timedelta(days=1),
+                                                   query.last + timedelta(days=7)))
+                            .order_by(Call.started_utc).limit(CSV_LIMIT)).all()
     stats = Stats()
     days: dict[str, Counter] = defaultdict(Counter)
     extensions: dict[str, Counter] = defaultdict(Counter)
     for call in rows:
-        day = days[call.started_at[:10]]
+        started = clock.local(call, query.zones)
+        day = days[started.date().isoformat()]
         day[call.direction] += 1
         if is_missed(call):
             day["missed"] += 1
-        stats.hours[int(call.started_at[11:13])] += 1
+        stats.hours[started.hour] += 1
         if EXTENSION.match(call.src or "") and call.direction != "inbound":
             extensions[call.src]["made"] += 1
-        taker = call.picked_up_by or (call.dst if EXTENSION.match(call.dst or "") and call.direction != "outbound" else None)
+        taker = answered_by(call)
         if taker:
-            extensions[taker]["missed" if is_missed(call) else "received"] += 1
+            extensions[taker]["received"] += 1
+        if is_missed(call):
+            for member in rang(call):
+                extensions[member]["missed"] += 1
         if call.disposition == "answered" and call.answered_at and call.direction != "outbound":
             stats.answered += 1  # answered by the office (an outgoing call's answer is the far end's)
             waited = datetime.fromisoformat(call.answered_at) - datetime.fromisoformat(call.started_at)
@@ -106,8 +128,8 @@ def callbacks_for(session: Session, org_id: int, calls: list[Call]) -> dict[str,
     missed = [c for c in calls if c.direction == "inbound" and is_missed(c)]
     if not missed:
         return {}
-    since = min(c.started_at for c in missed)
+    since = min(as_utc(c.started_utc) for c in missed)
     later = session.scalars(select(Call).join(Site, Site.id == Call.site_id)
-                            .where(Site.org_id == org_id, Call.started_at > since)
-                            .order_by(Call.started_at).limit(CSV_LIMIT)).all()
+                            .where(Site.org_id == org_id, Call.started_utc > since)
+                            .order_by(Call.started_utc).limit(CSV_LIMIT)).all()
     return {c.id: later_contact(later, c) for c in missed}

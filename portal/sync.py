@@ -15,10 +15,11 @@ from .storage import Storage, staged_file
 
 CDR_FIELDS = ("id", "sip_call_id", "started_at", "answered_at", "ended_at", "direction", "src", "src_name", "dst",
               "dst_number", "trunk", "picked_up_by", "transferred_to", "linked_id", "disposition", "sip_code",
-              "duration", "billsec", "recording")
+              "duration", "billsec", "recording", "answered_by", "rang")
 REQUIRED = ("id", "started_at", "direction", "src", "dst")
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
+EXTENSION = re.compile(r"^[0-9A-Za-z*#+]{1,16}$")
 MAX_BATCH = 1000
 MAX_CHUNK = 4 << 20
 MAX_RECORDING = 2 << 30
@@ -47,6 +48,11 @@ def _checked(record: dict) -> dict:
         if values[f] is not None and (not isinstance(values[f], int) or isinstance(values[f], bool)
                                       or not -(2 ** 31) <= values[f] < 2 ** 31):
             raise FleetError(422, f"call {record['id']}: {f} must be an integer")
+    rang = values["rang"] or []
+    if not isinstance(rang, list) or not all(isinstance(e, str) and EXTENSION.match(e) for e in rang) \
+            or len(",".join(rang)) > Call.__table__.c["rang"].type.length:
+        raise FleetError(422, f"call {record['id']}: rang must be a list of extension numbers")
+    values["rang"] = ",".join(rang) or None
     for f, most in TEXT_LIMITS.items():  # what the columns hold: a longer value would fail the whole batch
         if values[f] is not None and (not isinstance(values[f], str) or len(values[f]) > most or "\x00" in values[f]):
             raise FleetError(422, f"call {record['id']}: {f} must be text of at most {most} characters, without NUL")
@@ -173,4 +179,5 @@ def _discard(session: Session, upload: Upload) -> None:
 def site_calls(session: Session, site: Site) -> list[dict]:
     """The site's calls in the order they started, with the box's CDR fields and the recording hash."""
     calls = session.scalars(select(Call).where(Call.site_id == site.id).order_by(Call.started_utc, Call.id)).all()
-    return [{f: getattr(c, f) for f in CDR_FIELDS} | {"recording_sha256": c.recording_sha256} for c in calls]
+    return [{f: getattr(c, f) for f in CDR_FIELDS} | {"rang": c.rang.split(",") if c.rang else [],
+                                                     "recording_sha256": c.recording_sha256} for c in calls]

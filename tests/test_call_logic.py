@@ -62,6 +62,7 @@ def test_internal_call_rings_answers_and_leaves_one_record(office):
     (record,) = office.records()
     assert (record["src"], record["dst"], record["direction"], record["disposition"]) == ("101", "102", "internal",
                                                                                            "answered")
+    assert record["answered_by"] == "102" and record["rang"] == ["102"]
     assert len(office.services.table.calls) == 1  # until the caller's leg confirms its end
     phone.ends(200)
     assert len(office.services.table.calls) == 0
@@ -95,6 +96,7 @@ def test_pickup_code_takes_the_call_from_the_ringing_phone(office):
     assert office.media.talking(phone, picker)
     (record,) = office.records()
     assert record["picked_up_by"] == "103" and record["answered_at"]
+    assert record["answered_by"] == "103" and record["rang"] == ["102"]  # who answered, and whose phone rang
 
 
 def test_pickup_with_nothing_ringing_plays_a_tone_and_writes_no_record(office):
@@ -125,6 +127,7 @@ def test_hash_transfer_to_an_extension(office):
     original, consultation = office.records()
     assert original["transferred_to"] == "103" and original["disposition"] == "answered"
     assert consultation["linked_id"] == original["id"] and consultation["ended_at"] is None
+    assert original["answered_by"] == "102" and consultation["answered_by"] == "103"
     store.ends(200)
     assert sales.hung_up == 0 and office.records()[1]["disposition"] == "answered"
 
@@ -219,6 +222,41 @@ def test_inbound_forwarded_out_counts_towards_the_site_limit(office):
     assert phone.hung_up == 403  # ...refused: the site's one call out is up
     refused = office.records()[-1]
     assert refused["disposition"] == "failed" and refused["trunk"] is None
+
+
+GROUP_OFFICE = OFFICE.replace("day: [{forward_external: '89161234567', timeout: 20}]",
+                              "day: [{ring: ['101', '102'], strategy: all, timeout: 20}, {ring: ['103']}]")
+
+
+def test_an_inbound_group_call_says_who_answered_and_whom_it_rang(tmp_path):
+    office = make_office(tmp_path, GROUP_OFFICE)
+    caller = office.invite("+74951112233", "4951000000", trunk="main")
+    caller.media_up()
+    office.media.prompt_ends.pop()()
+    office.tick()
+    office.time_passes()  # no digits: the group rings
+    reception, sales = office.legs.to("101"), office.legs.to("102")
+    reception.rings(), sales.rings()
+    sales.answers_call()
+    assert reception.hung_up == 0  # the other member's phone stops ringing
+    (record,) = office.records()
+    assert record["answered_by"] == "102" and record["rang"] == ["101", "102"] and record["dst"] == "4951000000"
+
+
+def test_a_missed_group_call_rang_each_member_and_nobody_answered(tmp_path):
+    office = make_office(tmp_path, GROUP_OFFICE)
+    caller = office.invite("+74951112233", "4951000000", trunk="main")
+    caller.media_up()
+    office.media.prompt_ends.pop()()
+    office.tick()
+    office.time_passes()
+    office.legs.to("101").rings(), office.legs.to("102").rings()
+    office.time_passes()  # the group's 20 s pass: the next step rings 103
+    office.legs.to("103").rings()
+    caller.ends(200)  # the caller gives up
+    (record,) = office.records()
+    assert record["disposition"] == "no_answer" and record["answered_by"] is None
+    assert record["rang"] == ["101", "102", "103"]
 
 
 def test_edge_header_round_trip_survives_hostile_values():

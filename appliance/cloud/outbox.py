@@ -6,7 +6,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..cdr import COLUMNS, CdrStore, now
+from ..cdr import COLUMNS, CdrStore, as_record, now
 
 
 @dataclass
@@ -30,7 +30,7 @@ class Outbox:
         rows = self.db.execute(
             f"SELECT o.seq, o.version, o.ref, o.attempts, {', '.join('c.' + c for c in COLUMNS)} "
             "FROM outbox o JOIN cdr c ON c.id = o.ref WHERE o.kind = 'cdr' ORDER BY o.seq LIMIT ?", (limit,)).fetchall()
-        return [(Entry(r["seq"], r["version"], r["ref"], r["attempts"]), {c: r[c] for c in COLUMNS}) for r in rows]
+        return [(Entry(r["seq"], r["version"], r["ref"], r["attempts"]), as_record(r)) for r in rows]
 
     def pending_recordings(self, limit: int = 20) -> list[tuple[Entry, dict]]:
         rows = self.db.execute(

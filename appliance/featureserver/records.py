@@ -51,8 +51,12 @@ class CallRecords:
     def trunk(self, cdr_id: str, name: str) -> None:
         self._write(lambda: self.store.trunk(cdr_id, name), "trunk update")
 
-    def answered(self, cdr_id: str, recording: str | None) -> None:
-        self._write(lambda: self.store.answered(cdr_id, recording), "answer update")
+    def rang(self, cdr_id: str, extension: str) -> None:
+        self._write(lambda: self.store.rang(cdr_id, extension), "ring update")
+
+    def answered(self, cdr_id: str, recording: str | None, by: str | None = None) -> None:
+        """`by`: the office extension that answered, None for a party outside the office."""
+        self._write(lambda: self.store.answered(cdr_id, recording, by), "answer update")
         if recording:
             self.recording_now.add(cdr_id)
             self.recording_started.set()

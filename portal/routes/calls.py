@@ -6,8 +6,6 @@ organisation, guessed or copied, is "not found", the same as an id that never wa
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import re
@@ -17,11 +15,11 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from sqlalchemy.orm import Session
 
-from .. import callbacks, i18n, reports, stats, users
+from .. import callbacks, clock, export, i18n, reports, stats, users
 from ..deps import PageRefused, db, org_user, report_query, signed_form, storage
 from ..fleet import FleetError
 from ..models import CallbackRequest, Recording, Site
-from ..pages import SECURITY_HEADERS, file_name, message, render, talk, words
+from ..pages import SECURITY_HEADERS, file_name, message, render, words
 from ..storage import Storage
 
 router = APIRouter(include_in_schema=False)
@@ -62,11 +60,15 @@ def calls_page(request: Request, me: users.SignedIn = Depends(org_user), session
         """This report's URL with some parameters changed (empty ones left out)."""
         merged = {k: v for k, v in (params | changes).items() if v}
         return "/calls?" + urlencode(merged)
+    names = reports.extension_names(session, me.org_id)
+    exported = urlencode({k: v for k, v in params.items() if v})
     return render(request, "calls.html", me=me, conversations=found, total=total, page=page,
                   pages=max(1, math.ceil(total / reports.PAGE_SIZE)), query=query, views=reports.VIEWS,
                   preset=preset, many_sites=len({c.site for c in found}) > 1, link=link, callbacks=called_back,
-                  requests=requests, queued=queued, back_link=link(),
-                  csv_link="/calls.csv?" + urlencode({k: v for k, v in params.items() if v}))
+                  requests=requests, queued=queued, back_link=link(), csv_link="/calls.csv?" + exported,
+                  xlsx_link="/calls.xlsx?" + exported, local=lambda call: clock.local(call, query.zones),
+                  zone_label=clock.offset_label(clock.org_zone(query.zones)),
+                  ext_name=lambda site_id, ext: names.get(site_id, {}).get(ext, ""))
 
 
 def queued_call_back(session: Session, me: users.SignedIn, request_id: str) -> dict | None:
@@ -100,42 +102,36 @@ def call_back(call_id: str, request: Request, posted=Depends(signed_form(org_use
     return RedirectResponse(f"{back}{'&' if '?' in back else '?'}queued={queued}", status_code=303)
 
 
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-PLAIN_NUMBER = re.compile(r"[+-]?[0-9]+")
-
-
-def spreadsheet_safe(cell: str | None) -> str:
-    """A cell Excel or LibreOffice would evaluate as a formula (a caller's From user can be
-    `=HYPERLINK(...)`) gets a leading apostrophe; phone numbers such as +79161234567 stay as they are."""
-    text = cell or ""
-    if text.startswith(FORMULA_START) and text != "+" and not PLAIN_NUMBER.fullmatch(text):
-        return "'" + text
-    return text
+def _export_parts(request: Request, me: users.SignedIn, session: Session, query: reports.Query):
+    found = reports.all_conversations(session, me.org_id, query)
+    names = reports.extension_names(session, me.org_id)
+    backs = stats.callbacks_for(session, me.org_id, [c.first for c in found])
+    return found, words(request), (lambda site_id, ext: names.get(site_id, {}).get(ext, "")), backs
 
 
 @router.get("/calls.csv")
 def calls_csv(request: Request, me: users.SignedIn = Depends(org_user), session: Session = Depends(db),
               asked: tuple[reports.Query, str | None] = Depends(report_query)) -> Response:
     """The report as CSV that Excel opens with Cyrillic intact: UTF-8 with a byte order mark,
-    `;` between fields for a Russian page (what Russian Excel expects), `,` for an English one."""
+    `;` between fields for a Russian page (what Russian Excel expects), `,` for an English one;
+    talk time in seconds (a plain number Excel sums; `0:06` would be read as six minutes)."""
     query, _preset = asked
-    found = reports.all_conversations(session, me.org_id, query)
-    t = words(request)
-    out = io.StringIO()
-    writer = csv.writer(out, delimiter=";" if t is i18n.WORDS["ru"] else ",")
-    writer.writerow([t["col_time"], t["col_direction"], t["col_from"], t["col_to"], t["col_result"],
-                     t["col_talk"], t["col_site"], t["col_recording"], "id"])
-    for c in found:
-        call = c.first
-        legs = "; ".join(f"→ {leg.dst_number or leg.dst}" for leg in c.linked)
-        writer.writerow([spreadsheet_safe(cell) for cell in (
-            call.started_at[:19].replace("T", " "), t.get("dir_" + call.direction, call.direction),
-            call.src + (f" ({call.src_name})" if call.src_name and call.src_name != call.src else ""),
-            (call.dst_number or call.dst) + (f" {legs}" if legs else ""),
-            t.get("res_" + (call.disposition or "live"), call.disposition), talk(call.billsec), c.site,
-            "+" if call.recording_sha256 else "", call.id)])
+    found, t, names, backs = _export_parts(request, me, session, query)
+    body = export.to_csv(found, t, t is i18n.WORDS["ru"], names, backs)
     name = f"calls_{query.first.isoformat()}_{query.last.isoformat()}.csv"
-    return Response("\ufeff" + out.getvalue(), media_type="text/csv; charset=utf-8",
+    return Response(body, media_type="text/csv; charset=utf-8",
+                    headers=dict(SECURITY_HEADERS, **{"Content-Disposition": f'attachment; filename="{name}"'}))
+
+
+@router.get("/calls.xlsx")
+def calls_xlsx(request: Request, me: users.SignedIn = Depends(org_user), session: Session = Depends(db),
+               asked: tuple[reports.Query, str | None] = Depends(report_query)) -> Response:
+    """The report as an Excel workbook (portal/export.py)."""
+    query, _preset = asked
+    found, t, names, backs = _export_parts(request, me, session, query)
+    body = export.to_xlsx(found, t, clock.offset_label(clock.org_zone(query.zones)), names, backs)
+    name = f"calls_{query.first.isoformat()}_{query.last.isoformat()}.xlsx"
+    return Response(body, media_type=export.XLSX_TYPE,
                     headers=dict(SECURITY_HEADERS, **{"Content-Disposition": f'attachment; filename="{name}"'}))
 
 

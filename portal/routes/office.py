@@ -8,7 +8,7 @@ from fastapi.responses import Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .. import reports, stats, users
+from .. import clock, reports, stats, users
 from ..db import as_utc
 from ..deps import db, org_user, report_query
 from ..models import Site
@@ -38,4 +38,5 @@ def stats_page(request: Request, me: users.SignedIn = Depends(org_user), session
     figures = stats.compute(session, me.org_id, query)
     peak = max([sum(v for k, v in counts.items() if k != "missed") for _, counts in figures.days] + [1])
     return render(request, "stats.html", me=me, s=figures, query=query, preset=preset, peak=peak,
-                  hour_peak=max(figures.hours + [1]))
+                  hour_peak=max(figures.hours + [1]), local=lambda call: clock.local(call, query.zones),
+                  zone_label=clock.offset_label(clock.org_zone(query.zones)))

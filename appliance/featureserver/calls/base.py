@@ -29,6 +29,8 @@ def place_next(services: Services, owner: object, cdr_id: str, targets: list[Tar
         target = targets.pop(0)
         if target.trunk:
             services.records.trunk(cdr_id, target.trunk)
+        elif target.number:  # an office phone: the call rang it (it counts as missed for it if nobody answers)
+            services.records.rang(cdr_id, target.number)
         leg = services.legs.outgoing(target.account, owner, role, target.number or number, office=target.trunk is None)
         try:
             leg.dial(target)
@@ -111,7 +113,7 @@ class Call:
             log.error("call %s: answering the pickup of %s failed: %s", self.cdr_id, picker, error)
         self.answer_caller(200)
         self.start_recording()
-        self.services.records.answered(self.cdr_id, self.recording_path)
+        self.services.records.answered(self.cdr_id, self.recording_path, by=picker)
         self.services.records.picked_up(self.cdr_id, picker)
         log.info("call %s %s -> %s picked up by %s", self.cdr_id, self.src, self.dst, picker)
         self.connect_media()

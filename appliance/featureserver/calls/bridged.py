@@ -135,7 +135,7 @@ class BridgedCall(Call):
             self.answer_caller(200)
             if self.recorder is None:
                 self.start_recording()
-            self.services.records.answered(self.cdr_id, self.recording_path)
+            self.services.records.answered(self.cdr_id, self.recording_path, by=leg.number if leg.office else None)
             self.connect_media()
         elif info.state == DISCONNECTED:
             if self.state == "answered":

@@ -131,7 +131,7 @@ class Transfer:
             made = self.services.records.new_recording(self.services.media, self.cdr_id, self.src, self.dst)
             if made is not None:
                 self.recorder, self.recording_path = made
-            self.services.records.answered(self.cdr_id, self.recording_path)
+            self.services.records.answered(self.cdr_id, self.recording_path, by=leg.number if leg.office else None)
             self.on_media()
         elif info.state == DISCONNECTED:
             code = info.code
