@@ -82,12 +82,13 @@ def cmd_devices(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    print(f"{'mac':<13} {'vendor':<12} {'model':<13} {'ext':<6} {'registered':<10} {'last fetch':<40} user agent")
+    print(f"{'mac':<13} {'vendor':<12} {'model':<13} {'ext':<6} {'registered':<42} {'last fetch':<40} user agent")
     for r in rows:
         fetch = r["last_fetch"]
         fetched = f"{fetch['at'][:19]} {fetch['protocol']} {fetch['file']}" if fetch else "-"
-        print(f"{r['mac']:<13} {r['vendor'] or '?':<12} {r['model'] or '?':<13} {r['extension'] or '-':<6} "
-              f"{'yes' if r['registered'] else 'no':<10} {fetched:<40} {r['user_agent'] or '-'}")
+        registered = f"from {r['registered_from']} since {r['registered_since'][:19]}" if r["registered"] else "no"
+        print(f"{r['mac'] or '-':<13} {r['vendor'] or '?':<12} {r['model'] or '?':<13} {r['extension'] or '-':<6} "
+              f"{registered:<42} {fetched:<40} {r['user_agent'] or '-'}")
     return 0
 
 

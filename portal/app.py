@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.exceptions import HTTPException
 
 from .deps import PageRefused, SignInNeeded
 from .fleet import FleetError
@@ -48,6 +49,15 @@ def create_app(sessions: sessionmaker[Session], storage: Storage) -> FastAPI:
     @app.exception_handler(SignInNeeded)
     async def to_login(_request: Request, _exc: SignInNeeded) -> Response:
         return RedirectResponse("/login", status_code=303)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        """An unknown URL or a method a route does not take: the API's JSON error for boxes, a
+        page in the portal's style for people."""
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+        return message(request, exc.status_code, None, "page_not_found" if exc.status_code == 404 else None,
+                       text=str(exc.detail), home=True)
 
     @app.exception_handler(PageRefused)
     async def page_refused(request: Request, exc: PageRefused) -> Response:

@@ -80,7 +80,7 @@ def to_xlsx(found: list[Conversation], t: dict[str, str], zone: str, names, call
         sheet.cell(line, 7).number_format = "[h]:mm:ss"  # numbers stay text cells: +7… keeps its plus
     for letter, width in zip("ABCDEFGHIJK", (20, 12, 28, 28, 22, 14, 10, 16, 8, 12, 38)):
         sheet.column_dimensions[letter].width = width
-    sheet.cell(sheet.max_row + 2, 1, t["times_in"].format(zone=zone))
+    sheet.cell(sheet.max_row + 2, 1, f"{t['times_in']} {zone}")
     out = io.BytesIO()
     book.save(out)
     return out.getvalue()

@@ -9,7 +9,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy import text as text_sql
 from sqlalchemy.orm import Session
 
-from . import tokens
+from . import i18n, tokens
 from .db import as_utc
 from .models import EnrolmentCode, Heartbeat, Organisation, Site, SiteCredential, utcnow
 
@@ -142,23 +142,28 @@ def known_zone(name: object) -> bool:
 DISK_LOW_FRACTION = 0.10  # an alarm when less than this share of the box's data partition is free
 
 
-def alarms(online: bool, status: dict) -> list[str]:
-    """What an operator must look at: the site offline, its disk nearly full, a trunk failing, a
-    toll-fraud limit tripped in the last day."""
-    found = [] if online else ["site offline"]
+def alarms(online: bool, status: dict) -> list[tuple[str, dict]]:
+    """What an operator must look at: the site offline, its disk nearly full, a trunk failing,
+    records the portal refused, a toll-fraud limit tripped in the last day. Each is an i18n key
+    (`alarm_` + key) and its values: the pages say it in the reader's language."""
+    found: list[tuple[str, dict]] = [] if online else [("offline", {})]
     disk = status.get("disk") or {}
     if disk.get("total_bytes") and disk.get("free_bytes", 0) < DISK_LOW_FRACTION * disk["total_bytes"]:
-        found.append(f"disk low: {disk['free_bytes'] >> 20} MB free")
+        found.append(("disk_low", {"mb": disk["free_bytes"] >> 20}))
     for trunk in status.get("trunks") or []:
         if trunk.get("state") == "failing":
-            found.append(f"trunk {trunk.get('name')} failing ({trunk.get('last_code')})")
+            found.append(("trunk_failing", {"name": trunk.get("name"), "code": trunk.get("last_code")}))
     aside = (status.get("outbox") or {}).get("rejected", 0)
     if aside:
-        found.append(f"{aside} call record(s) or recording(s) set aside on the box (the portal refused them)")
+        found.append(("set_aside", {"count": aside}))
     toll = status.get("toll_alarm") or {}
     if toll.get("reason"):
-        found.append(f"toll limit at {str(toll.get('at', ''))[:16].replace('T', ' ')}: {toll['reason']}")
+        found.append(("toll", {"at": str(toll.get("at", ""))[:16].replace("T", " "), "reason": toll["reason"]}))
     return found
+
+
+def alarm_texts(found: list[tuple[str, dict]], lang: str = "en") -> list[str]:
+    return [i18n.WORDS[lang]["alarm_" + key].format(**values) for key, values in found]
 
 
 def site_rows(session: Session, now: datetime | None = None) -> list[dict]:
@@ -170,9 +175,10 @@ def site_rows(session: Session, now: datetime | None = None) -> list[dict]:
         last = as_utc(site.last_heartbeat_at)
         interval = status.get("heartbeat_seconds", 60)
         online = last is not None and (now - last).total_seconds() < OFFLINE_AFTER_MISSED * interval
-        rows.append({"org": org.name, "site": site.name, "online": online,
+        found = alarms(online, status)
+        rows.append({"org": org.name, "site": site.name, "online": online, "timezone": site.timezone,
                      "last_heartbeat_at": last.isoformat() if last else None, "status": status,
-                     "alarms": alarms(online, status)})
+                     "alarms": alarm_texts(found), "alarm_keys": found})
     return rows
 
 

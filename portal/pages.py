@@ -4,13 +4,14 @@ scripts, nothing from a CDN."""
 from __future__ import annotations
 
 import re
+from datetime import datetime, timezone
 from pathlib import Path
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from . import i18n
+from . import clock, i18n
 from .models import Call
 from .users import SignedIn
 
@@ -31,6 +32,19 @@ def talk(seconds: int | None) -> str:
     return f"{seconds // 60}:{seconds % 60:02d}"
 
 
+def moment(value: str | None, zone_name: str | None = None) -> str:
+    """An ISO 8601 moment as a person reads it, in the site's zone (portal/clock.py): `2026-12-03 14:05:09`."""
+    if not value:
+        return "—"
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return value[:19]
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(clock.zone(zone_name)).strftime("%Y-%m-%d %H:%M:%S")
+
+
 def file_name(call: Call) -> str:
     """The download's default name: when, who to whom, which way (safe on every file system)."""
     stamp = call.started_at[:16].replace("T", "_").replace(":", "")
@@ -43,7 +57,7 @@ def render(request: Request, name: str, status: int = 200, me: SignedIn | None =
     lang = i18n.choose(request.query_params.get("lang") or request.cookies.get(LANG_COOKIE),
                        request.headers.get("accept-language"))
     html = templates.get_template(name).render(t=i18n.WORDS[lang], lang=lang, me=me, talk=talk,
-                                               file_name=file_name, **values)
+                                               file_name=file_name, moment=moment, **values)
     response = HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
     if request.query_params.get("lang") in i18n.LANGUAGES:
         response.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, samesite="lax")
@@ -54,6 +68,8 @@ def words(request: Request) -> dict[str, str]:
     return i18n.WORDS[i18n.choose(request.cookies.get(LANG_COOKIE), request.headers.get("accept-language"))]
 
 
-def message(request: Request, status: int, me: SignedIn | None, key: str | None = None, text: str = "") -> HTMLResponse:
-    """A page that only says something: a word from i18n (`key`), or `text`."""
-    return render(request, "message.html", status, me, message=words(request)[key] if key else text)
+def message(request: Request, status: int, me: SignedIn | None, key: str | None = None, text: str = "",
+            home: bool = False) -> HTMLResponse:
+    """A page that only says something: a word from i18n (`key`), or `text`; `home`: with a link
+    to the start page."""
+    return render(request, "message.html", status, me, message=words(request)[key] if key else text, home=home)

@@ -1,9 +1,12 @@
-"""What `edgepbx devices` shows: configured and discovered phones, last fetch, registration."""
+"""What `edgepbx devices` shows: configured and discovered phones, last fetch, registration, and
+every extension registered now without a provisioned phone (a softphone, a phone set up by hand):
+registered from which address, since when, by which user agent."""
 from __future__ import annotations
 
 import json
 import sqlite3
 import time
+from datetime import datetime
 
 from appliance.config import Config
 
@@ -21,6 +24,14 @@ def _query(path, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
         return []
     finally:
         db.close()
+
+
+def registration(reg: sqlite3.Row | None, now: float) -> dict:
+    """An extension's registration as the edge noted it, or not registered."""
+    if reg is None or reg["expires_at"] <= now:
+        return {"registered": False, "registered_from": None, "registered_since": None}
+    since = datetime.fromtimestamp(reg["registered_at"]).astimezone().isoformat(timespec="seconds")
+    return {"registered": True, "registered_from": reg["source"], "registered_since": since}
 
 
 def device_rows(cfg: Config) -> list[dict]:
@@ -41,7 +52,7 @@ def device_rows(cfg: Config) -> list[dict]:
             "mac": mac, "vendor": ext.phone.vendor, "model": ext.phone.model, "extension": ext.number,
             "configured": True, "ip": seen["ip"] if seen else None,
             "last_fetch": {"at": fetch["at"], "protocol": fetch["protocol"], "file": fetch["file"]} if fetch else None,
-            "registered": bool(reg and reg["expires_at"] > now),
+            **registration(reg, now),
             "user_agent": (reg["user_agent"] if reg else None) or (fetch["user_agent"] if fetch else None),
         })
     enrolled_path = cfg.data_dir / "enrolled.json"
@@ -51,13 +62,20 @@ def device_rows(cfg: Config) -> list[dict]:
         rows.append({"mac": mac, "vendor": entry["vendor"], "model": entry["model"], "extension": entry["extension"],
                      "configured": False, "enrolled": True, "ip": discovered[mac]["ip"] if mac in discovered else None,
                      "last_fetch": {"at": fetch["at"], "protocol": fetch["protocol"], "file": fetch["file"]} if fetch else None,
-                     "registered": bool(reg and reg["expires_at"] > now),
+                     **registration(reg, now),
                      "user_agent": (reg["user_agent"] if reg else None) or (fetch["user_agent"] if fetch else None)})
+    listed = {r["extension"] for r in rows}
+    for ext in cfg.extensions:  # registered without a phone the box provisions
+        reg = registrations.get(ext.number)
+        if ext.number not in listed and reg is not None and reg["expires_at"] > now:
+            rows.append({"mac": None, "vendor": None, "model": None, "extension": ext.number, "configured": False,
+                         "ip": reg["source"].rsplit(":", 1)[0], "last_fetch": None, **registration(reg, now),
+                         "user_agent": reg["user_agent"]})
     for mac, seen in discovered.items():
         if any(r["mac"] == mac for r in rows):
             continue
         vendor = seen["vendor"] or (v.name if (v := vendor_by_oui(mac)) else None)
         rows.append({"mac": mac, "vendor": vendor, "model": None, "extension": None, "configured": False,
-                     "ip": seen["ip"], "last_fetch": None, "registered": False, "user_agent": None,
+                     "ip": seen["ip"], "last_fetch": None, **registration(None, now), "user_agent": None,
                      "vendor_class": seen["vendor_class"]})
     return rows

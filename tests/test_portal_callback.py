@@ -131,7 +131,7 @@ trunks:
         csrf = form.split('name="csrf" value="', 1)[1].split('"', 1)[0]
         session.post(f"{portal.url}/login", data={"csrf": csrf, "username": "boris", "password": PASSWORD}, timeout=10)
         russian = session.get(f"{portal.url}/settings", headers={"Accept-Language": "ru"}, timeout=10).text
-        assert "Настройки: acme-hq" in russian and "город" in russian and "trunk-pass-2" not in russian
+        assert "Настройки: NN" in russian and "город" in russian and "trunk-pass-2" not in russian
         report = session.get(f"{portal.url}/calls?view=missed", timeout=10).text
         csrf = report.split('name="csrf" value="', 1)[1].split('"', 1)[0]
         queued = session.post(f"{portal.url}/calls/{refused_missed}/call-back", data={"csrf": csrf, "back": "/calls"},

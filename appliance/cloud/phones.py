@@ -14,7 +14,8 @@ import time
 from ..config import Config
 
 ACTIONS = ("resync", "reboot")
-PHONE_FIELDS = ("mac", "vendor", "model", "extension", "configured", "registered", "ip", "user_agent")
+PHONE_FIELDS = ("mac", "vendor", "model", "extension", "configured", "registered", "registered_from",
+                "registered_since", "ip", "user_agent")
 
 
 def phone_list(cfg: Config) -> list[dict]:

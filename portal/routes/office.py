@@ -8,11 +8,11 @@ from fastapi.responses import Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .. import clock, reports, stats, users
+from .. import clock, dialwords, reports, stats, users
 from ..db import as_utc
 from ..deps import db, org_user, report_query
 from ..models import Site
-from ..pages import render
+from ..pages import moment, render
 
 router = APIRouter(include_in_schema=False)
 
@@ -26,9 +26,10 @@ def settings_page(request: Request, me: users.SignedIn = Depends(org_user), sess
         status = json.loads(site.last_status) if site.last_status else {}
         phones = {p.get("extension"): p for p in status.get("phones", []) if p.get("extension")}
         shown.append({"name": site.name, "settings": status.get("settings"), "phones": phones,
-                      "at": as_utc(site.last_heartbeat_at).strftime("%Y-%m-%d %H:%M UTC")
+                      "timezone": site.timezone,
+                      "at": moment(as_utc(site.last_heartbeat_at).isoformat(), site.timezone)
                       if site.last_heartbeat_at else None})
-    return render(request, "settings.html", me=me, sites=shown)
+    return render(request, "settings.html", me=me, sites=shown, dial_shape=dialwords.shape)
 
 
 @router.get("/stats")
@@ -39,4 +40,6 @@ def stats_page(request: Request, me: users.SignedIn = Depends(org_user), session
     peak = max([sum(v for k, v in counts.items() if k != "missed") for _, counts in figures.days] + [1])
     return render(request, "stats.html", me=me, s=figures, query=query, preset=preset, peak=peak,
                   hour_peak=max(figures.hours + [1]), local=lambda call: clock.local(call, query.zones),
-                  zone_label=clock.offset_label(clock.org_zone(query.zones)))
+                  zone_label=clock.offset_label(clock.org_zone(query.zones)),
+                  names={ext: name for site_names in reports.extension_names(session, me.org_id).values()
+                         for ext, name in site_names.items()})
