@@ -20,7 +20,9 @@ def _sessions(args: argparse.Namespace):
 def cmd_run(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from .alarms import AlarmWatch
     from .app import create_app
+    from .notify import Notifier
     from .storage import open_storage
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
@@ -28,6 +30,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     sessions = _sessions(args)
     remember_url(data_dir, args.database_url)
     app = create_app(sessions, open_storage(args.storage, data_dir))
+    watch = AlarmWatch(sessions, Notifier(mail_server(args)), args.alarm_interval)
+    watch.start()
 
     class Server(uvicorn.Server):
         async def startup(self, sockets=None) -> None:  # noqa: ANN001
@@ -41,6 +45,106 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = uvicorn.Config(app, host=args.bind, port=args.port, log_level="warning", access_log=False,
                             timeout_keep_alive=30, proxy_headers=bool(trusted), forwarded_allow_ips=trusted or None)
     Server(config).run()
+    return 0
+
+
+def mail_server(args: argparse.Namespace):
+    """The SMTP server alarms go through (`--smtp HOST:PORT`); its password from the environment
+    (EDGEPBX_SMTP_PASSWORD), never the command line, which every user of the machine can read."""
+    import os
+
+    from .notify import MailServer
+
+    if not args.smtp:
+        return None
+    host, _, port = args.smtp.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"--smtp must be HOST:PORT, not {args.smtp!r}")
+    return MailServer(host, int(port), starttls=args.smtp_tls == "starttls", user=args.smtp_user,
+                      password=os.environ.get("EDGEPBX_SMTP_PASSWORD"), sender=args.mail_from,
+                      ca_file=Path(args.smtp_ca_file) if args.smtp_ca_file else None)
+
+
+def cmd_contact_add(args: argparse.Namespace) -> int:
+    import secrets
+
+    from .models import AlarmContact, Organisation
+
+    if bool(args.email) == bool(args.webhook):
+        raise ValueError("give --email ADDRESS or --webhook URL")
+    if args.webhook and not args.webhook.startswith(("https://", "http://")):
+        raise ValueError("--webhook must be an http(s) URL")
+    if args.digest and args.webhook:
+        raise ValueError("a digest goes by e-mail")
+    secret = (args.secret or secrets.token_urlsafe(32)) if args.webhook else None
+    with _sessions(args)() as session:
+        org_id = None
+        if args.org:
+            org = session.query(Organisation).filter_by(name=args.org).one_or_none()
+            if org is None:
+                raise FleetError(404, f"no organisation {args.org}")
+            org_id = org.id
+        contact = AlarmContact(org_id=org_id, kind="webhook" if args.webhook else "email",
+                               target=args.webhook or args.email, severity=args.severity, secret=secret,
+                               digest=args.digest, language=args.language)
+        session.add(contact)
+        session.commit()
+        whose = f"organisation {args.org}" if args.org else "the operators (every site)"
+        print(f"contact {contact.id}: {contact.kind} {contact.target} for {whose}, {args.severity} and worse"
+              + (", a daily digest" if args.digest else ""))
+        if secret:
+            print(f"webhook secret (X-Edgepbx-Signature, HMAC-SHA256 of TIMESTAMP.BODY): {secret}")
+    return 0
+
+
+def cmd_contact_list(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from .models import AlarmContact, Organisation
+
+    with _sessions(args)() as session:
+        rows = session.execute(select(AlarmContact, Organisation.name).outerjoin(
+            Organisation, Organisation.id == AlarmContact.org_id).order_by(AlarmContact.id)).all()
+        listed = [{"id": c.id, "organisation": org, "kind": c.kind, "target": c.target, "severity": c.severity,
+                   "digest": c.digest, "language": c.language} for c, org in rows]
+    print(json.dumps(listed, indent=1, ensure_ascii=False) if args.json else
+          "\n".join(f"{c['id']:>4} {c['kind']:<8} {c['target']:<40} {c['organisation'] or '(operators)':<20} "
+                    f"{c['severity']}{' digest' if c['digest'] else ''}" for c in listed))
+    return 0
+
+
+def cmd_contact_remove(args: argparse.Namespace) -> int:
+    from .models import AlarmContact
+
+    with _sessions(args)() as session:
+        contact = session.get(AlarmContact, args.id)
+        if contact is None:
+            raise FleetError(404, f"no contact {args.id}")
+        session.delete(contact)
+        session.commit()
+    print(f"contact {args.id} removed")
+    return 0
+
+
+def cmd_alarms(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from .models import Alarm, Site
+    from .i18n import WORDS
+
+    with _sessions(args)() as session:
+        query = select(Alarm, Site.name).join(Site, Site.id == Alarm.site_id).order_by(Alarm.started_at.desc())
+        if args.site:
+            query = query.where(Site.name == args.site)
+        if args.open:
+            query = query.where(Alarm.ended_at.is_(None))
+        rows = [{"id": a.id, "site": site, "key": a.key, "subject": a.subject, "severity": a.severity,
+                 "text": WORDS["en"]["alarm_" + a.key].format(**json.loads(a.detail)),
+                 "started_at": a.started_at.isoformat(), "ended_at": a.ended_at.isoformat() if a.ended_at else None,
+                 "told": a.told_end if a.ended_at else a.told_start} for a, site in session.execute(query.limit(500))]
+    print(json.dumps(rows, indent=1, ensure_ascii=False) if args.json else
+          "\n".join(f"{r['started_at'][:19]} {r['ended_at'][:19] if r['ended_at'] else 'open':<19} {r['severity']:<8} "
+                    f"{r['site']}: {r['text']}" for r in rows))
     return 0
 
 
@@ -156,6 +260,12 @@ def cmd_sites(args: argparse.Namespace) -> int:
     return 0
 
 
+def i18n_languages() -> tuple[str, ...]:
+    from .i18n import LANGUAGES
+
+    return LANGUAGES
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgepbx-portal", description="The edgepbx cloud portal")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -174,7 +284,35 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--trusted-proxy", action="append", metavar="ADDRESS",
                      help="a reverse proxy or load balancer (address or CIDR; repeat for more) whose "
                           "X-Forwarded-For and X-Forwarded-Proto are believed; without it they are ignored")
+    run.add_argument("--smtp", metavar="HOST:PORT", help="the mail server alarms are e-mailed through")
+    run.add_argument("--smtp-tls", choices=("starttls", "none"), default="starttls")
+    run.add_argument("--smtp-user", help="the SMTP login (its password from EDGEPBX_SMTP_PASSWORD)")
+    run.add_argument("--smtp-ca-file", help="a CA bundle the mail server's certificate chains to")
+    run.add_argument("--mail-from", default="edgepbx@localhost", help="the alarms' sender address")
+    run.add_argument("--alarm-interval", type=float, default=10.0,
+                     help="seconds between alarm rounds (open, close, tell); one instance does it at a time")
     run.set_defaults(func=cmd_run)
+    cadd = common(sub.add_parser("add-contact", help="tell an e-mail address or a webhook of alarms"))
+    cadd.add_argument("--org", help="this organisation's sites (default: the operators, every site)")
+    cadd.add_argument("--email")
+    cadd.add_argument("--webhook", help="an https URL that gets each alarm's start and end as signed JSON")
+    cadd.add_argument("--secret", help="the webhook's HMAC key (default: a random one, printed)")
+    cadd.add_argument("--severity", choices=("warning", "critical"), default="warning",
+                      help="the least severe alarm it is told of")
+    cadd.add_argument("--digest", action="store_true", help="one e-mail a day listing the day's alarms instead")
+    cadd.add_argument("--language", choices=i18n_languages(), default="en")
+    cadd.set_defaults(func=cmd_contact_add)
+    clist = common(sub.add_parser("contacts", help="who is told of alarms"))
+    clist.add_argument("--json", action="store_true")
+    clist.set_defaults(func=cmd_contact_list)
+    crem = common(sub.add_parser("remove-contact", help="stop telling a contact"))
+    crem.add_argument("--id", type=int, required=True)
+    crem.set_defaults(func=cmd_contact_remove)
+    alarms = common(sub.add_parser("alarms", help="alarms, newest first: what, where, when it began and ended"))
+    alarms.add_argument("--site")
+    alarms.add_argument("--open", action="store_true", help="only those still going on")
+    alarms.add_argument("--json", action="store_true")
+    alarms.set_defaults(func=cmd_alarms)
     add = common(sub.add_parser("add-site", help="create a site (and its organisation); prints its enrolment code"))
     add.add_argument("--org", required=True)
     add.add_argument("--site", required=True)

@@ -6,6 +6,10 @@ LANGUAGES = ("en", "ru")
 
 WORDS: dict[str, dict[str, str]] = {
     "en": {
+        "alarm_mail_critical": "ALARM", "alarm_mail_warning": "warning", "alarm_mail_ended": "resolved",
+        "alarm_digest": "alarms of the last day: {count}", "alarm_digest_none": "No alarm in the last day.\n",
+        "alarm_severity_critical": "critical", "alarm_severity_warning": "warning",
+        "alarm_started": "began", "alarm_ended": "ended",
         "alarm_offline": "site offline", "alarm_disk_low": "disk low: {mb} MB free",
         "alarm_trunk_failing": "trunk {name} failing ({code})",
         "alarm_set_aside": "{count} call record(s) or recording(s) set aside on the box (the portal refused them)",
@@ -80,6 +84,10 @@ WORDS: dict[str, dict[str, str]] = {
         "registers": "registers", "ip_trunk": "IP-authenticated", "dids": "Numbers", "all_trunks": "every trunk in turn",
     },
     "ru": {
+        "alarm_mail_critical": "АВАРИЯ", "alarm_mail_warning": "предупреждение", "alarm_mail_ended": "устранено",
+        "alarm_digest": "тревоги за сутки: {count}", "alarm_digest_none": "За сутки тревог не было.\n",
+        "alarm_severity_critical": "авария", "alarm_severity_warning": "предупреждение",
+        "alarm_started": "началась", "alarm_ended": "закончилась",
         "alarm_offline": "нет связи с АТС", "alarm_disk_low": "мало места на диске: свободно {mb} МБ",
         "alarm_trunk_failing": "транк {name} не работает ({code})",
         "alarm_set_aside": "отложено на АТС записей о звонках и записей разговоров: {count} (портал их не принял)",

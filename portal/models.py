@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import (BigInteger, DateTime, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint)
+from sqlalchemy import (BigInteger, Boolean, DateTime, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -203,3 +203,34 @@ class LoginFailure(Base):
     username: Mapped[str] = mapped_column(String(120), index=True)
     address: Mapped[str] = mapped_column(String(64), index=True)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+
+
+class Alarm(Base):
+    """Something an operator or an office must be told of, with its start and its end: one row
+    per (site, key, subject) while it lasts, so a trunk failing for an hour is one alarm."""
+    __tablename__ = "alarm"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("site.id"), index=True)
+    key: Mapped[str] = mapped_column(String(32))  # offline, trunk_failing, disk_low, set_aside, toll
+    subject: Mapped[str] = mapped_column(String(64), default="")  # what it is about (a trunk's name)
+    severity: Mapped[str] = mapped_column(String(16))  # critical or warning
+    detail: Mapped[str] = mapped_column(Text, default="{}")  # JSON values of its i18n text
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    told_start: Mapped[bool] = mapped_column(Boolean, default=False)  # every contact was told it began
+    told_end: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class AlarmContact(Base):
+    """Who is told: an e-mail address or a webhook, for one organisation's sites or (org_id NULL)
+    for the provider's operators (every site), from a severity up; or once a day in a digest."""
+    __tablename__ = "alarm_contact"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    org_id: Mapped[int | None] = mapped_column(ForeignKey("organisation.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # email or webhook
+    target: Mapped[str] = mapped_column(String(500))  # the address or the URL
+    severity: Mapped[str] = mapped_column(String(16), default="warning")  # the least severe it is told of
+    secret: Mapped[str | None] = mapped_column(String(128))  # a webhook's HMAC key
+    digest: Mapped[bool] = mapped_column(Boolean, default=False)  # one e-mail a day instead of each alarm
+    language: Mapped[str] = mapped_column(String(2), default="en")
+    last_digest_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
