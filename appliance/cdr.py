@@ -9,6 +9,7 @@ Every write also queues the record in the outbox, in the same transaction: the c
 """
 from __future__ import annotations
 
+import json
 import sqlite3
 import uuid
 from dataclasses import dataclass
@@ -44,7 +45,8 @@ CREATE TABLE IF NOT EXISTS cdr (
     transferred_to TEXT,
     linked_id TEXT,
     answered_by TEXT,
-    rang TEXT
+    rang TEXT,
+    quality TEXT
 );
 CREATE INDEX IF NOT EXISTS cdr_started ON cdr(started_at);
 CREATE TABLE IF NOT EXISTS outbox (
@@ -63,12 +65,14 @@ QUEUE = ("INSERT INTO outbox (kind, ref, queued_at) VALUES (?, ?, ?) "
 
 COLUMNS = ("id", "sip_call_id", "started_at", "answered_at", "ended_at", "direction", "src", "src_name",
            "dst", "dst_number", "trunk", "picked_up_by", "transferred_to", "linked_id", "disposition", "sip_code", "duration", "billsec", "recording",
-           "answered_by", "rang")
+           "answered_by", "rang", "quality")
 # `worker` (kept, always 0 now) numbered the feature-server process of the PyPI wheel's days.
 ADDED_COLUMNS = {"worker": "INTEGER NOT NULL DEFAULT 0", "dst_number": "TEXT", "trunk": "TEXT", "picked_up_by": "TEXT",
                  "transferred_to": "TEXT", "linked_id": "TEXT",
                  # the office extension that answered, and those the call rang ("101,102")
                  "answered_by": "TEXT", "rang": "TEXT",
+                 # JSON: what each leg measured, with a MOS (featureserver/quality.py)
+                 "quality": "TEXT",
                  # set by the cloud agent once the portal acknowledged the recording's hash
                  "recording_sha256": "TEXT", "recording_synced_at": "TEXT",
                  # set when the file left the box (appliance/recordings.prune)
@@ -184,16 +188,17 @@ class CdrStore:
         self._change(cdr_id, "UPDATE cdr SET answered_at=?, recording=?, answered_by=? WHERE id=? AND ended_at IS NULL",
                      (now(), recording, by, cdr_id))
 
-    def ended(self, cdr_id: str, disposition: str, sip_code: int | None = None) -> None:
+    def ended(self, cdr_id: str, disposition: str, sip_code: int | None = None, quality: dict | None = None) -> None:
         assert disposition in DISPOSITIONS
         row = self.db.execute("SELECT started_at, answered_at FROM cdr WHERE id=?", (cdr_id,)).fetchone()
         if row is None:
             return
         ended_at = now()
         billsec = _seconds_between(row["answered_at"], ended_at) if row["answered_at"] else 0
-        self._change(cdr_id, "UPDATE cdr SET ended_at=?, disposition=?, sip_code=?, duration=?, billsec=? "
+        self._change(cdr_id, "UPDATE cdr SET ended_at=?, disposition=?, sip_code=?, duration=?, billsec=?, quality=? "
                      "WHERE id=? AND ended_at IS NULL",
-                     (ended_at, disposition, sip_code, _seconds_between(row["started_at"], ended_at), billsec, cdr_id),
+                     (ended_at, disposition, sip_code, _seconds_between(row["started_at"], ended_at), billsec,
+                      json.dumps(quality) if quality else None, cdr_id),
                      recording_done=True)
 
     def close_orphans(self, last_alive: dict[str, str] | None = None) -> list[OrphanedCall]:
@@ -250,4 +255,5 @@ def as_record(row: sqlite3.Row) -> dict:
     """A CDR as `edgepbx cdr list --json` and the sync carry it: `rang` as a list of extensions."""
     record = {c: row[c] for c in COLUMNS}
     record["rang"] = record["rang"].split(",") if record["rang"] else []
+    record["quality"] = json.loads(record["quality"]) if record["quality"] else None
     return record

@@ -78,6 +78,7 @@ class Call(Base):
     picked_up_by: Mapped[str | None] = mapped_column(String(16))
     answered_by: Mapped[str | None] = mapped_column(String(16))  # the office extension that answered
     rang: Mapped[str | None] = mapped_column(String(255))  # the extensions it rang, "101,102"
+    quality: Mapped[str | None] = mapped_column(Text)  # JSON: each leg's figures and MOS, as the box measured
     transferred_to: Mapped[str | None] = mapped_column(String(64))
     linked_id: Mapped[str | None] = mapped_column(String(36))
     disposition: Mapped[str | None] = mapped_column(String(16))

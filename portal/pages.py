@@ -3,6 +3,7 @@ reader, the security headers, and the small formatters the templates use. Server
 scripts, nothing from a CDN."""
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime, timezone
 from pathlib import Path
@@ -45,6 +46,22 @@ def moment(value: str | None, zone_name: str | None = None) -> str:
     return parsed.astimezone(clock.zone(zone_name)).strftime("%Y-%m-%d %H:%M:%S")
 
 
+POOR_MOS, FAIR_MOS = 3.6, 4.0  # under 3.6 users complain (G.107 Annex B); 4.0 and up is toll quality
+
+
+def call_quality(call: Call) -> dict | None:
+    """The report's mark for a call: its worse leg's MOS, good / fair / poor, and each leg's figures."""
+    if not call.quality:
+        return None
+    try:
+        legs = json.loads(call.quality)
+        worst = min(float(leg["mos"]) for leg in legs.values() if isinstance(leg.get("mos"), (int, float)))
+    except (ValueError, AttributeError, TypeError):
+        return None
+    mark = "poor" if worst < POOR_MOS else "fair" if worst < FAIR_MOS else "good"
+    return {"mos": worst, "mark": mark, "legs": legs}
+
+
 def file_name(call: Call) -> str:
     """The download's default name: when, who to whom, which way (safe on every file system)."""
     stamp = call.started_at[:16].replace("T", "_").replace(":", "")
@@ -57,7 +74,8 @@ def render(request: Request, name: str, status: int = 200, me: SignedIn | None =
     lang = i18n.choose(request.query_params.get("lang") or request.cookies.get(LANG_COOKIE),
                        request.headers.get("accept-language"))
     html = templates.get_template(name).render(t=i18n.WORDS[lang], lang=lang, me=me, talk=talk,
-                                               file_name=file_name, moment=moment, **values)
+                                               file_name=file_name, moment=moment, call_quality=call_quality,
+                                               **values)
     response = HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
     if request.query_params.get("lang") in i18n.LANGUAGES:
         response.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, samesite="lax")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from datetime import datetime, timedelta, timezone
 
@@ -15,7 +16,7 @@ from .storage import Storage, staged_file
 
 CDR_FIELDS = ("id", "sip_call_id", "started_at", "answered_at", "ended_at", "direction", "src", "src_name", "dst",
               "dst_number", "trunk", "picked_up_by", "transferred_to", "linked_id", "disposition", "sip_code",
-              "duration", "billsec", "recording", "answered_by", "rang")
+              "duration", "billsec", "recording", "answered_by", "rang", "quality")
 REQUIRED = ("id", "started_at", "direction", "src", "dst")
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -53,10 +54,40 @@ def _checked(record: dict) -> dict:
             or len(",".join(rang)) > Call.__table__.c["rang"].type.length:
         raise FleetError(422, f"call {record['id']}: rang must be a list of extension numbers")
     values["rang"] = ",".join(rang) or None
+    values["quality"] = _quality(record["id"], values["quality"])
     for f, most in TEXT_LIMITS.items():  # what the columns hold: a longer value would fail the whole batch
         if values[f] is not None and (not isinstance(values[f], str) or len(values[f]) > most or "\x00" in values[f]):
             raise FleetError(422, f"call {record['id']}: {f} must be text of at most {most} characters, without NUL")
     return values
+
+
+QUALITY_SIDES = ("caller", "callee")
+QUALITY_TEXT = {"codec": 32}
+QUALITY_NUMBERS = ("packets", "lost", "loss_pct", "jitter_ms", "jitter_max_ms", "rtt_ms", "reported_loss_pct",
+                   "reported_jitter_ms", "mos")
+
+
+def _quality(call_id: str, quality: object) -> str | None:
+    """A call's measured quality as JSON text: per side, a codec name and numbers (or null), no more."""
+    if quality is None:
+        return None
+    if not isinstance(quality, dict) or not set(quality) <= set(QUALITY_SIDES):
+        raise FleetError(422, f"call {call_id}: quality must be an object with caller and callee")
+    kept = {}
+    for side, figures in quality.items():
+        if not isinstance(figures, dict):
+            raise FleetError(422, f"call {call_id}: quality.{side} must be an object")
+        leg = {}
+        for name, value in figures.items():
+            if name in QUALITY_TEXT and isinstance(value, str) and len(value) <= QUALITY_TEXT[name] and "\x00" not in value:
+                leg[name] = value
+            elif name in QUALITY_NUMBERS and (value is None or isinstance(value, (int, float))
+                                              and not isinstance(value, bool) and -1e9 < value < 1e12):
+                leg[name] = value
+            else:
+                raise FleetError(422, f"call {call_id}: quality.{side}.{name} is not a figure the portal keeps")
+        kept[side] = leg
+    return json.dumps(kept)
 
 
 def upsert_calls(session: Session, site: Site, records: list) -> int:
@@ -180,4 +211,5 @@ def site_calls(session: Session, site: Site) -> list[dict]:
     """The site's calls in the order they started, with the box's CDR fields and the recording hash."""
     calls = session.scalars(select(Call).where(Call.site_id == site.id).order_by(Call.started_utc, Call.id)).all()
     return [{f: getattr(c, f) for f in CDR_FIELDS} | {"rang": c.rang.split(",") if c.rang else [],
+                                                     "quality": json.loads(c.quality) if c.quality else None,
                                                      "recording_sha256": c.recording_sha256} for c in calls]

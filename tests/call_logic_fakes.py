@@ -47,11 +47,15 @@ class FakeLeg:
         self.outcomes: list[int] = []       # transfer outcome NOTIFYs
         self.released = False
         self.fail_dial = False
+        self.stream = None                  # a quality.LegSample the test sets: what its stream measured
 
     def __repr__(self) -> str:
         return f"<FakeLeg {self.role} {self.number}>"
 
     # the protocol
+    def stream_sample(self):
+        return self.stream if self.audio and not self.disconnected else None
+
     def dial(self, target: Target) -> None:
         self.target = target
         if self.fail_dial or getattr(target, "fail", False):

@@ -209,6 +209,7 @@ class PhoneLab:
     max_calls: int = 128  # our PJSIP build: no 4-leg cap (scripts/pjsip/config_site.h)
     record: bool = True  # each phone records what it hears (off for load benchmarks)
     clock_rate: int = SAMPLE_RATE  # the load benchmark's G.711 phones mix at 8000: no resampling
+    tx_drop_pct: int = 0  # PJSIP's own loss simulator: this share of every phone's RTP packets is not sent
 
     def start(self) -> None:
         self.ep.libCreate()
@@ -231,6 +232,7 @@ class PhoneLab:
         # 50 packets/s: bound them, so "who hears whom" is judged on the audio of that moment.
         ec.medConfig.jbMax = 200
         ec.medConfig.quality = 2  # cheap resampling (libsamplerate SINC_FASTEST), as the feature server
+        ec.medConfig.txDropPct = self.tx_drop_pct
         self.ep.libInit(ec)
         self.ep.audDevManager().setNullDev()
         tc = pj.TransportConfig()

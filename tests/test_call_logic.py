@@ -288,3 +288,41 @@ def test_what_the_edge_writes_is_what_the_feature_server_reads(monkeypatch):
     assert name == "X-Edgepbx-Call"
     assert parse_edge_call(value) == EdgeCall(caller="101", name="A;B", dialled="0%23", replaces="c@h",
                                               call_id="i@h", tls=True)
+
+
+def test_an_answered_call_records_what_each_leg_measured_and_its_mos(office):
+    """The figures come from the legs' streams (PJSIP's statistics on the box): a clean caller and
+    a callee whose packets arrive with 10 % loss."""
+    from appliance.featureserver.quality import LegSample
+
+    phone, sales = answered_call(office)
+    phone.stream = LegSample("PCMU", received=500, lost=0, jitter_mean_ms=0.4, jitter_max_ms=2.0, rtt_ms=0.3,
+                             sent=500, reported_lost=0, reported_jitter_ms=0.5)
+    sales.stream = LegSample("PCMU", received=450, lost=50, jitter_mean_ms=3.0, jitter_max_ms=20.0, rtt_ms=None,
+                             sent=500, reported_lost=None, reported_jitter_ms=None)
+    office.tick()
+    sales.ends(200)
+    (record,) = office.records()
+    caller, callee = record["quality"]["caller"], record["quality"]["callee"]
+    assert caller["codec"] == "PCMU" and caller["loss_pct"] == 0.0 and caller["mos"] >= 4.3
+    assert caller["rtt_ms"] == 0.3 and caller["reported_loss_pct"] == 0.0
+    assert callee["loss_pct"] == 10.0 and callee["rtt_ms"] is None and callee["reported_loss_pct"] is None
+    assert 3.0 < callee["mos"] < 3.6  # poor: G.107's Ie_eff for 10 % random loss on G.711 with PLC
+
+
+def test_an_unanswered_call_has_no_quality(office):
+    phone = office.invite("101", "102")
+    office.legs.to("102").ends(486)
+    assert office.records()[0]["quality"] is None
+
+
+def test_the_e_model_by_its_known_points():
+    """G.107: G.711 with no loss and little delay is R 93 (MOS 4.4); delay past 177 ms and loss
+    bring it down; a MOS never leaves 1.0-4.5."""
+    from appliance.featureserver.quality import mos
+
+    assert mos("PCMA", 0, 0, None) == pytest.approx(4.41, abs=0.02)
+    assert mos("PCMU", 0, 0, 400) < mos("PCMU", 0, 0, 40)
+    assert mos("PCMU", 0, 0, 600) < 4.0
+    assert mos("G729", 0, 0, None) < mos("PCMU", 0, 0, None)
+    assert mos("PCMU", 100, 200, 2000) == 1.0

@@ -607,3 +607,22 @@ def test_a_box_beating_in_a_loop_and_its_abandoned_uploads_do_not_grow_the_datab
     offer = requests.post(f"{portal.url}/api/v1/recordings", json={"call_id": half["id"], "sha256": sha,
                                                                   "size": len(data)}, headers=box.auth, timeout=10)
     assert offer.json() == {"status": "upload", "offset": 0}  # the box starts it again
+
+
+def test_a_calls_measured_quality_arrives_and_the_report_marks_a_poor_line(office):
+    portal = office["portal"]
+    box = Box(portal, "Quality Org", "quality-hq")
+    leg = lambda mos, loss: {"codec": "PCMU", "packets": 450, "lost": 50, "loss_pct": loss,  # noqa: E731
+                             "jitter_ms": 3.0, "jitter_max_ms": 20.0, "rtt_ms": None, "reported_loss_pct": None,
+                             "reported_jitter_ms": None, "mos": mos}
+    poor = call("101", "102", "internal", "answered", 30, quality={"caller": leg(4.4, 0.0), "callee": leg(3.29, 9.81)})
+    box.send(poor)
+    odd = call("101", "102", "internal", "answered", 5, quality={"caller": {"codec": "PCMU", "script": "<x>"}})
+    refused = requests.post(f"{portal.url}/api/v1/calls", json={"calls": [odd]}, headers=box.auth, timeout=10)
+    assert refused.status_code == 422 and "quality.caller.script" in refused.text
+    [synced] = portal.calls("quality-hq")
+    assert synced["quality"]["callee"]["mos"] == 3.29
+    portal.cli("add-user", "--org", "Quality Org", "--user", "quinn", "--password", PASSWORD, "--role", "viewer")
+    browser, _ = signed_in(portal, "quinn")
+    row = browser.get(f"{portal.url}/calls", timeout=10).text.split(f'data-call-id="{poor["id"]}"', 1)[1].split("</tr>", 1)[0]
+    assert 'data-quality="poor"' in row and 'data-mos="3.29"' in row and "loss 9.81 %" in row

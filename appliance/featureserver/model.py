@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
+from .quality import LegSample
+
 BUSY_CODES = {486, 600, 603}  # the callee (or its user) refused: the caller hears busy
 # A trunk answering these (or not at all) is the trunk's problem, not the callee's: try the next one.
 FAILOVER_CODES = {0, 408, 480} | set(range(500, 600))
@@ -69,6 +71,7 @@ class Leg(Protocol):
     def send_dtmf(self, digit: str) -> None: ...
     def send_transfer_outcome(self, code: int, reason: str, cseq: str = "") -> None: ...
     def release_after_outcome(self) -> None: ...          # hang up once the phone answered that NOTIFY
+    def stream_sample(self) -> LegSample | None: ...      # its audio stream's figures; None without media
 
 
 class LegFactory(Protocol):

@@ -61,8 +61,8 @@ class CallRecords:
             self.recording_now.add(cdr_id)
             self.recording_started.set()
 
-    def ended(self, cdr_id: str, disposition: str, code: int | None) -> None:
-        self._write(lambda: self.store.ended(cdr_id, disposition, code), "end update")
+    def ended(self, cdr_id: str, disposition: str, code: int | None, quality: dict | None = None) -> None:
+        self._write(lambda: self.store.ended(cdr_id, disposition, code, quality), "end update")
         self.recording_now.discard(cdr_id)
 
     def new_recording(self, media: Media, cdr_id: str, src: str, dst: str) -> tuple[object, str] | None:

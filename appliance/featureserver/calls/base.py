@@ -12,9 +12,11 @@ import logging
 import time
 
 from ..model import DialError, Leg, LegState, Target, TransferKind
+from ..quality import LegSample, summary
 from ..services import Services
 
 log = logging.getLogger("edgepbx.featureserver")
+QUALITY_SAMPLE_SECONDS = 1.0  # each talking leg's stream figures are read this often
 
 
 def place_next(services: Services, owner: object, cdr_id: str, targets: list[Target], current: Leg | None, role: str,
@@ -60,6 +62,8 @@ class Call:
         self.hold_music: tuple[Leg, object] | None = None  # (the party hearing it, the player)
         self.transfer: TransferKind | None = None
         self.created = time.monotonic()
+        self.quality_samples: dict[str, LegSample] = {}  # "caller" / "callee": each leg's latest figures
+        self.next_sample = 0.0
 
     # -- what the table, pickup and the limits ask ----------------------------------------------
 
@@ -94,8 +98,25 @@ class Call:
         self.services.table.retire_if_done(self)
 
     def on_timer(self) -> None:
+        if self.state == "answered" and time.monotonic() >= self.next_sample:
+            self.next_sample = time.monotonic() + QUALITY_SAMPLE_SECONDS
+            self.sample_quality()
         if self.transfer is not None:
             self.transfer.on_timer()
+
+    def sample_quality(self) -> None:
+        """Keeps each talking leg's latest stream figures: a leg's stream is gone once it hangs
+        up, so the record gets the last second's figures before that."""
+        for side, leg in (("caller", self.caller), ("callee", self.callee)):
+            if leg is not None and not leg.disconnected:
+                sample = leg.stream_sample()
+                if sample is not None:
+                    self.quality_samples[side] = sample
+
+    def quality_report(self) -> dict | None:
+        """`quality` of the call record: per leg what the box measured and its MOS (quality.py)."""
+        self.sample_quality()
+        return {side: summary(sample) for side, sample in self.quality_samples.items()} or None
 
     def pick_up(self, leg_id: int, picker: str) -> bool:
         """Another phone dialled the pickup code (or pressed a BLF key) while this call rings an

@@ -161,6 +161,7 @@ class BridgedCall(Call):
             self.transfer.abort()
         self.recorder = None  # closing the WAV writes its final header
         self.services.board.stopped(self.cdr_id)
-        self.services.records.ended(self.cdr_id, disposition, code)
+        self.services.records.ended(self.cdr_id, disposition, code,
+                                    self.quality_report() if disposition == "answered" else None)
         log.info("call %s %s -> %s ended: %s (%s)", self.cdr_id, self.src, self.dst, disposition, code)
         self.retire_if_done()

@@ -247,7 +247,8 @@ class InboundCall(Call):
             self.transfer.abort()
         self.prompt = self.ringback = self.recorder = self.hold_music = None
         self.services.board.stopped(self.cdr_id)
-        self.services.records.ended(self.cdr_id, disposition, code)
+        self.services.records.ended(self.cdr_id, disposition, code,
+                                    self.quality_report() if disposition == "answered" and self.callee else None)
         log.info("inbound %s from %s to %s ended: %s (%s)", self.cdr_id, self.src, self.dst, disposition, code)
         self.drop_ringing(None)
         if self.callee is not None and self.callee.owner is self:

@@ -9,6 +9,7 @@ from typing import Callable
 import pjsua2 as pj
 
 from ..model import CALLING, CONFIRMED, CONNECTING, DISCONNECTED, EARLY, CallKind, DialError, LegState, Target
+from ..quality import LegSample
 
 log = logging.getLogger("edgepbx.featureserver")
 
@@ -67,6 +68,27 @@ class PjLeg(pj.Call):
             return self.getInfo().callIdString
         except pj.Error:
             return ""
+
+    def stream_sample(self) -> LegSample | None:
+        """The audio stream's figures now (PJSIP's stream and RTCP statistics), or None when the
+        leg has no media (not answered, or already gone)."""
+        try:
+            info = self.getInfo()
+            index = next((i for i, m in enumerate(info.media) if m.type == pj.PJMEDIA_TYPE_AUDIO and m.status in (
+                pj.PJSUA_CALL_MEDIA_ACTIVE, pj.PJSUA_CALL_MEDIA_REMOTE_HOLD, pj.PJSUA_CALL_MEDIA_LOCAL_HOLD)), None)
+            if index is None:
+                return None
+            rtcp = self.getStreamStat(index).rtcp
+            codec = self.getStreamInfo(index).codecName
+        except pj.Error:
+            return None
+        rx, tx = rtcp.rxStat, rtcp.txStat
+        reported = tx.updateCount > 0  # the party has sent a receiver report
+        return LegSample(codec=codec, received=rx.pkt, lost=rx.loss, jitter_mean_ms=rx.jitterUsec.mean / 1000,
+                         jitter_max_ms=rx.jitterUsec.max / 1000,
+                         rtt_ms=rtcp.rttUsec.mean / 1000 if rtcp.rttUsec.n else None, sent=tx.pkt,
+                         reported_lost=tx.loss if reported else None,
+                         reported_jitter_ms=tx.jitterUsec.mean / 1000 if reported else None)
 
     def audio(self) -> pj.AudioMedia | None:
         try:

@@ -1,0 +1,71 @@
+"""What each leg of a call measured, and an estimated MOS for it (issue 26).
+
+The box anchors all media, so it sees every packet of both legs: per leg, PJSIP's stream
+statistics give the packets the box received from that party and the ones it expected but never
+got, the interarrival jitter (RFC 3550) of that party's packets, the round-trip time from RTCP,
+and that party's own receiver reports of what it got from the box.
+
+The MOS is the ITU-T G.107 E-model, reduced to what a PBX knows (docs/quality.md):
+  R = 93.2 - Id - Ie_eff
+  Ie_eff = Ie + (95 - Ie) * Ppl / (Ppl + Bpl)                (random loss, BurstR = 1)
+  Id = 0.024 d + 0.11 (d - 177.3) H(d - 177.3)               (d: one-way delay, ms)
+  d = rtt/2 (0 when unknown) + 2 * mean jitter + the packet time (20 ms)
+  MOS = 1 + 0.035 R + 7e-6 R (R - 60) (100 - R), 1.0..4.5
+Ie and Bpl per codec from G.113 Appendix I (G.711 with packet loss concealment: 0 and 25.1;
+G.729A+VAD 11 and 19; GSM-FR 20 and 10; G.722, Opus and others are given G.711's figures, since
+G.113 has no narrowband-equivalent figure for them: their MOS is a narrowband estimate).
+Standard library only: the call logic's tests run it without pjsua2.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PACKET_MS = 20.0
+# codec (lower case, without clock rate) -> (Ie, Bpl)
+CODEC_IMPAIRMENT = {"pcmu": (0.0, 25.1), "pcma": (0.0, 25.1), "g729": (11.0, 19.0), "gsm": (20.0, 10.0)}
+DEFAULT_IMPAIRMENT = (0.0, 25.1)
+POOR_MOS = 3.6  # under this a call counts as poor (the portal's quality share, alarms)
+
+
+@dataclass(frozen=True)
+class LegSample:
+    """One leg's stream figures at one moment (cumulative since the stream began)."""
+    codec: str
+    received: int                 # packets the box received from this party
+    lost: int                     # packets of this party's it expected and did not get
+    jitter_mean_ms: float
+    jitter_max_ms: float
+    rtt_ms: float | None          # from RTCP; None before the first receiver report
+    sent: int                     # packets the box sent to this party
+    reported_lost: int | None     # what this party reported not receiving (RTCP RR); None without RR
+    reported_jitter_ms: float | None
+
+
+def mos(codec: str, loss_pct: float, jitter_ms: float, rtt_ms: float | None) -> float:
+    ie, bpl = CODEC_IMPAIRMENT.get(codec.lower().split("/")[0], DEFAULT_IMPAIRMENT)
+    ie_eff = ie + (95.0 - ie) * loss_pct / (loss_pct + bpl)
+    delay = (rtt_ms or 0.0) / 2 + 2 * jitter_ms + PACKET_MS
+    impairment = 0.024 * delay + (0.11 * (delay - 177.3) if delay > 177.3 else 0.0)
+    r = 93.2 - impairment - ie_eff
+    if r <= 0:
+        return 1.0
+    if r >= 100:
+        return 4.5
+    return round(min(4.5, max(1.0, 1 + 0.035 * r + 7e-6 * r * (r - 60) * (100 - r))), 2)
+
+
+def percent(part: int, whole: int) -> float:
+    return round(100.0 * part / whole, 2) if whole > 0 else 0.0
+
+
+def summary(sample: LegSample) -> dict:
+    """The leg's figures as the call record carries them (`quality.caller` / `quality.callee`)."""
+    loss = percent(sample.lost, sample.received + sample.lost)
+    return {
+        "codec": sample.codec, "packets": sample.received, "lost": sample.lost, "loss_pct": loss,
+        "jitter_ms": round(sample.jitter_mean_ms, 1), "jitter_max_ms": round(sample.jitter_max_ms, 1),
+        "rtt_ms": round(sample.rtt_ms, 1) if sample.rtt_ms is not None else None,
+        "reported_loss_pct": percent(sample.reported_lost, sample.sent) if sample.reported_lost is not None else None,
+        "reported_jitter_ms": round(sample.reported_jitter_ms, 1) if sample.reported_jitter_ms is not None else None,
+        "mos": mos(sample.codec, loss, sample.jitter_mean_ms, sample.rtt_ms),
+    }
