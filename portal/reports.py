@@ -39,7 +39,7 @@ class Conversation:
     """A call as the customer thinks of it: its first record, and the records linked to it
     (the leg a transfer made, the call as picked up)."""
     first: Call
-    site: str
+    site: str          # the site's name as its box's config gives it
     started: datetime  # in the site's zone
     linked: list[Call] = field(default_factory=list)
 
@@ -109,14 +109,17 @@ def conversations(session: Session, org_id: int, query: Query, page: int = 1) ->
     heads = _heads(org_id, query)
     total = session.scalar(select(func.count()).select_from(heads.order_by(None).subquery()))
     rows = session.execute(heads.limit(PAGE_SIZE).offset((max(page, 1) - 1) * PAGE_SIZE)).all()
-    return _with_linked(session, org_id, [Conversation(call, site, clock.local(call, query.zones))
+    titles = site_titles(session, org_id)
+    return _with_linked(session, org_id, [Conversation(call, titles.get(site, site), clock.local(call, query.zones))
                                           for call, site in rows]), total
 
 
 def all_conversations(session: Session, org_id: int, query: Query) -> list[Conversation]:
     """Every conversation the query selects (the CSV export), at most CSV_LIMIT."""
     rows = session.execute(_heads(org_id, query).limit(CSV_LIMIT)).all()
-    return _with_linked(session, org_id, [Conversation(call, site, clock.local(call, query.zones)) for call, site in rows])
+    titles = site_titles(session, org_id)
+    return _with_linked(session, org_id, [Conversation(call, titles.get(site, site), clock.local(call, query.zones))
+                                          for call, site in rows])
 
 
 def _with_linked(session: Session, org_id: int, result: list[Conversation]) -> list[Conversation]:
@@ -134,16 +137,28 @@ def _with_linked(session: Session, org_id: int, result: list[Conversation]) -> l
     return result
 
 
+def _settings(session: Session, org_id: int) -> dict[int, tuple[str, dict]]:
+    """Each site's slug and the settings its box last reported (empty when none or unreadable)."""
+    found = {}
+    for site_id, slug, status in session.execute(select(Site.id, Site.name, Site.last_status)
+                                                 .where(Site.org_id == org_id)).all():
+        try:
+            settings = json.loads(status or "{}").get("settings") or {}
+        except (ValueError, AttributeError):
+            settings = {}
+        found[site_id] = (slug, settings if isinstance(settings, dict) else {})
+    return found
+
+
 def extension_names(session: Session, org_id: int) -> dict[int, dict[str, str]]:
     """Each site's extension names (number -> name), as its box last reported its settings."""
-    names: dict[int, dict[str, str]] = {}
-    for site_id, status in session.execute(select(Site.id, Site.last_status).where(Site.org_id == org_id)).all():
-        try:
-            extensions = (json.loads(status or "{}").get("settings") or {}).get("extensions") or []
-            names[site_id] = {str(e.get("number")): str(e.get("name") or "") for e in extensions if isinstance(e, dict)}
-        except (ValueError, AttributeError):
-            names[site_id] = {}
-    return names
+    return {site_id: {str(e.get("number")): str(e.get("name") or "") for e in settings.get("extensions") or []
+                      if isinstance(e, dict)} for site_id, (_slug, settings) in _settings(session, org_id).items()}
+
+
+def site_titles(session: Session, org_id: int) -> dict[str, str]:
+    """Each site's name as its box's config gives it (`site.name`), by slug; the slug until it reported."""
+    return {slug: str(settings.get("site") or slug) for slug, settings in _settings(session, org_id).values()}
 
 
 def call_of_org(session: Session, org_id: int, call_id: str) -> Call | None:

@@ -228,13 +228,19 @@ GROUP_OFFICE = OFFICE.replace("day: [{forward_external: '89161234567', timeout: 
                               "day: [{ring: ['101', '102'], strategy: all, timeout: 20}, {ring: ['103']}]")
 
 
-def test_an_inbound_group_call_says_who_answered_and_whom_it_rang(tmp_path):
+def group_ringing(tmp_path):
+    """An outside call to GROUP_OFFICE past its greeting with no digits: 101 and 102 ring."""
     office = make_office(tmp_path, GROUP_OFFICE)
     caller = office.invite("+74951112233", "4951000000", trunk="main")
     caller.media_up()
     office.media.prompt_ends.pop()()
     office.tick()
-    office.time_passes()  # no digits: the group rings
+    office.time_passes()
+    return office, caller
+
+
+def test_an_inbound_group_call_says_who_answered_and_whom_it_rang(tmp_path):
+    office, _caller = group_ringing(tmp_path)
     reception, sales = office.legs.to("101"), office.legs.to("102")
     reception.rings(), sales.rings()
     sales.answers_call()
@@ -244,12 +250,7 @@ def test_an_inbound_group_call_says_who_answered_and_whom_it_rang(tmp_path):
 
 
 def test_a_missed_group_call_rang_each_member_and_nobody_answered(tmp_path):
-    office = make_office(tmp_path, GROUP_OFFICE)
-    caller = office.invite("+74951112233", "4951000000", trunk="main")
-    caller.media_up()
-    office.media.prompt_ends.pop()()
-    office.tick()
-    office.time_passes()
+    office, caller = group_ringing(tmp_path)
     office.legs.to("101").rings(), office.legs.to("102").rings()
     office.time_passes()  # the group's 20 s pass: the next step rings 103
     office.legs.to("103").rings()
