@@ -31,6 +31,16 @@ ADVISORY_LOCK = 0x6564_6765  # "edge": one instance evaluates and notifies at a 
 DIGEST_EVERY = timedelta(days=1)
 
 
+def site_history(session: Session, site_id: int, limit: int = 20) -> list[dict]:
+    """The site's latest alarms, newest first, for its page: what, how severe, when it began and ended."""
+    rows = session.scalars(select(Alarm).where(Alarm.site_id == site_id).order_by(Alarm.started_at.desc(), Alarm.id.desc())
+                           .limit(limit))
+    return [{"key": a.key, "values": json.loads(a.detail), "severity": a.severity,
+             "started_at": as_utc(a.started_at).isoformat(),
+             "ended_at": as_utc(a.ended_at).isoformat() if a.ended_at else None,
+             "told": a.told_end if a.ended_at else a.told_start} for a in rows]
+
+
 def subject_of(key: str, values: dict) -> str:
     return str(values.get("name") or "")[:64] if key == "trunk_failing" else ""
 

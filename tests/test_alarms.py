@@ -21,7 +21,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from portal_lab import Portal, close_portal, free_tcp_port, new_database
 from test_cloud_trust import self_signed
-from test_portal_web import Box
+from test_portal_web import PASSWORD, Box, signed_in
 
 MAIL_USER, MAIL_PASSWORD, HOOK_SECRET = "alarms", "mail-s3cret", "hook-s3cret"
 
@@ -147,6 +147,13 @@ def test_alarms_begin_and_end_once_each_by_mail_and_signed_webhook_per_severity(
     listed = json.loads(portal.cli("alarms", "--json").stdout)
     assert {(a["key"], a["ended_at"] is None, a["told"]) for a in listed} == {
         ("trunk_failing", False, True), ("disk_low", True, True), ("offline", True, True)}
+    # the operator's page of the site lists them with their start and end, in Russian
+    portal.cli("add-user", "--user", "olga", "--password", PASSWORD, "--role", "operator")
+    olga, _ = signed_in(portal, "olga")
+    page = olga.get(f"{portal.url}/fleet/romashka-hq", headers={"Accept-Language": "ru"}, timeout=10).text
+    assert page.count('data-alarm-key="') == 3 and page.count('data-alarm-open="yes"') == 2
+    trunk_row = page.split('data-alarm-key="trunk_failing"', 1)[1].split("</tr>", 1)[0]
+    assert "транк main не работает (403)" in trunk_row and "авария" in trunk_row and "продолжается" not in trunk_row
     # a forged webhook (wrong secret) would not pass the receiver's check
     assert hooks.received and all("X-Edgepbx-Signature" in h for h, _ in hooks.received)
     print(f"first alarm e-mail {took:.1f} s after the heartbeat that carried it")

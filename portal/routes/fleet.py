@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
-from .. import users
+from .. import alarms, users
 from ..configs import MAX_CONFIG_BYTES, push_config, version_diffs
 from ..deps import db, operator, read_form, signed_form
 from ..fleet import FleetError, heartbeat_history, site_by_name, site_rows
@@ -24,13 +24,14 @@ def fleet_page(request: Request, me: users.SignedIn = Depends(operator), session
 def site_page(request: Request, session: Session, me: users.SignedIn, name: str, status: int = 200,
               pushed: int | None = None, errors: list[str] | None = None, text: str = "") -> Response:
     try:
-        site_by_name(session, name)
+        site = site_by_name(session, name)
     except FleetError:
         return message(request, 404, me, "not_found")
     row = next(r for r in site_rows(session) if r["site"] == name)
     history, versions, phones = heartbeat_history(session, name), version_diffs(session, name), site_phones(session, name)
     return render(request, "site.html", status, me=me, site=row, history=history, versions=versions,
-                  phones=phones, pushed=pushed, errors=errors or [], text=text)
+                  phones=phones, pushed=pushed, errors=errors or [], text=text,
+                  alarm_history=alarms.site_history(session, site.id))
 
 
 @router.get("/fleet/{name}")
