@@ -28,8 +28,8 @@ def settings_summary(cfg: Config) -> dict:
                         "phone": {"mac": e.phone.mac, "vendor": e.phone.vendor, "model": e.phone.model} if e.phone else None}
                        for e in cfg.extensions],
         "pickup_groups": groups,
-        "features": {"pickup_code": cfg.features.pickup_code, "directed_pickup_prefix": cfg.features.directed_pickup_prefix,
-                     "transfer_key": cfg.features.transfer_key},
+        "features": {"pickup": cfg.features.pickup, "pickup_code": cfg.features.pickup_code,
+                     "directed_pickup_prefix": cfg.features.directed_pickup_prefix, "transfer_key": cfg.features.transfer_key},
         "inbound": {"hours": {day: list(span) for day, span in inbound.hours.items()} if inbound.hours else None,
                     "holidays": sorted(inbound.holidays), "digit_timeout": inbound.digit_timeout,
                     "day": _steps(inbound.day), "night": _steps(inbound.night)},

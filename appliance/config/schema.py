@@ -104,6 +104,7 @@ class DialRule:
 
 @dataclass
 class Features:
+    pickup: bool = True  # the memo: pickup "has to be switched on in the configurator"; off, its codes get the notice
     pickup_code: str = "0"
     directed_pickup_prefix: str = "**"
     transfer_key: str = "#"          # pressed during a call: attended transfer (the memo's #)

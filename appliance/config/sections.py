@@ -27,7 +27,7 @@ DTMF_CODE = Code(r"[0-9*#]{1,4}", "1 to 4 of 0-9 * #")
 DTMF_KEY = Code(r"[0-9*#ABCD]", "one DTMF key (0-9 * # A-D)")
 FEATURE_CODES = {"pickup_code": DTMF_CODE, "directed_pickup_prefix": DTMF_CODE, "transfer_key": DTMF_KEY,
                  "transfer_cancel_key": DTMF_KEY}
-FEATURES = {"transfer_digit_timeout": Int(1, 30), "transfer_in_outbound_calls": Bool()}
+FEATURES = {"pickup": Bool(), "transfer_digit_timeout": Int(1, 30), "transfer_in_outbound_calls": Bool()}
 RECORDING = {"enabled": Bool("recording_enabled"), "keep_days": Int(1, 3650, "recording_keep_days"),
              "min_free_mb": Int(1, 1_000_000, "recording_min_free_mb")}
 CALLS = {"max_concurrent": Int(1, MAX_CONCURRENT_CALLS, "max_concurrent_calls"), "no_answer_timeout": Int(1, 600)}
@@ -74,7 +74,7 @@ def read_site(r: Reader, node: Node, cfg: Config) -> None:
 
 
 def read_features(r: Reader, node: Node, cfg: Config, files: list[FileRef]) -> None:
-    feat = r.mapping(node, {"pickup_code", "directed_pickup_prefix", "transfer_key", "transfer_cancel_key",
+    feat = r.mapping(node, {"pickup", "pickup_code", "directed_pickup_prefix", "transfer_key", "transfer_cancel_key",
                             "transfer_digit_timeout", "transfer_in_outbound_calls", "music_on_hold"}, "features")
     read_fields(r, feat, cfg.features, FEATURE_CODES, dotted("features"))
     if cfg.features.transfer_key == cfg.features.transfer_cancel_key:

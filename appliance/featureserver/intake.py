@@ -71,6 +71,10 @@ class Intake:
         """The pickup code, `**` + extension, or a BLF key (Replaces): the picker takes the call
         ringing longest on a phone it may pick up from, or the one its key names."""
         services, picker = self.services, edge.caller
+        if not services.cfg.features.pickup:
+            log.info("%s dialled %s: pickup is switched off (features.pickup)", picker, edge.dialled or "a BLF key")
+            ToneNotice(services, leg_id, picker, "pickup is switched off")
+            return
         wanted = (services.board.by_sip_call_id(edge.replaces) if edge.replaces
                   else services.board.oldest_ringing(services.reach.pickup_members(code, picker)))
         call = services.table.by_cdr_id(wanted)
