@@ -13,8 +13,9 @@ from starlette.exceptions import HTTPException
 from .deps import PageRefused, SignInNeeded
 from .fleet import FleetError
 from .pages import message
-from .routes import boxes, calls, fleet, office, signin
+from .routes import boxes, calls, fleet, office, settings, signin
 from .storage import Storage
+from .wake import Waker
 
 
 # No request body is read past its route's limit: a larger Content-Length is answered 413 before
@@ -27,6 +28,7 @@ def create_app(sessions: sessionmaker[Session], storage: Storage) -> FastAPI:
     app = FastAPI(title="edgepbx portal", docs_url=None, redoc_url=None, max_body_size=DEFAULT_BODY_LIMIT)
     app.state.sessions = sessions
     app.state.storage = storage
+    app.state.waker = Waker(sessions.kw["bind"]) if sessions is not None else None
 
     @app.exception_handler(FleetError)
     async def refused(_request: Request, exc: FleetError) -> JSONResponse:
@@ -63,6 +65,6 @@ def create_app(sessions: sessionmaker[Session], storage: Storage) -> FastAPI:
     async def page_refused(request: Request, exc: PageRefused) -> Response:
         return message(request, exc.status, exc.me, exc.key)
 
-    for area in (boxes, signin, calls, office, fleet):
+    for area in (boxes, signin, calls, office, fleet, settings):
         app.include_router(area.router)
     return app

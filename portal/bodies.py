@@ -43,6 +43,22 @@ class ConfigResult(Body):
     errors: Any = None
 
 
+class BoxConfig(Body):
+    config: Text = ""  # the office config the box runs (YAML), written on site
+
+
+class ConfigVersion(BaseModel):
+    version: int
+
+
+class WakeAnswer(BaseModel):
+    wake: bool  # true: the box has something to collect (its heartbeat fetches it)
+
+
+WaitVersion = Annotated[int | None, Query(ge=0, le=2**31 - 1)]
+WaitSeconds = Annotated[float, Query(ge=0, le=60)]
+
+
 class PhoneActionResult(Body):
     code: Any = None
     detail: Text = ""

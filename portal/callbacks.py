@@ -11,6 +11,7 @@ from datetime import timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from . import wake
 from .db import as_utc
 from .fleet import FleetError
 from .models import CallbackRequest, Site, utcnow
@@ -31,6 +32,7 @@ def request_call_back(session: Session, org_id: int, user_id: int, extension: st
         raise FleetError(409, "only a missed call with a caller's number can be called back")
     row = CallbackRequest(site_id=call.site_id, call_id=call.id, user_id=user_id, extension=extension, number=call.src)
     session.add(row)
+    wake.notify(session, call.site_id)
     session.commit()
     return row
 

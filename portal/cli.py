@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import resource
 import sys
 from pathlib import Path
 
@@ -26,6 +27,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .storage import open_storage
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # each box holds a socket (GET /api/v1/wait): 1,024 is too few
     data_dir = Path(args.data_dir)
     sessions = _sessions(args)
     remember_url(data_dir, args.database_url)
@@ -196,8 +199,13 @@ def cmd_configs(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
+    from .configs import change_words
+    from .i18n import WORDS
+
     for r in rows:
-        print(f"v{r['version']:<4} {r['created_at'][:19]}  {r['state']:<9} {r['sha256'][:12]}")
+        said = change_words(r["change"], WORDS["en"])
+        print(f"v{r['version']:<4} {r['created_at'][:19]}  {r['state']:<9} {r['sha256'][:12]}  "
+              f"{r['author'] or '-'}: {said}")
         for error in r["errors"]:
             print(f"       {error}")
     return 0

@@ -12,9 +12,10 @@ import yaml
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from . import wake
 from .db import as_utc
 from .fleet import FleetError, site_by_name
-from .models import Site, SiteConfig, utcnow
+from .models import CallbackRequest, PhoneAction, Site, SiteConfig, utcnow
 
 MAX_CONFIG_BYTES = 1 << 20
 
@@ -31,24 +32,103 @@ def validation_errors(text: str) -> list[str]:
     return []
 
 
-def push_config(session: Session, site_name: str, text: str, check: bool = True) -> int:
-    """Stores a new version for the site's box to pull; refuses one that does not validate.
-    `check=False` leaves the checking to the box (a box newer than the portal knows more keys)."""
+def push_config(session: Session, site_name: str, text: str, check: bool = True, author: str | None = None,
+                summary: str | None = None, base: int | None = None) -> int:
+    """Stores a new version for the site's box to pull and wakes the box; refuses one that does
+    not validate. `check=False` leaves the checking to the box (a box newer than the portal knows
+    more keys). `base`: the version the editor started from; when another was saved since, 409
+    (two people editing at once: the second is told, the first's change stays)."""
     site = site_by_name(session, site_name)
     if len(text.encode()) > MAX_CONFIG_BYTES:
         raise FleetError(413, f"a config may be at most {MAX_CONFIG_BYTES} bytes")
     if check and (errors := validation_errors(text)):
         raise FleetError(422, "the config does not validate:\n" + "\n".join(errors))
-    for _ in range(3):  # two operators pushing at once: the unique (site, version) decides
-        version = (session.scalar(select(func.max(SiteConfig.version)).where(SiteConfig.site_id == site.id)) or 0) + 1
-        session.add(SiteConfig(site_id=site.id, version=version, text=text,
+    for _ in range(1 if base is not None else 3):  # two saves at once: the unique (site, version) decides
+        latest = latest_version(session, site)
+        if base is not None and latest != base:
+            raise FleetError(409, f"version {latest} was saved after the one this change started from ({base})")
+        session.add(SiteConfig(site_id=site.id, version=latest + 1, text=text, author=author, summary=summary,
                                sha256=hashlib.sha256(text.encode()).hexdigest()))
+        wake.notify(session, site.id)
         try:
             session.commit()
-            return version
+            return latest + 1
         except Exception:  # noqa: BLE001 - IntegrityError from either database driver
             session.rollback()
-    raise FleetError(409, "another config was pushed at the same moment; push again")
+    raise FleetError(409, "another config was saved at the same moment; save again")
+
+
+def change_said(do: str, **values: object) -> str:
+    """What a version changed, kept as data (`{"do": "add", "number": "105", "name": ...}`) so each
+    reader sees it in their own language (i18n `change_add`, ...). Names are at most 64 characters:
+    it fits the 200 of the column."""
+    return json.dumps({"do": do} | values, ensure_ascii=False)
+
+
+def change_of(summary: str | None) -> dict:
+    """A version's change as data; a version saved as text says so."""
+    try:
+        said = json.loads(summary) if summary else None
+    except ValueError:
+        said = None
+    return said if isinstance(said, dict) and isinstance(said.get("do"), str) else {"do": "text"}
+
+
+def change_words(change: dict, words: dict[str, str]) -> str:
+    """A version's change (change_of) said in the words of one language (portal/i18n.py)."""
+    on = lambda flag: words["word_on"] if flag else words["word_off"]  # noqa: E731
+    said = words.get("change_" + change["do"], words["change_text"])
+    return said.format(number=change.get("number", ""), name=change.get("name", ""), version=change.get("version", ""),
+                       pickup=on(change.get("pickup")), recording=on(change.get("recording")),
+                       keep_days=change.get("keep_days", ""))
+
+
+def latest_version(session: Session, site: Site) -> int:
+    return session.scalar(select(func.max(SiteConfig.version)).where(SiteConfig.site_id == site.id)) or 0
+
+
+def record_box_config(session: Session, site: Site, text: str) -> int:
+    """The config the box runs, sent by the box when it was written on site (not pulled from
+    here): kept as the newest version, already applied, so the configurator edits what the
+    office really has. The same text as the newest version is not stored twice."""
+    if len(text.encode()) > MAX_CONFIG_BYTES:
+        raise FleetError(413, f"a config may be at most {MAX_CONFIG_BYTES} bytes")
+    sha = hashlib.sha256(text.encode()).hexdigest()
+    newest = desired_config(session, site)
+    if newest is not None and newest.sha256 == sha:
+        return newest.version
+    if newest is not None and newest.state == "pending":  # saved here, not yet pulled: it is the newer
+        raise FleetError(409, f"version {newest.version} saved in the portal waits for this box")
+    version = (newest.version if newest else 0) + 1
+    session.add(SiteConfig(site_id=site.id, version=version, text=text, sha256=sha, author="box",
+                           summary=change_said("box"), state="applied", reported_at=utcnow()))
+    try:
+        session.commit()
+    except Exception:  # noqa: BLE001 - a save in the portal at the same moment: it wins, the box pulls it
+        session.rollback()
+        raise FleetError(409, "a config was saved in the portal at the same moment; it is the newer one") from None
+    return version
+
+
+def restore(session: Session, site_name: str, version: int, author: str, base: int | None = None) -> int:
+    """Version `version`'s text saved again as the newest (checked again: the portal may know
+    more than when it was saved)."""
+    site = site_by_name(session, site_name)
+    old = session.scalar(select(SiteConfig).where(SiteConfig.site_id == site.id, SiteConfig.version == version))
+    if old is None:
+        raise FleetError(404, f"no config version {version} for this site")
+    return push_config(session, site_name, old.text, author=author, summary=change_said("restore", version=version),
+                       base=base)
+
+
+def has_work(session: Session, site_id: int, known_version: int | None) -> bool:
+    """Whether the box, which has config `known_version`, has anything to collect now: a newer
+    config, a call-back or a phone action (one query: each held box asks it every 25 s)."""
+    newest = select(func.max(SiteConfig.version)).where(SiteConfig.site_id == site_id).scalar_subquery()
+    pending = [select(model.id).where(model.site_id == site_id, model.state == "pending").exists()
+               for model in (CallbackRequest, PhoneAction)]
+    row = session.execute(select(newest, *pending)).one()
+    return (row[0] or 0) > (known_version or 0) or any(row[1:])
 
 
 def desired_config(session: Session, site: Site) -> SiteConfig | None:
@@ -73,7 +153,8 @@ def config_rows(session: Session, site_name: str) -> list[dict]:
     rows = session.scalars(select(SiteConfig).where(SiteConfig.site_id == site.id).order_by(SiteConfig.version.desc()))
     return [{"version": r.version, "sha256": r.sha256, "created_at": as_utc(r.created_at).isoformat(),
              "state": r.state, "errors": json.loads(r.errors) if r.errors else [],
-             "reported_at": as_utc(r.reported_at).isoformat() if r.reported_at else None} for r in rows]
+             "reported_at": as_utc(r.reported_at).isoformat() if r.reported_at else None,
+             "author": r.author, "change": change_of(r.summary)} for r in rows]
 
 
 SECRET_KEY = re.compile(r"(?i)password|secret|token|key")

@@ -129,7 +129,8 @@ class Heartbeat(Base):
 
 
 class SiteConfig(Base):
-    """A version of a site's office config pushed from the portal, and what its box said of it."""
+    """A version of a site's office config (pushed from the portal, or the one its box runs, which the
+    box sends when it was written on site), who saved it, and what its box said of it."""
     __tablename__ = "site_config"
     __table_args__ = (UniqueConstraint("site_id", "version"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -141,6 +142,8 @@ class SiteConfig(Base):
     state: Mapped[str] = mapped_column(String(16), default="pending")  # pending, applied, rejected
     errors: Mapped[str | None] = mapped_column(Text)  # JSON list of the box's FILE:LINE: messages
     reported_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    author: Mapped[str | None] = mapped_column(String(64))  # who saved it: a user name, or "box" for one written on site
+    summary: Mapped[str | None] = mapped_column(String(200))  # what changed, as the configurator said it
 
 
 class PhoneAction(Base):

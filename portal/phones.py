@@ -6,6 +6,7 @@ import json
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from . import wake
 from .db import as_utc
 from .fleet import FleetError, site_by_name
 from .models import PhoneAction, Site, utcnow
@@ -39,6 +40,7 @@ def request_action(session: Session, site_name: str, mac: str, action: str) -> i
     site = site_by_name(session, site_name)
     row = PhoneAction(site_id=site.id, mac=mac, action=action)
     session.add(row)
+    wake.notify(session, site.id)
     session.commit()
     return row.id
 

@@ -14,7 +14,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 
 from portal.app import create_app
-from portal.routes import boxes, calls, fleet, office, signin
+from portal.routes import boxes, calls, fleet, office, settings as settings_pages, signin
 from portal_lab import close_portal, start_portal
 from test_portal_web import PASSWORD, Box, call, signed_in
 
@@ -24,7 +24,7 @@ SLOW = 1.0  # seconds
 
 def openapi_with_pages() -> dict:
     """The portal's whole route table as OpenAPI: the same routes the running portal serves."""
-    for area in (boxes, calls, fleet, office, signin):  # this test process's copy; the portal runs apart
+    for area in (boxes, calls, fleet, office, signin, settings_pages):  # this test process's copy; the portal runs apart
         area.router.include_in_schema = True
         for route in area.router.routes:
             route.include_in_schema = True
@@ -53,6 +53,8 @@ def fuzz(schema, base_url: str, session: requests.Session, headers: dict) -> tup
         @given(case=operation.as_strategy())
         def one(case) -> None:
             nonlocal sent
+            if case.path == "/api/v1/wait" and isinstance(case.query, dict):  # held open by design: briefly here
+                case.query["seconds"] = 0.2
             started = time.monotonic()
             response = case.call(base_url=base_url, session=session, headers=headers, allow_redirects=False, timeout=10)
             took = time.monotonic() - started

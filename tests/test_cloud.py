@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -343,11 +344,33 @@ def test_a_config_pushed_from_the_portal_applies_after_the_call_in_progress_and_
         call, _ = talk(lab, a, b)
         before = {name: pid_of(pbx, name) for name in ("kamailio", "featureserver")}
 
+        def versions() -> dict[int, dict]:
+            return {v["version"]: v for v in json.loads(portal.cli("configs", "--site", "acme-hq", "--json").stdout)}
+
+        def push(path, *flags) -> int:
+            said = portal.cli("push-config", "--site", "acme-hq", "--file", str(path), *flags).stdout
+            return int(re.search(r"config version (\d+) queued", said).group(1))
+
+        def settled(version: int, timeout: float) -> dict:
+            deadline = time.monotonic() + timeout
+            while (row := versions()[version])["state"] == "pending":
+                assert time.monotonic() < deadline, pbx.log_text()[-3000:]
+                lab.poll(0.3)
+            return row
+
+        # The box's own config reaches the portal first, as version 1, written by the box.
+        deadline = time.monotonic() + 20
+        while not versions():
+            assert time.monotonic() < deadline, "the box did not send its own config"
+            lab.poll(0.3)
+        assert versions()[1]["author"] == "box" and versions()[1]["state"] == "applied"
+        assert versions()[1]["sha256"] == hashlib.sha256(original.encode()).hexdigest()
+
         pushed = tmp_path / "pushed.yaml"
         pushed.write_text(original + '  - {number: "106", name: "New hire", password: "pw-106-secret"}\n')
-        assert "version 1 queued" in portal.cli("push-config", "--site", "acme-hq", "--file", str(pushed)).stdout
+        assert push(pushed) == 2
         deadline = time.monotonic() + 20
-        while status(office)["config"] is None and time.monotonic() < deadline:
+        while (status(office)["config"] or {}).get("version") != 2 and time.monotonic() < deadline:
             lab.poll(0.3)
         assert status(office)["config"]["state"] == "installed"  # and waits: a call is up
         lab.poll(3.0)
@@ -355,12 +378,8 @@ def test_a_config_pushed_from_the_portal_applies_after_the_call_in_progress_and_
         assert "waits for 1 call(s) in progress" in pbx.log_text()
         call.hangup_now()
 
-        deadline = time.monotonic() + 30
-        while json.loads(portal.cli("configs", "--site", "acme-hq", "--json").stdout)[0]["state"] == "pending":
-            assert time.monotonic() < deadline, pbx.log_text()[-3000:]
-            lab.poll(0.3)
-        [v1] = json.loads(portal.cli("configs", "--site", "acme-hq", "--json").stdout)
-        assert v1["state"] == "applied" and v1["errors"] == [] and "config" not in v1
+        v2 = settled(2, 30)
+        assert v2["state"] == "applied" and v2["errors"] == [] and "config" not in v2
         assert office.read_text() == pushed.read_text()
         assert pid_of(pbx, "featureserver") != before["featureserver"]
         assert pid_of(pbx, "kamailio") == before["kamailio"]  # registrations kept: 101 and 102 need not re-register
@@ -373,15 +392,15 @@ def test_a_config_pushed_from_the_portal_applies_after_the_call_in_progress_and_
         broken.write_text(original + '  - {number: "1", name: "Too short"}\n')
         refused_here = portal.cli("push-config", "--site", "acme-hq", "--file", str(broken), check=False)
         assert refused_here.returncode == 2 and "config:" in refused_here.stderr  # the portal checks first
-        portal.cli("push-config", "--site", "acme-hq", "--file", str(broken), "--no-check")
-        deadline = time.monotonic() + 20
-        while (v2 := json.loads(portal.cli("configs", "--site", "acme-hq", "--json").stdout)[0])["state"] == "pending":
-            assert time.monotonic() < deadline
-            time.sleep(0.3)
-        assert v2["version"] == 2 and v2["state"] == "rejected"
-        assert any("portal config v2:" in e and "extension" in e for e in v2["errors"]), v2["errors"]
+        v3 = settled(push(broken, "--no-check"), 20)
+        assert v3["version"] == 3 and v3["state"] == "rejected"
+        assert any("portal config v3:" in e and "extension" in e for e in v3["errors"]), v3["errors"]
         assert office.read_text() == pushed.read_text()  # the box kept the good one
-        assert status(office)["config"]["state"] == "rejected"
+        deadline = time.monotonic() + 20  # and says so: the config it runs is the newest version again
+        while not (4 in versions() and versions()[4]["author"] == "box"):
+            assert time.monotonic() < deadline, versions()
+            lab.poll(0.3)
+        assert versions()[4]["sha256"] == hashlib.sha256(pushed.read_bytes()).hexdigest()
         assert "pw-106-secret" not in pbx.log_text() and "pw-106-secret" not in portal.cli("configs", "--site", "acme-hq").stdout
 
         # Valid, but the box cannot run it (its SIP port is taken): the services fail, the previous
@@ -394,13 +413,9 @@ def test_a_config_pushed_from_the_portal_applies_after_the_call_in_progress_and_
         unrunnable = tmp_path / "unrunnable.yaml"
         unrunnable.write_text(pushed.read_text().replace(f"sip_port: {pbx.sip_port},", f"sip_port: {taken.getsockname()[1]},"))
         assert unrunnable.read_text() != pushed.read_text()
-        portal.cli("push-config", "--site", "acme-hq", "--file", str(unrunnable))
-        deadline = time.monotonic() + 60
-        while (v3 := json.loads(portal.cli("configs", "--site", "acme-hq", "--json").stdout)[0])["state"] == "pending":
-            assert time.monotonic() < deadline, pbx.log_text()[-3000:]
-            time.sleep(0.5)
+        v5 = settled(push(unrunnable), 60)
         taken.close()
-        assert v3["version"] == 3 and v3["state"] == "rejected" and "previous config was put back" in v3["errors"][0]
+        assert v5["version"] == 5 and v5["state"] == "rejected" and "previous config was put back" in v5["errors"][0]
         assert office.read_text() == pushed.read_text()
         from appliance.sipprobe import options_ping
         assert options_ping("127.0.0.1", pbx.sip_port, timeout=2.0) is not None  # the box answers on its old port

@@ -30,6 +30,7 @@ from .phones import ACTIONS, notify_event, phone_list, send_notify
 from .remote_config import check, install, remote_state, running_state, set_remote_state, sha256_text
 from .settings import settings_summary
 from .status import collect_status, write_state
+from .wakeup import WakeUp
 
 log = logging.getLogger("edgepbx.cloud")
 
@@ -76,10 +77,13 @@ class Agent:
         self.next_space_check = 0.0
         self.disk_alarm = False
         self.reserve_released = False
+        self.own_config_refused = False  # an older portal without POST /config/current
+        self.wakeup = WakeUp(lambda: remote_state(self.cfg).get("version"))
 
     # --- the loop -------------------------------------------------------------------------
     def run(self) -> None:
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "stopping", True))
+        self.wakeup.start()
         backoff = 0.0
         while not self.stopping:
             self.housekeeping()
@@ -100,10 +104,11 @@ class Agent:
             except PortalRefused as exc:
                 self._error(f"portal refused: {exc}")
                 if exc.status == 401:  # revoked or unknown credential: nothing will pass until re-enrolled
-                    self.link = None
+                    self.link = self.wakeup.target = None
                     self._sleep(self.cfg.cloud.retry_max_seconds)
                 else:
                     self._sleep(5.0)
+        self.wakeup.stopping.set()
         self.outbox.close()
 
     def housekeeping(self) -> None:
@@ -134,14 +139,19 @@ class Agent:
         self.disk_alarm = pruned.still_low
 
     def _sleep(self, seconds: float) -> None:
+        """Sleeps, cut short when the portal wakes the box: its heartbeat is then due at once."""
         end = time.monotonic() + seconds
         while not self.stopping and time.monotonic() < end:
-            time.sleep(min(0.2, max(0.0, end - time.monotonic())))
+            if self.wakeup.woken.is_set():
+                self.wakeup.woken.clear()
+                self.next_heartbeat = 0.0
+                return
+            time.sleep(min(0.1, max(0.0, end - time.monotonic())))
 
     def _linked(self) -> bool:
         link = load_link(self.cfg.data_dir)
         if link is None:
-            self.link = None
+            self.link = self.wakeup.target = None
             return False
         trust = Trust.of(self.cfg.cloud)
         if self.link != link or self.client is None or self.client.trust != trust:
@@ -154,8 +164,10 @@ class Agent:
                     log.error("cloud sync stopped: %s", exc)
                     self._error(str(exc))
                 self.link, self.client, self.refused_url = None, None, link.portal_url
+                self.wakeup.target = None
                 return False
             self.link, self.refused_url = link, None
+            self.wakeup.target = (link, trust)
             self.next_heartbeat = 0.0
             log.info("syncing to %s as site %s", link.portal_url, link.site)
         return True
@@ -176,7 +188,7 @@ class Agent:
 
     def cycle(self) -> bool:
         """One round: heartbeat if due, a batch of CDRs, else one recording. True if it did work."""
-        if time.monotonic() >= self.next_heartbeat:
+        if time.monotonic() >= self.next_heartbeat or self.install_settled():
             self.heartbeat()
         if self.send_cdrs():
             return True
@@ -196,6 +208,7 @@ class Agent:
         for request in answer.callbacks:
             self.call_back(request)
         self.follow_config(answer.config_version)
+        self.send_own_config()
 
     def running_config(self) -> Config:
         """The office config as the box runs it now (an installer may have edited it on site)."""
@@ -249,10 +262,53 @@ class Agent:
         log.info("config version %d from the portal installed; it applies when no call is up", version)
         install(self.cfg, version, text)
 
-    def _report_install(self, state: dict) -> None:
+    def send_own_config(self) -> None:
+        """The config file as the box runs it, when it is not the one last pulled or sent: an
+        installer edited it on site, the box was just enrolled, or a pushed one was refused and
+        the box kept its own. The portal keeps it as the newest version, so its configurator
+        edits what the office really has."""
+        state = remote_state(self.cfg)
+        if state.get("state") == "installed" or self.own_config_refused:
+            return  # a pulled config is about to apply: it is what the portal has
+        try:
+            text = self.cfg.path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return
+        sha = sha256_text(text)
+        if sha == state.get("sha256"):
+            return
+        try:
+            answer = self.client.request("POST", "/api/v1/config/current", {"config": text})
+        except PortalRefused as exc:
+            if exc.status in (404, 405):
+                self.own_config_refused = True
+                return
+            if exc.status == 409:  # one saved in the portal waits: the next heartbeat pulls it
+                return
+            raise
+        version = answers.config_version(answer)
+        set_remote_state(self.cfg, version=version, sha256=sha, state="applied", errors=[])
+        log.info("the config this box runs is version %d on the portal", version)
+
+    def _install_outcome(self, state: dict) -> str | None:
+        """What became of an installed config: "applied", "rolled_back", or None while it waits."""
         running = running_state(self.cfg)
+        if running.get("sha256") == state.get("sha256") and running.get("state") in ("applied", "running"):
+            return "applied"
+        if running.get("state") == "rolled_back" and running.get("at", "") >= state.get("at", ""):
+            return "rolled_back"
+        return None
+
+    def install_settled(self) -> bool:
+        """An installed config was applied or rolled back since the last heartbeat: the portal
+        hears it now, not at the next interval (a local file read: cheap each round)."""
+        state = remote_state(self.cfg)
+        return state.get("state") == "installed" and self._install_outcome(state) is not None
+
+    def _report_install(self, state: dict) -> None:
+        outcome = self._install_outcome(state)
         version = state["version"]
-        if running.get("sha256") == state["sha256"] and running.get("state") in ("applied", "running"):
+        if outcome == "applied":
             self.client.request("POST", f"/api/v1/config/{version}/result", {"applied": True, "errors": []})
             set_remote_state(self.cfg, state="applied", errors=[])
             log.info("config version %d from the portal applied", version)
@@ -261,8 +317,8 @@ class Agent:
                 self.throttle = Throttle(self.cfg.cloud.upload_kbps)
             except InvalidConfig:
                 pass
-        elif running.get("state") == "rolled_back" and running.get("at", "") >= state.get("at", ""):
-            errors = [f"portal config v{version}: {running.get('error')}"]
+        elif outcome == "rolled_back":
+            errors = [f"portal config v{version}: {running_state(self.cfg).get('error')}"]
             self.client.request("POST", f"/api/v1/config/{version}/result", {"applied": False, "errors": errors})
             set_remote_state(self.cfg, state="rejected", errors=errors)
 

@@ -81,6 +81,16 @@ def pushed_config(answer: dict) -> PushedConfig:
     return PushedConfig(_field(answer, "version", int, "GET /config"), _field(answer, "config", str, "GET /config"))
 
 
+def config_version(answer: dict) -> int:
+    """The version the portal keeps the box's own config as (POST /config/current)."""
+    return _field(answer, "version", int, "POST /config/current")
+
+
+def wake(answer: dict) -> bool:
+    """Whether the portal has something for the box now (GET /wait)."""
+    return _field(answer, "wake", bool, "GET /wait")
+
+
 @dataclass(frozen=True)
 class UploadState:
     """Where a recording's upload stands: "upload" from `offset`, or "stored"."""

@@ -5,15 +5,18 @@ and storage, so a box may reach a different instance with each request.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
+
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy.orm import Session
 
 from .. import callbacks, configs, fleet, phones, sync
-from ..bodies import (Accepted, ByteOffset, CallBatch, CallbackResult, ConfigResult, Done, Enrolled, Enrolment, Heartbeat,
-                      HeartbeatAnswer, PhoneActionResult, PushedConfig, RecordingOffer, RecordingState, RowId)
+from ..bodies import (Accepted, BoxConfig, ByteOffset, CallBatch, CallbackResult, ConfigResult, ConfigVersion, Done,
+                      Enrolled, Enrolment, Heartbeat, HeartbeatAnswer, PhoneActionResult, PushedConfig, RecordingOffer,
+                      RecordingState, RowId, WaitSeconds, WaitVersion, WakeAnswer)
 from ..deps import box_site, db, storage
-from ..fleet import FleetError
+from ..fleet import FleetError, authenticate
 from ..models import Site
 from ..storage import Storage
 
@@ -82,6 +85,41 @@ def config(session: Session = Depends(db), site: Site = Depends(box_site)) -> Pu
     if desired is None:
         raise FleetError(404, "no config pushed for this site")
     return PushedConfig(version=desired.version, sha256=desired.sha256, config=desired.text)
+
+
+@router.post("/api/v1/config/current", response_model=ConfigVersion, max_body_size=configs.MAX_CONFIG_BYTES + (64 << 10))
+def box_config(body: BoxConfig, session: Session = Depends(db), site: Site = Depends(box_site)) -> ConfigVersion:
+    """The config the box runs, when it was not pulled from here (an installer edited it on site)."""
+    return ConfigVersion(version=configs.record_box_config(session, site, body.config))
+
+
+WAIT_SECONDS = 45.0  # under the box's read timeout (60 s) and common proxies' idle limit (60 s)
+
+
+@router.get("/api/v1/wait", response_model=WakeAnswer)
+async def wait(request: Request, config_version: WaitVersion = None, seconds: WaitSeconds = WAIT_SECONDS) -> WakeAnswer:
+    """Held open until the box has something to collect (a newer config than `config_version`,
+    a call-back, a phone action) or `seconds` pass. Async and without a database session while
+    it waits, so a held box costs a socket and a few kilobytes, not a thread or a connection."""
+    header = request.headers.get("authorization", "")
+    if not header.startswith("Bearer "):
+        raise FleetError(401, "missing site credential")
+    credential = header[len("Bearer "):].strip()
+
+    def first_look() -> tuple[int, bool]:  # one worker-thread hop and one session for both
+        with request.app.state.sessions() as session:
+            site = authenticate(session, credential)
+            return site.id, configs.has_work(session, site.id, config_version)
+
+    def has_work(site_id: int) -> bool:
+        with request.app.state.sessions() as session:
+            return configs.has_work(session, site_id, config_version)
+
+    began = asyncio.get_running_loop().time()
+    site_id, waiting = await asyncio.to_thread(first_look)
+    if waiting:
+        return WakeAnswer(wake=True)
+    return WakeAnswer(wake=await request.app.state.waker.wait(site_id, seconds, lambda: has_work(site_id), since=began))
 
 
 @router.post("/api/v1/config/{version}/result", response_model=Done)

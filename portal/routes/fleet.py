@@ -51,7 +51,7 @@ def fleet_push(name: str, request: Request, posted=Depends(signed_form(operator,
     fields, me = posted
     text = fields.get("config", "").replace("\r\n", "\n")
     try:
-        version = push_config(session, name, text)
+        version = push_config(session, name, text, author=me.username)
     except FleetError as exc:
         session.rollback()
         errors = exc.message.split("\n")[1:] or [exc.message]

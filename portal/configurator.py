@@ -1,0 +1,91 @@
+"""The configurator behind the settings pages: the site's newest config version read as the
+office's settings, and a form's change saved as the next version (the box's own checks first,
+then the box pulls it within seconds and applies it when no call is up).
+
+Two people editing at once: each form carries the version it was made from; a save against an
+older one is refused (409) and the person is told who saved in between, so nobody's change is
+silently overwritten."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .configs import change_of, desired_config, push_config
+from .db import as_utc
+from .fleet import FleetError, site_by_name
+from .models import Site, SiteConfig
+
+
+@dataclass
+class Workspace:
+    """What a settings page shows and edits: the newest version and what it says."""
+    site: Site
+    version: int
+    state: str
+    errors: list[str]
+    extensions: list[dict]
+    features: dict = field(default_factory=dict)  # pickup, its codes, the transfer key, recording and its retention
+    phones: dict[str, dict] = field(default_factory=dict)  # extension -> what the last heartbeat said of its phone
+
+
+def workspace(session: Session, site: Site) -> Workspace | None:
+    """None when the portal has no config of this site yet (the box sends its own at its first
+    heartbeat after enrolment)."""
+    newest = desired_config(session, site)
+    if newest is None:
+        return None
+    status = json.loads(site.last_status) if site.last_status else {}
+    phones = {p.get("extension"): p for p in status.get("phones", []) if isinstance(p, dict) and p.get("extension")}
+    extensions, features = _settings(newest.text)
+    return Workspace(site, newest.version, newest.state, json.loads(newest.errors) if newest.errors else [],
+                     extensions, features, phones)
+
+
+def _settings(text: str) -> tuple[list[dict], dict]:
+    """The extensions (without their passwords) and the features as the box reads them (its own
+    parser, defaults included)."""
+    from appliance.config import InvalidConfig, parse
+
+    try:
+        cfg = parse(text, Path("config"), on_box=False)
+    except InvalidConfig:
+        return [], {}  # a version only a newer box understands: edited as text on the site page
+    extensions = [{"number": e.number, "name": e.name, "permissions": e.permissions, "pickup_group": e.pickup_group,
+                   "has_password": e.password is not None,
+                   "phone": {"mac": e.phone.mac, "vendor": e.phone.vendor, "model": e.phone.model} if e.phone else None}
+                  for e in cfg.extensions]
+    f = cfg.features
+    features = {"pickup": f.pickup, "pickup_code": f.pickup_code, "directed_pickup_prefix": f.directed_pickup_prefix,
+                "transfer_key": f.transfer_key, "recording": cfg.recording_enabled,
+                "keep_days": cfg.recording_keep_days}
+    return extensions, features
+
+
+def save(session: Session, site_name: str, base: int, edit: Callable[[str], str], author: str, summary: str) -> int:
+    """The edit applied to version `base` and saved as the next version; FleetError 409 when
+    another was saved since, 422 with the box's own errors when the result would not run,
+    EditRefused when the edit makes no sense (an extension that is not there)."""
+    site = site_by_name(session, site_name)
+    current = desired_config(session, site)
+    if current is None:
+        raise FleetError(409, "the box has not sent its config yet")
+    if current.version != base:
+        raise FleetError(409, f"version {current.version} was saved after the one this change started from ({base})")
+    text = edit(current.text)
+    if text == current.text:
+        return current.version
+    return push_config(session, site_name, text, author=author, summary=summary, base=base)
+
+
+def saved_between(session: Session, site: Site, base: int) -> list[dict]:
+    """Who saved which versions after `base` (what the second of two editors is told)."""
+    rows = session.scalars(select(SiteConfig).where(SiteConfig.site_id == site.id, SiteConfig.version > base)
+                           .order_by(SiteConfig.version))
+    return [{"version": r.version, "author": r.author, "change": change_of(r.summary),
+             "created_at": as_utc(r.created_at).isoformat()} for r in rows]
+

@@ -1,0 +1,223 @@
+"""The configurator's pages: an office's extensions listed, added, renamed, given a new password
+and removed, and any earlier version restored. The same pages serve an organisation's admin
+(`/settings/...`, their own sites; a viewer reads them) and the provider's operator
+(`/fleet/SITE/...`, any site). Every change is a new config version (portal/configurator.py)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .. import config_edit, configurator, users
+from ..configs import change_said, change_words, config_rows, restore
+from ..deps import PageRefused, db, operator, org_user, signed_form
+from ..fleet import FleetError, site_by_name
+from ..models import Site
+from ..pages import message, render
+
+router = APIRouter(include_in_schema=False)
+
+
+@dataclass(frozen=True)
+class Place:
+    """Whose page this is: the site, where its forms post, and whether the reader may edit."""
+    site: Site
+    prefix: str  # where its forms post: /settings or /fleet/SITE
+    can_edit: bool
+    site_field: str | None = None  # a customer's pages name the site in a hidden field
+
+    def page_url(self, page: str) -> str:
+        return f"{self.prefix}/{page}" + (f"?site={self.site_field}" if self.site_field else "")
+
+
+def customer_place(session: Session, me: users.SignedIn, name: str | None) -> Place:
+    """The organisation's site by name (its first when none is named); another's is not found."""
+    query = select(Site).where(Site.org_id == me.org_id).order_by(Site.name)
+    site = session.scalar(query.where(Site.name == name) if name else query.limit(1))
+    if site is None:
+        raise PageRefused(404, "page_not_found", me)
+    return Place(site, "/settings", me.role == "admin", site.name if name else None)
+
+
+def operator_place(session: Session, me: users.SignedIn, name: str) -> Place:
+    try:
+        site = site_by_name(session, name)
+    except FleetError:
+        raise PageRefused(404, "page_not_found", me) from None
+    return Place(site, f"/fleet/{site.name}", True)
+
+
+PAGES = ("extensions", "features")
+
+
+def show(request: Request, session: Session, me: users.SignedIn, place: Place, status: int = 200,
+         page: str = "extensions", **said: object) -> Response:
+    space = configurator.workspace(session, place.site)
+    versions = config_rows(session, place.site.name)[:20]
+    return render(request, f"{page}.html", status, me=me, place=place, space=space, versions=versions,
+                  said=said, page=page, change_words=change_words)
+
+
+@router.get("/settings/{page}")
+def customer_page(page: str, request: Request, site: str | None = None, me: users.SignedIn = Depends(org_user),
+                  session: Session = Depends(db)) -> Response:
+    if page not in PAGES:
+        return message(request, 404, me, "page_not_found")
+    return show(request, session, me, customer_place(session, me, site), page=page)
+
+
+@router.get("/fleet/{name}/{page}")
+def operator_page(name: str, page: str, request: Request, me: users.SignedIn = Depends(operator),
+                  session: Session = Depends(db)) -> Response:
+    if page not in PAGES:
+        return message(request, 404, me, "page_not_found")
+    return show(request, session, me, operator_place(session, me, name), page=page)
+
+
+def admin_form(posted: tuple[dict[str, str], users.SignedIn] = Depends(signed_form(org_user))) \
+        -> tuple[dict[str, str], users.SignedIn]:
+    """A customer's posted change: an admin's; a viewer's is refused before anything is read."""
+    if posted[1].role != "admin":
+        raise PageRefused(403, "viewer_cannot_edit", posted[1])
+    return posted
+
+
+def change(request: Request, session: Session, me: users.SignedIn, place: Place, fields: dict[str, str],
+           action: str, number: str | None) -> Response:
+    """One form's change saved as a version; the page again, saying what happened."""
+    page = "features" if action == "features" or fields.get("page") == "features" else "extensions"
+    show_page = partial(show, request, session, me, place, page=page)
+    try:
+        base = int(fields.get("base", ""))
+    except ValueError:
+        return show_page(400, error_key="form_incomplete")
+    password = None
+    if action == "add":
+        number, password = fields.get("number", "").strip(), config_edit.new_password()
+        edit = partial(config_edit.add_extension, number=number, name=fields.get("name", ""), password=password)
+        summary = change_said("add", number=number, name=" ".join(fields.get("name", "").split())[:64])
+    elif action == "rename":
+        edit = partial(config_edit.rename_extension, number=number, name=fields.get("name", ""))
+        summary = change_said("rename", number=number, name=" ".join(fields.get("name", "").split())[:64])
+    elif action == "password":
+        password = config_edit.new_password()
+        edit = partial(config_edit.set_password, number=number, password=password)
+        summary = change_said("password", number=number)
+    elif action == "remove":
+        edit = partial(config_edit.remove_extension, number=number)
+        summary = change_said("remove", number=number)
+    elif action == "features":
+        try:
+            edit, summary = features_edit(fields)
+        except config_edit.EditRefused as exc:
+            return show_page(422, error_key=exc.key, field=exc.field, form=fields, action=action)
+    else:  # restore
+        try:
+            version = restore(session, place.site.name, int(number or 0), me.username, base=base)
+        except (ValueError, FleetError) as exc:
+            session.rollback()
+            return refused(show_page, session, place, exc, fields, base)
+        return show_page(saved=version)
+    try:
+        version = configurator.save(session, place.site.name, base, edit, me.username, summary)
+    except config_edit.EditRefused as exc:
+        return show_page(422, error_key=exc.key, field=exc.field, form=fields, action=action)
+    except FleetError as exc:
+        session.rollback()
+        return refused(show_page, session, place, exc, fields, base, action)
+    return show_page(saved=version, number=number, password=password)
+
+
+def features_edit(fields: dict[str, str]) -> tuple[Callable[[str], str], str]:
+    """The features form as an edit: pickup on or off and its codes, the transfer key, recording
+    and how long the box keeps recordings (the box's checks judge the codes)."""
+    try:
+        keep_days = int(fields.get("keep_days", "").strip())
+    except ValueError:
+        raise config_edit.EditRefused("keep_days_shape", "keep_days") from None
+    pickup, recording = fields.get("pickup") == "on", fields.get("recording") == "on"
+    codes = {key: fields.get(key, "").strip() for key in ("pickup_code", "directed_pickup_prefix", "transfer_key")}
+
+    def edit(text: str) -> str:
+        text = config_edit.set_section(text, "features", {"pickup": pickup} | codes)
+        return config_edit.set_section(text, "recording", {"enabled": recording, "keep_days": keep_days})
+    return edit, change_said("features", pickup=pickup, recording=recording, keep_days=keep_days)
+
+
+def refused(show_page: Callable[..., Response], session: Session, place: Place, exc: Exception,
+            fields: dict[str, str], base: int, action: str = "") -> Response:
+    """A save that did not happen: the box's checks failed (their messages), or someone else saved
+    first (who and what; the page now shows their version)."""
+    if isinstance(exc, FleetError) and exc.status == 409:
+        between = configurator.saved_between(session, place.site, base)
+        return show_page(409, conflict=between, form=fields, action=action)
+    if isinstance(exc, FleetError) and exc.status == 422:
+        return show_page(422, box_errors=exc.message.split("\n")[1:] or [exc.message], form=fields, action=action)
+    return show_page(404 if isinstance(exc, FleetError) and exc.status == 404 else 400, error_key="form_incomplete")
+
+
+ACTIONS = ("rename", "password", "remove")
+
+
+@router.post("/settings/features")
+def customer_features(request: Request, posted=Depends(admin_form), session: Session = Depends(db)) -> Response:  # noqa: ANN001
+    fields, me = posted
+    return change(request, session, me, customer_place(session, me, fields.get("site")), fields, "features", None)
+
+
+@router.post("/fleet/{name}/features")
+def operator_features(name: str, request: Request, posted=Depends(signed_form(operator)),  # noqa: ANN001
+                      session: Session = Depends(db)) -> Response:
+    fields, me = posted
+    return change(request, session, me, operator_place(session, me, name), fields, "features", None)
+
+
+@router.post("/settings/extensions")
+def customer_add(request: Request, site: str | None = None, posted=Depends(admin_form),  # noqa: ANN001
+                 session: Session = Depends(db)) -> Response:
+    fields, me = posted
+    return change(request, session, me, customer_place(session, me, fields.get("site") or site), fields, "add", None)
+
+
+@router.post("/settings/extensions/{number}/{action}")
+def customer_change(number: str, action: str, request: Request, posted=Depends(admin_form),  # noqa: ANN001
+                    session: Session = Depends(db)) -> Response:
+    fields, me = posted
+    if action not in ACTIONS:
+        return message(request, 404, me, "page_not_found")
+    return change(request, session, me, customer_place(session, me, fields.get("site")), fields, action, number)
+
+
+@router.post("/settings/versions/{version}/restore")
+def customer_restore(version: str, request: Request, posted=Depends(admin_form),  # noqa: ANN001
+                     session: Session = Depends(db)) -> Response:
+    fields, me = posted
+    return change(request, session, me, customer_place(session, me, fields.get("site")), fields, "restore", version)
+
+
+@router.post("/fleet/{name}/extensions")
+def operator_add(name: str, request: Request, posted=Depends(signed_form(operator)),  # noqa: ANN001
+                 session: Session = Depends(db)) -> Response:
+    fields, me = posted
+    return change(request, session, me, operator_place(session, me, name), fields, "add", None)
+
+
+@router.post("/fleet/{name}/extensions/{number}/{action}")
+def operator_change(name: str, number: str, action: str, request: Request,
+                    posted=Depends(signed_form(operator)), session: Session = Depends(db)) -> Response:  # noqa: ANN001
+    fields, me = posted
+    if action not in ACTIONS:
+        return message(request, 404, me, "page_not_found")
+    return change(request, session, me, operator_place(session, me, name), fields, action, number)
+
+
+@router.post("/fleet/{name}/versions/{version}/restore")
+def operator_restore(name: str, version: str, request: Request, posted=Depends(signed_form(operator)),  # noqa: ANN001
+                     session: Session = Depends(db)) -> Response:
+    fields, me = posted
+    return change(request, session, me, operator_place(session, me, name), fields, "restore", version)

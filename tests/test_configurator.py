@@ -1,0 +1,198 @@
+"""The configurator, end to end: a real box (Kamailio, the feature server, its cloud agent with a
+60 s heartbeat, so only the portal's wake-up can make a change quick) enrolled in a real portal on
+PostgreSQL, the pages in headless Chromium in Russian, pjsua2 phones registering with what the
+page showed."""
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import pjsua2 as pj
+import pytest
+
+from audio import has_tone
+from conftest import ROOT, TONES, start_pbx
+from portal_lab import close_portal, enrolled_box, start_portal
+from test_portal_truth import english_words
+
+PASSWORD = "correct horse battery"
+SLOW_CLOUD = "cloud: {heartbeat_seconds: 60, retry_max_seconds: 2, upload_kbps: 0, allow_http: true}"
+SHOTS = ROOT / "build" / "screenshots"  # docs/screenshots/ holds the reviewed copies
+
+
+def versions(portal) -> dict[int, dict]:
+    return {v["version"]: v for v in json.loads(portal.cli("configs", "--site", "acme-hq", "--json").stdout)}
+
+
+def wait_until(condition, timeout: float, what: str, lab=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        lab.poll(0.2) if lab else time.sleep(0.2)
+    raise AssertionError(f"no {what} within {timeout:.0f} s")
+
+
+def russian_text(page) -> str:
+    """The page's words a Russian reader sees, without what the office typed (translate="no")."""
+    return page.evaluate("""() => { const copy = document.body.cloneNode(true);
+        copy.querySelectorAll('[translate="no"], script, style').forEach(e => e.remove());
+        return copy.innerText; }""")
+
+
+def sign_in(browser, portal, user: str):
+    page = browser.new_context(locale="ru-RU", viewport={"width": 1280, "height": 900},
+                               extra_http_headers={"Accept-Language": "ru-RU,ru;q=0.9"}).new_page()
+    page.goto(f"{portal.url}/login")
+    page.get_by_label("Имя пользователя").fill(user)
+    page.get_by_label("Пароль").fill(PASSWORD)
+    page.get_by_role("button", name="Войти").click()
+    page.wait_for_url("**/calls")
+    return page
+
+
+@pytest.fixture
+def office(tmp_path, lab):
+    portal = start_portal(tmp_path, "postgresql")
+    config = enrolled_box(tmp_path, portal, extra=f"""{SLOW_CLOUD}
+inbound: {{day: [{{ring: ["101"]}}]}}""", extensions='  - {number: "101", name: "Reception", password: "pw-101-secret"}\n'
+                                                       '  - {number: "102", name: "Sales", password: "pw-102-secret"}')
+    pbx = start_pbx(config)
+    lab.port = pbx.sip_port
+    for user, role in (("anna", "admin"), ("boris", "admin"), ("vera", "viewer")):
+        portal.cli("add-user", "--org", "Acme", "--user", user, "--password", PASSWORD, "--role", role)
+    try:
+        yield portal, pbx, config
+    finally:
+        lab.release_phones()
+        pbx.stop()
+        close_portal(portal)
+
+
+def test_an_admin_adds_an_extension_in_russian_and_a_phone_registers_with_the_shown_password_within_seconds(office, lab):
+    from playwright.sync_api import sync_playwright
+
+    portal, pbx, config = office
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    # The box sends the config it runs at its first heartbeat: the configurator edits that.
+    wait_until(lambda: versions(portal).get(1, {}).get("author") == "box", 20, "the box's own config", lab)
+    with sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        try:
+            anna = sign_in(browser, portal, "anna")
+            anna.goto(f"{portal.url}/settings")
+            anna.locator('[data-configure="acme-hq"]').click()
+            anna.wait_for_url("**/settings/extensions?site=acme-hq")
+            assert anna.locator('tr[data-extension="101"]').count() == 1
+            form = anna.locator("form[data-form=add-extension]")
+            form.locator('input[name="number"]').fill("105")
+            form.locator('input[name="name"]').fill("Ольга Петрова")
+            saved_at = time.monotonic()
+            form.get_by_role("button", name="Добавить").click()
+            anna.wait_for_load_state()
+            password = anna.locator('output[data-new-password="105"]').inner_text().strip()
+            assert re.fullmatch(r"[A-Za-z0-9_-]{16}", password), password
+            assert anna.locator('tr[data-extension="105"]').count() == 1
+            assert not english_words(russian_text(anna)), sorted(english_words(russian_text(anna)))
+            anna.screenshot(path=str(SHOTS / "extensions-ru.png"), full_page=True)
+
+            # The box pulls it at once (its heartbeat is a minute away) and applies it: the new
+            # phone registers with the password the page showed.
+            wait_until(lambda: versions(portal)[2]["state"] == "applied", 15, "version 2 applied on the box", lab)
+            applied = time.monotonic() - saved_at
+            phone = lab.phone("105", password, TONES["102"])
+            assert phone.reg_code == 200
+            live = time.monotonic() - saved_at
+            print(f"\nsaved -> applied on the box {applied:.1f} s; -> phone 105 registered {live:.1f} s "
+                  f"(heartbeat interval 60 s)")
+            assert versions(portal)[2]["author"] == "anna"
+            assert versions(portal)[2]["change"] == {"do": "add", "number": "105", "name": "Ольга Петрова"}
+            text = config.read_text()
+            assert "inbound: {day: [{ring: [\"101\"]}]}" in text  # the rest of the file as it was
+            assert '  - {number: "105", name: "Ольга Петрова", password: ' in text
+
+            # The page says the box applied it, in the audit list too.
+            anna.goto(f"{portal.url}/settings/extensions?site=acme-hq")
+            assert anna.locator("[data-config-state]").get_attribute("data-config-state") == "applied"
+            assert anna.locator('tr[data-version="2"]').get_attribute("data-state") == "applied"
+            assert "добавлен номер 105 (Ольга Петрова)" in anna.locator('tr[data-version="2"]').inner_text()
+
+            # A change the box's own checks refuse (101 answers the day's calls) is shown and not saved.
+            anna.locator('tr[data-extension="101"]').get_by_role("button", name="Удалить").click()
+            anna.wait_for_load_state()
+            refusal = anna.locator("[data-box-errors]").inner_text()
+            assert "inbound.day: not an extension: 101" in refusal and "Ничего не сохранено" in refusal
+            assert set(versions(portal)) == {1, 2}
+
+            # Two admins at once: Boris's page was made from version 2, Anna saves first; Boris is
+            # told who saved what, his change is not saved, and Anna's stays.
+            boris = sign_in(browser, portal, "boris")
+            boris.goto(f"{portal.url}/settings/extensions?site=acme-hq")
+            anna.locator('tr[data-extension="105"] input[name="name"]').fill("Ольга Сергеевна")
+            anna.locator('tr[data-extension="105"]').get_by_role("button", name="Переименовать").click()
+            anna.wait_for_load_state()
+            assert anna.locator("[data-saved]").get_attribute("data-saved") == "3"
+            boris_form = boris.locator("form[data-form=add-extension]")
+            boris_form.locator('input[name="number"]').fill("106")
+            boris_form.locator('input[name="name"]').fill("Борис")
+            boris_form.get_by_role("button", name="Добавить").click()
+            boris.wait_for_load_state()
+            conflict = boris.locator("[data-conflict]")
+            assert conflict.locator('[data-saved-by="anna"]').count() == 1
+            assert "номер 105 переименован: Ольга Сергеевна" in conflict.inner_text()
+            assert boris.locator('tr[data-extension="106"]').count() == 0 and set(versions(portal)) == {1, 2, 3}
+            assert boris.locator('form[data-form=add-extension] input[name="number"]').input_value() == "106"
+            boris.screenshot(path=str(SHOTS / "extensions-conflict-ru.png"), full_page=True)
+
+            # Any earlier version in one step: version 2 again, so 105 is "Ольга Петрова" again.
+            anna.goto(f"{portal.url}/settings/extensions?site=acme-hq")
+            anna.locator('[data-restore="2"]').click()
+            anna.wait_for_load_state()
+            assert anna.locator("[data-saved]").get_attribute("data-saved") == "4"
+            wait_until(lambda: versions(portal)[4]["state"] == "applied", 15, "version 4 applied", lab)
+            assert '{number: "105", name: "Ольга Петрова"' in config.read_text()
+            assert password not in anna.content()  # a password is shown once, after its change
+
+            # Pickup switched off on the features page: 0 then only gives the "nothing to pick up"
+            # tone, while 102 keeps ringing.
+            anna.get_by_role("navigation", name="Конфигуратор").get_by_role("link", name="Функции").click()
+            anna.wait_for_url("**/settings/features?site=acme-hq")
+            assert anna.locator('input[name="pickup"]').is_checked()
+            anna.locator('input[name="pickup"]').uncheck()
+            anna.get_by_role("button", name="Сохранить").click()
+            anna.wait_for_load_state()
+            assert anna.locator("[data-saved]").get_attribute("data-saved") == "5"
+            assert not english_words(russian_text(anna)), sorted(english_words(russian_text(anna)))
+            anna.screenshot(path=str(SHOTS / "features-ru.png"), full_page=True)
+            wait_until(lambda: versions(portal)[5]["state"] == "applied", 15, "version 5 applied", lab)
+            assert "pickup: false" in config.read_text()
+            caller, ringing = lab.phone("101", "pw-101-secret", TONES["101"]), lab.phone("102", "pw-102-secret", TONES["102"])
+            ringing.answer = "never"
+            call = caller.dial("102")
+            lab.wait_for(lambda: ringing.calls and call.saw(pj.PJSIP_INV_STATE_EARLY), 10, "102 to ring")
+            pick = phone.dial("0")
+            lab.wait_for(lambda: pick.state == pj.PJSIP_INV_STATE_DISCONNECTED, 8, "the pickup attempt to end")
+            lab.poll(0.2)
+            assert has_tone(pick.record_path, 950) and has_tone(pick.record_path, 1400), "the special information tone"
+            assert call.state == pj.PJSIP_INV_STATE_EARLY and "pickup is switched off" in pbx.log_text()
+            call.hangup_now()
+            lab.hang_up_everything()
+
+            # A viewer reads the same page without a form, and a posted form changes nothing.
+            vera = sign_in(browser, portal, "vera")
+            vera.goto(f"{portal.url}/settings/extensions")
+            assert vera.locator('tr[data-extension="105"]').count() == 1
+            assert vera.locator("form[data-form=add-extension]").count() == 0
+            assert vera.locator('tr[data-extension="105"] form').count() == 0
+            csrf = vera.locator('header input[name="csrf"]').get_attribute("value")
+            posted = vera.request.post(f"{portal.url}/settings/extensions",
+                                       form={"csrf": csrf, "base": "5", "number": "107", "name": "Чужой"})
+            assert posted.status == 403 and set(versions(portal)) == {1, 2, 3, 4, 5}
+            vera.goto(f"{portal.url}/settings/features")
+            assert vera.locator('form[data-form=features] button[type="submit"]').count() == 0
+            assert vera.locator('input[name="pickup"]').is_disabled()
+            vera.screenshot(path=str(SHOTS / "extensions-viewer-ru.png"), full_page=True)
+        finally:
+            browser.close()
