@@ -4,12 +4,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
 from . import config as config_mod
 from . import credentials
 from .clock import use_site_clock
+from .files import write_private
 
 
 def _load(path: str) -> config_mod.Config:
@@ -213,6 +215,57 @@ def cmd_extensions(args: argparse.Namespace) -> int:
     return 0
 
 
+def _passphrase(args: argparse.Namespace, twice: bool) -> str:
+    """From --passphrase-file, else EDGEPBX_BACKUP_PASSPHRASE, else asked at the terminal."""
+    if args.passphrase_file:
+        return Path(args.passphrase_file).read_text(encoding="utf-8").rstrip("\r\n")
+    if os.environ.get("EDGEPBX_BACKUP_PASSPHRASE"):
+        return os.environ["EDGEPBX_BACKUP_PASSPHRASE"]
+    import getpass
+
+    first = getpass.getpass("backup passphrase: ")
+    if twice and getpass.getpass("the same again: ") != first:
+        raise SystemExit("edgepbx: the two passphrases differ; nothing was written")
+    return first
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from .backup import BackupRefused, collect, seal
+
+    cfg = _load(args.config)
+    credentials.sip_passwords(cfg)  # the passwords the phones use exist before they are saved
+    contents = collect(cfg)
+    try:
+        blob = seal(contents, _passphrase(args, twice=True))
+    except BackupRefused as exc:
+        print(f"edgepbx: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.output)
+    write_private(out, blob)
+    print(f"{out}: {cfg.site_name}: the config, {len(cfg.extensions)} extensions' passwords, "
+          f"{len(contents.data)} box files, {len(contents.files)} files the config names; {len(blob) // 1024 + 1} KB, "
+          "encrypted with the passphrase")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from .backup import MAX_BACKUP_BYTES, BackupRefused, restore, unseal
+
+    source = Path(args.backup)
+    try:
+        if source.stat().st_size > MAX_BACKUP_BYTES:
+            raise BackupRefused(f"{source} is larger than any backup ({MAX_BACKUP_BYTES >> 20} MB)")
+        contents = unseal(source.read_bytes(), _passphrase(args, twice=False))
+        cfg = restore(contents, Path(args.config))
+    except (BackupRefused, OSError) as exc:
+        print(f"edgepbx: {source}: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.config}: restored {contents.site or cfg.site_name} from the backup of {contents.created_at}: "
+          f"{len(cfg.extensions)} extensions, {len(contents.data)} box files, {len(contents.files)} files the config "
+          f"names; the old config is {args.config}.previous. Enrol with a replacement code to reach the portal.")
+    return 0
+
+
 def cmd_cdr_list(args: argparse.Namespace) -> int:
     from .cdr import CdrStore
 
@@ -307,6 +360,17 @@ def build_parser() -> argparse.ArgumentParser:
     ext.add_argument("--json", action="store_true")
     ext.set_defaults(func=cmd_extensions)
     with_config(sub.add_parser("trunks", help="keep the trunks registered (used by `run`)")).set_defaults(func=cmd_trunks)
+    backup = with_config(sub.add_parser("backup", help="what makes this box itself, in one file encrypted with a "
+                                                       "passphrase (for a replacement box, offline)"))
+    backup.add_argument("--output", required=True, help="the backup file to write")
+    backup.add_argument("--passphrase-file", help="read the passphrase from this file (else EDGEPBX_BACKUP_PASSPHRASE, "
+                                                  "else it is asked)")
+    backup.set_defaults(func=cmd_backup)
+    restore = with_config(sub.add_parser("restore", help="put a backup onto this box (its config file is replaced; "
+                                                         "stop edgepbx first)"))
+    restore.add_argument("backup", help="the file `edgepbx backup` wrote")
+    restore.add_argument("--passphrase-file", help="read the passphrase from this file")
+    restore.set_defaults(func=cmd_restore)
     enroll = with_config(sub.add_parser("enroll", help="link the box to a cloud portal with a one-time code"))
     enroll.add_argument("portal_url", help="e.g. https://portal.example.com")
     enroll.add_argument("code", help="the site's enrolment code from the portal")

@@ -7,13 +7,13 @@ import os
 from pathlib import Path
 
 
-def write_private(path: Path, text: str) -> None:
-    """Writes `text` to `path` with mode 0600 via a temporary file, fsync and rename, so a power
-    cut leaves either the old or the new file."""
+def write_private(path: Path, text: str | bytes) -> None:
+    """Writes `text` (or bytes) to `path` with mode 0600 via a temporary file, fsync and rename, so
+    a power cut leaves either the old or the new file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
+    with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as fh:
         fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())
