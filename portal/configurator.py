@@ -66,6 +66,24 @@ def _settings(text: str) -> tuple[list[dict], dict]:
     return extensions, features
 
 
+def dialplan_test(session: Session, site: Site, number: str, caller: str | None) -> dict | None:
+    """What `edgepbx dialplan test` says for `number` (dialled by `caller`) under the newest
+    version: the box's own dial plan code on the box's own config; None when there is none."""
+    from appliance.config import InvalidConfig, parse
+    from appliance.dialplan import DialPlan
+
+    newest = desired_config(session, site)
+    if newest is None:
+        return None
+    try:
+        cfg = parse(newest.text, Path("config"), on_box=False)
+    except InvalidConfig:
+        return None
+    if caller and cfg.extension(caller) is None:
+        caller = None
+    return DialPlan(cfg).route(number[:40], caller).as_dict() | {"from": caller}
+
+
 def save(session: Session, site_name: str, base: int, edit: Callable[[str], str], author: str, summary: str) -> int:
     """The edit applied to version `base` and saved as the next version; FleetError 409 when
     another was saved since, 422 with the box's own errors when the result would not run,

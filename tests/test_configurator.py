@@ -168,6 +168,18 @@ def test_an_admin_adds_an_extension_in_russian_and_a_phone_registers_with_the_sh
             anna.screenshot(path=str(SHOTS / "features-ru.png"), full_page=True)
             wait_until(lambda: versions(portal)[5]["state"] == "applied", 15, "version 5 applied", lab)
             assert "pickup: false" in config.read_text()
+            # The dial plan page tests a number with the box's own dial plan code.
+            anna.get_by_role("navigation", name="Конфигуратор").get_by_role("link", name="План набора").click()
+            test = anna.locator("form[data-form=dialplan-test]")
+            test.locator('input[name="number"]').fill("8 916 123-45-67")
+            test.locator('select[name="from"]').select_option("102")
+            test.get_by_role("button", name="Проверить").click()
+            anna.wait_for_load_state()
+            result = anna.locator("[data-dial-result]")
+            assert (result.get_attribute("data-class"), result.get_attribute("data-sends")) == ("mobile", "+79161234567")
+            assert "мобильные" in result.inner_text()
+            assert not english_words(russian_text(anna)), sorted(english_words(russian_text(anna)))
+            anna.screenshot(path=str(SHOTS / "dialplan-ru.png"), full_page=True)
             caller, ringing = lab.phone("101", "pw-101-secret", TONES["101"]), lab.phone("102", "pw-102-secret", TONES["102"])
             ringing.answer = "never"
             call = caller.dial("102")

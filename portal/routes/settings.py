@@ -13,7 +13,7 @@ from fastapi.responses import Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .. import config_edit, configurator, users
+from .. import config_edit, configurator, dialwords, users
 from ..configs import change_said, change_words, config_rows, restore
 from ..deps import PageRefused, db, operator, org_user, signed_form
 from ..fleet import FleetError, site_by_name
@@ -52,15 +52,18 @@ def operator_place(session: Session, me: users.SignedIn, name: str) -> Place:
     return Place(site, f"/fleet/{site.name}", True)
 
 
-PAGES = ("extensions", "features")
+PAGES = ("extensions", "features", "dialplan")
 
 
 def show(request: Request, session: Session, me: users.SignedIn, place: Place, status: int = 200,
          page: str = "extensions", **said: object) -> Response:
     space = configurator.workspace(session, place.site)
     versions = config_rows(session, place.site.name)[:20]
+    tested = None
+    if page == "dialplan" and (number := request.query_params.get("number", "").strip()):
+        tested = configurator.dialplan_test(session, place.site, number, request.query_params.get("from", "").strip())
     return render(request, f"{page}.html", status, me=me, place=place, space=space, versions=versions,
-                  said=said, page=page, change_words=change_words)
+                  said=said, page=page, change_words=change_words, tested=tested, dial_shape=dialwords.shape)
 
 
 @router.get("/settings/{page}")
