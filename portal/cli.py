@@ -68,6 +68,19 @@ def mail_server(args: argparse.Namespace):
                       ca_file=Path(args.smtp_ca_file) if args.smtp_ca_file else None)
 
 
+def is_mail_address(text: str) -> bool:
+    """An addr-spec a mail server will take (RFC 5322, by the standard library's parser), with a
+    dotted domain: a typo is refused when the contact is added, not at the first alarm."""
+    from email.errors import HeaderParseError
+    from email.headerregistry import Address
+
+    try:
+        address = Address(addr_spec=text)
+    except (ValueError, IndexError, HeaderParseError):
+        return False
+    return bool(address.username) and "." in address.domain.strip(".") and address.addr_spec == text.strip()
+
+
 def cmd_contact_add(args: argparse.Namespace) -> int:
     import secrets
 
@@ -79,6 +92,8 @@ def cmd_contact_add(args: argparse.Namespace) -> int:
         raise ValueError("--webhook must be an http(s) URL")
     if args.digest and args.webhook:
         raise ValueError("a digest goes by e-mail")
+    if args.email and not is_mail_address(args.email):
+        raise ValueError(f"--email {args.email!r} is not an e-mail address (name@domain.example)")
     secret = (args.secret or secrets.token_urlsafe(32)) if args.webhook else None
     with _sessions(args)() as session:
         org_id = None

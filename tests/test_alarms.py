@@ -105,6 +105,10 @@ def wait(condition, timeout: float, what: str):
 def test_alarms_begin_and_end_once_each_by_mail_and_signed_webhook_per_severity(lab):
     portal, inbox, hooks = lab
     box = Box(portal, "Ромашка", "romashka-hq")
+    for typo in ("noc@provider", "noc provider.example", "noc@provider.example, boss@provider.example"):
+        refused = portal.cli("add-contact", "--email", typo, check=False)
+        assert refused.returncode == 2 and "is not an e-mail address" in refused.stderr, refused.stderr
+    assert json.loads(portal.cli("contacts", "--json").stdout) == []  # nothing half-added
     portal.cli("add-contact", "--email", "noc@provider.example", "--severity", "critical", "--language", "ru")
     added = portal.cli("add-contact", "--org", "Ромашка", "--webhook", f"http://127.0.0.1:{hooks.server_address[1]}/hook",
                        "--secret", HOOK_SECRET)

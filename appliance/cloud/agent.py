@@ -146,7 +146,7 @@ class Agent:
                 self.wakeup.woken.clear()
                 self.next_heartbeat = 0.0
                 return
-            time.sleep(min(0.1, max(0.0, end - time.monotonic())))
+            time.sleep(min(0.2, max(0.0, end - time.monotonic())))
 
     def _linked(self) -> bool:
         link = load_link(self.cfg.data_dir)
