@@ -235,13 +235,13 @@ def cmd_backup(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     credentials.sip_passwords(cfg)  # the passwords the phones use exist before they are saved
     contents = collect(cfg)
+    out = Path(args.output)
     try:
         blob = seal(contents, _passphrase(args, twice=True))
-    except BackupRefused as exc:
+        write_private(out, blob)
+    except (BackupRefused, OSError) as exc:
         print(f"edgepbx: {exc}", file=sys.stderr)
         return 2
-    out = Path(args.output)
-    write_private(out, blob)
     print(f"{out}: {cfg.site_name}: the config, {len(cfg.extensions)} extensions' passwords, "
           f"{len(contents.data)} box files, {len(contents.files)} files the config names; {len(blob) // 1024 + 1} KB, "
           "encrypted with the passphrase")

@@ -56,6 +56,12 @@ def test_a_box_restored_from_its_offline_backup_keeps_its_phones_passwords_and_i
         assert secret.encode() not in blob  # encrypted, not merely encoded
     short = edgepbx("backup", "--config", str(config), "--output", str(tmp_path / "x"), passphrase="short")
     assert short.returncode == 2 and "at least 10 characters" in short.stderr
+    no_file = edgepbx("backup", "--config", str(config), "--output", str(tmp_path / "y"),
+                      "--passphrase-file", str(tmp_path / "absent"))
+    unwritable = edgepbx("backup", "--config", str(config), "--output", str(config / "x"))
+    for refused in (no_file, unwritable):  # said in a line, not a traceback; nothing written
+        assert refused.returncode == 2 and refused.stderr.startswith("edgepbx: ") and "Traceback" not in refused.stderr
+    assert not (tmp_path / "y").exists()
 
     shutil.rmtree(old)  # the box is dead: its card is gone
     new = tmp_path / "new"
