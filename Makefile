@@ -45,7 +45,7 @@ bundle: setup
 # The fast tier for daily work (README: under 3 minutes on 2 cores): the import layers
 # (.importlinter), the demo config, the unit tests and the quick system tests through a real
 # Kamailio and feature server. `make test` runs everything, as CI does.
-CHECK_TESTS ?= tests/test_call_logic.py tests/test_config.py tests/test_config_edit.py tests/test_dialplan.py tests/test_templates.py \
+CHECK_TESTS ?= tests/test_call_logic.py tests/test_config.py tests/test_config_edit.py tests/test_sealing.py tests/test_dialplan.py tests/test_templates.py \
 	tests/test_calls.py tests/test_pickup.py tests/test_sip_signalling.py
 
 check: setup

@@ -8,6 +8,9 @@ config names (greetings, music on hold, certificates) unless they ship with the 
 cloud link is left out: a replacement enrols with its own code (a backup must not let a second
 box speak as the first), and so are call records and recordings (the portal has them).
 
+The portal keeps a copy of its own (appliance/cloud/backups.py), sealed the same way under the
+site's backup key instead of a passphrase.
+
 The file is encrypted with a passphrase: scrypt (N=2^15, r=8, p=1: 32 MiB and about 0.1 s per
 try, so guessing is slow) derives an AES-256-GCM key; the header (format, KDF parameters, salt,
 nonce) is authenticated with the content, so a wrong passphrase and a changed byte are both
@@ -15,6 +18,7 @@ refused, before anything on the box is touched."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import sqlite3
@@ -30,8 +34,10 @@ from .files import write_private
 
 MAGIC = b"EDGEPBX-BACKUP 1\n"
 KDF = {"kdf": "scrypt", "n": 2 ** 15, "r": 8, "p": 1}
+SITE_KEY = {"kdf": "site-key"}  # AES-256-GCM under the site's backup key: the portal's copy
 MAX_BACKUP_BYTES = 256 << 20
-DATA_FILES = ("credentials.json", "device-credentials.json", "enrolled.json")
+DATA_FILES = ("credentials.json", "device-credentials.json", "enrolled.json",
+              "remote-config.json")  # which portal config version the config is: a replacement does not pull it again
 DATABASES = ("devices.sqlite",)
 
 
@@ -57,7 +63,7 @@ def _key(passphrase: str, salt: bytes, kdf: dict) -> bytes:
     return Scrypt(salt=salt, length=32, n=kdf["n"], r=kdf["r"], p=kdf["p"]).derive(passphrase.encode())
 
 
-def _named_files(cfg: Config) -> list[Path]:
+def named_files(cfg: Config) -> list[Path]:
     """The files the config names that do not ship with the software."""
     named = [cfg.inbound.greeting, cfg.inbound.night_greeting, cfg.inbound.invalid_prompt, cfg.features.music_on_hold,
              cfg.security.tls_certificate, cfg.security.tls_key, cfg.cloud.ca_file]
@@ -78,7 +84,7 @@ def collect(cfg: Config) -> Contents:
             data[name] = _database_bytes(cfg.data_dir / name)
     home = cfg.path.resolve().parent
     files = {}
-    for path in _named_files(cfg):
+    for path in named_files(cfg):
         resolved = path.resolve()
         key = f"config-dir/{resolved.relative_to(home)}" if home in resolved.parents else f"abs/{resolved}"
         files[key] = resolved.read_bytes()
@@ -99,22 +105,28 @@ def _database_bytes(path: Path) -> bytes:
         return copy.read_bytes()
 
 
-def seal(contents: Contents, passphrase: str) -> bytes:
+def seal(contents: Contents, passphrase: str | None = None, key: bytes | None = None) -> bytes:
+    """The encrypted file: under a key from the passphrase (an installer's copy), or under the
+    site's backup key (32 bytes) the portal gave the box at enrolment (the copy the portal keeps)."""
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-    if len(passphrase) < 10:
-        raise BackupRefused("a backup passphrase has at least 10 characters")
     b64 = lambda d: {k: base64.b64encode(v).decode() for k, v in d.items()}  # noqa: E731
     body = zlib.compress(json.dumps({"site": contents.site, "created_at": contents.created_at,
                                      "config": contents.config, "data": b64(contents.data),
                                      "files": b64(contents.files)}).encode(), 6)
-    salt, nonce = os.urandom(16), os.urandom(12)
-    header = json.dumps(KDF | {"salt": base64.b64encode(salt).decode(), "nonce": base64.b64encode(nonce).decode()},
-                        sort_keys=True).encode() + b"\n"
-    return MAGIC + header + AESGCM(_key(passphrase, salt, KDF)).encrypt(nonce, body, MAGIC + header)
+    nonce = os.urandom(12)
+    if key is not None:
+        header_fields, aes_key = dict(SITE_KEY), key
+    else:
+        if passphrase is None or len(passphrase) < 10:
+            raise BackupRefused("a backup passphrase has at least 10 characters")
+        salt = os.urandom(16)
+        header_fields, aes_key = KDF | {"salt": base64.b64encode(salt).decode()}, _key(passphrase, salt, KDF)
+    header = json.dumps(header_fields | {"nonce": base64.b64encode(nonce).decode()}, sort_keys=True).encode() + b"\n"
+    return MAGIC + header + AESGCM(aes_key).encrypt(nonce, body, MAGIC + header)
 
 
-def unseal(blob: bytes, passphrase: str) -> Contents:
+def unseal(blob: bytes, passphrase: str | None = None, key: bytes | None = None) -> Contents:
     from cryptography.exceptions import InvalidTag
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -123,16 +135,37 @@ def unseal(blob: bytes, passphrase: str) -> Contents:
     header_line, sealed = blob[len(MAGIC):].split(b"\n", 1)
     try:
         header = json.loads(header_line)
-        salt, nonce = base64.b64decode(header["salt"]), base64.b64decode(header["nonce"])
-    except (ValueError, KeyError, TypeError):
+        nonce = base64.b64decode(header["nonce"])
+        by_site_key = header.get("kdf") == SITE_KEY["kdf"]
+        salt = b"" if by_site_key else base64.b64decode(header["salt"])
+    except (ValueError, KeyError, TypeError, AttributeError):
         raise BackupRefused("this backup's header is damaged") from None
+    if by_site_key and key is None:
+        raise BackupRefused("this backup is the portal's copy, sealed with the site's key: restore it by enrolling "
+                            "with a replacement code, or download it from the site's page with a passphrase")
+    if not by_site_key and passphrase is None:
+        raise BackupRefused("this backup is sealed with a passphrase")
+    what = "the site's key does not open it" if by_site_key else "wrong passphrase"
     try:
-        body = AESGCM(_key(passphrase, salt, header)).decrypt(nonce, sealed, MAGIC + header_line + b"\n")
+        aes_key = key if by_site_key else _key(passphrase, salt, header)
+        body = AESGCM(aes_key).decrypt(nonce, sealed, MAGIC + header_line + b"\n")
     except (InvalidTag, ValueError):
-        raise BackupRefused("wrong passphrase, or the backup was changed or damaged; nothing was restored") from None
+        raise BackupRefused(f"{what}, or the backup was changed or damaged; nothing was restored") from None
     raw = json.loads(zlib.decompress(body))
     unb64 = lambda d: {k: base64.b64decode(v) for k, v in d.items()}  # noqa: E731
     return Contents(raw["config"], unb64(raw["data"]), unb64(raw["files"]), raw.get("site", ""), raw.get("created_at", ""))
+
+
+def fingerprint(contents: Contents) -> str:
+    """What a backup holds that is worth a new one: the device registry's fetch log and last-seen
+    times change with every phone's fetch, so devices.sqlite travels with a backup but does not
+    call for one (MAC -> extension and auto-enrolled phones live in the config and enrolled.json)."""
+    digest = hashlib.sha256(contents.config.encode())
+    for kind, items in (("data", contents.data), ("files", contents.files)):
+        for name in sorted(items):
+            if name not in DATABASES:
+                digest.update(f"\0{kind}\0{name}\0{len(items[name])}\0".encode() + items[name])
+    return digest.hexdigest()
 
 
 def _inside(base: Path, name: str) -> Path:

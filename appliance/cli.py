@@ -169,10 +169,13 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     from .cloud.client import PortalRefused, PortalUnreachable
     from .cloud.link import enroll
 
+    from .backup import BackupRefused
+
     cfg = _load(args.config)
     try:
-        link = enroll(cfg, args.portal_url, args.code)
-    except ValueError as exc:
+        link, restored = enroll(cfg, args.portal_url, args.code, say=lambda line: print(f"edgepbx: {line}", flush=True),
+                                restore=True if args.restore else None)
+    except (ValueError, BackupRefused) as exc:
         print(f"edgepbx: {exc}", file=sys.stderr)
         return 2
     except PortalRefused as exc:
@@ -181,7 +184,12 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     except PortalUnreachable as exc:
         print(f"edgepbx: cannot reach the portal: {exc}", file=sys.stderr)
         return 1
-    print(f"enrolled as site {link.site} of {link.portal_url}; `edgepbx run` syncs call records and recordings there")
+    if restored is not None:
+        print(f"{args.config}: restored {len(restored.extensions)} extensions, their passwords, the box's TLS identity "
+              f"and the phones' credentials (the first-boot config is {args.config}.previous); a box already "
+              "running starts on them at `systemctl restart edgepbx` (the image) or the next `edgepbx run`")
+    print(f"enrolled as site {link.site} of {link.portal_url}; `edgepbx run` syncs call records and recordings there"
+          " and backs the box up to it")
     return 0
 
 
@@ -294,7 +302,7 @@ def cmd_console(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     network_file = Path(args.network_file) if args.network_file else cfg.data_dir / "network" / "20-lan.network"
     try:
-        run(cfg, args.device, network_file, shlex.split(args.reboot_command))
+        run(cfg, args.device, network_file, shlex.split(args.reboot_command), shlex.split(args.restart_command))
     except serial.SerialException as exc:
         print(f"edgepbx: cannot use the serial line {args.device}: {exc}", file=sys.stderr)
         return 2
@@ -374,6 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
     enroll = with_config(sub.add_parser("enroll", help="link the box to a cloud portal with a one-time code"))
     enroll.add_argument("portal_url", help="e.g. https://portal.example.com")
     enroll.add_argument("code", help="the site's enrolment code from the portal")
+    enroll.add_argument("--restore", action="store_true",
+                        help="put the site's newest backup on this box even though its config has extensions "
+                             "(a first-boot config is restored without it)")
     enroll.set_defaults(func=cmd_enroll)
     with_config(sub.add_parser("cloud", help="sync to the cloud portal (used by `run`)")).set_defaults(func=cmd_cloud)
     console = with_config(sub.add_parser("console", help="the installer's menu on a serial line (115200 8N1)"))
@@ -381,6 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     console.add_argument("--network-file", help="systemd-networkd file the network choice writes "
                                                 "(default DATA_DIR/network/20-lan.network)")
     console.add_argument("--reboot-command", default="systemctl reboot")
+    console.add_argument("--restart-command", default="systemctl restart edgepbx.service",
+                         help="what starts the phone system again after a restore from the portal")
     console.set_defaults(func=cmd_console)
     status = with_config(sub.add_parser("status", help="trunk registration state and the cloud link"))
     status.add_argument("--json", action="store_true")

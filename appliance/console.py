@@ -1,5 +1,5 @@
 """The installer's serial menu (`edgepbx console --device /dev/ttyUSB0`): status, network, cloud
-enrolment, reboot and factory reset, over the board's UART or a USB-serial adapter at 115200 8N1.
+enrolment, reboot, factory reset and restoring a dead box's backup from the portal, over the board's UART or a USB-serial adapter at 115200 8N1.
 
 Plain text, one key per choice, so any terminal (screen, minicom, PuTTY) works; nothing is
 changed without a confirmation, and a factory reset asks for the word RESET.
@@ -24,7 +24,8 @@ edgepbx setup menu
   3  link to the cloud portal (enrolment code)
   4  reboot
   5  factory reset
-choose 1-5: """
+  6  restore from the portal (this box replaces a dead one)
+choose 1-6: """
 
 
 @dataclass
@@ -33,6 +34,7 @@ class Box:
     cfg: Config
     network_file: Path           # systemd-networkd file for the LAN port
     reboot_command: list[str]
+    restart_command: list[str]   # starts the phone system again (after a restore)
 
 
 def lan_address() -> str | None:
@@ -79,9 +81,9 @@ class Console:
             if choice is None:
                 continue
             action = {"1": self.status, "2": self.network, "3": self.enrol, "4": self.reboot,
-                      "5": self.factory_reset}.get(choice)
+                      "5": self.factory_reset, "6": self.restore}.get(choice)
             if action is None:
-                self.write("choose a number from 1 to 5\n")
+                self.write("choose a number from 1 to 6\n")
             else:
                 action()
 
@@ -127,7 +129,10 @@ class Console:
         self.box.network_file.write_text(text)
         self.write(f"saved {self.box.network_file}; it applies at the next reboot (menu 4)\n")
 
-    def enrol(self) -> None:
+    def enrol(self, restore: bool | None = None) -> None:
+        """Links the box with a code; a replacement code on a first-boot box (or choice 6) also
+        brings back the dead box's office from its newest backup, each step shown as it goes."""
+        from .backup import BackupRefused
         from .cloud.client import PortalRefused, PortalUnreachable
         from .cloud.link import enroll
 
@@ -137,11 +142,25 @@ class Console:
             self.write("not enrolled\n")
             return
         try:
-            link = enroll(self.box.cfg, url, code)
-        except (ValueError, PortalRefused, PortalUnreachable) as exc:
+            link, restored = enroll(self.box.cfg, url, code, say=lambda line: self.write(f"  {line}\n"), restore=restore)
+        except (ValueError, PortalRefused, PortalUnreachable, BackupRefused) as exc:
             self.write(f"not enrolled: {getattr(exc, 'message', exc)}\n")
             return
         self.write(f"enrolled as site {link.site}; the box syncs to {link.portal_url}\n")
+        if restored is not None:
+            self.box.cfg = restored
+            self.write(f"restored {len(restored.extensions)} extensions and the phones' credentials; "
+                       "starting the office's phone system\n")
+            done = subprocess.run(self.box.restart_command, check=False)
+            self.write("the phone system runs the restored office\n" if done.returncode == 0 else
+                       f"the phone system did not restart (exit {done.returncode}): reboot the box (choice 4)\n")
+        elif restore:
+            self.write("the site has no backup on the portal: nothing restored\n")
+
+    def restore(self) -> None:
+        self.write("a replacement code from the portal (the site's page) brings back the dead box's extensions,\n"
+                   "passwords, TLS identity and phones' credentials; this box's own office config is replaced.\n")
+        self.enrol(restore=True)
 
     def reboot(self) -> None:
         if self.ask("reboot now? (y/n): ") == "y":
@@ -163,6 +182,6 @@ class Console:
         subprocess.run(self.box.reboot_command, check=False)
 
 
-def run(cfg: Config, device: str, network_file: Path, reboot_command: list[str]) -> None:
+def run(cfg: Config, device: str, network_file: Path, reboot_command: list[str], restart_command: list[str]) -> None:
     port = serial.Serial(device, 115200, timeout=60)
-    Console(port, Box(cfg, network_file, reboot_command)).run()
+    Console(port, Box(cfg, network_file, reboot_command, restart_command)).run()

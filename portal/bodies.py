@@ -4,6 +4,7 @@ box agent has always been answered: a value of the wrong type is still the servi
 the same rules whichever way its body was shaped."""
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Path, Query
@@ -13,6 +14,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 # is a 422 with the reason, not the database's overflow as a 500 (found by tests/test_api_fuzz.py).
 RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 ByteOffset = Annotated[int, Query(ge=0, le=2**62)]
+Count = Annotated[int, Query(ge=0, le=100_000)]
 
 # Any JSON value as text (what str() of it gives), as the API has always read these fields; NUL
 # characters dropped (PostgreSQL's text cannot hold them: a 500, found by tests/test_api_fuzz.py).
@@ -110,9 +112,26 @@ class Heartbeat(BaseModel):
     settings: dict[str, Any] | None = None
 
 
+class BackupShown(BaseModel):
+    id: int
+    created_at: datetime
+    size: int
+
+
 class Enrolled(BaseModel):
     site: str
     credential: str
+    backup_key: str  # base64 of the 32-byte key the box seals its backups with
+    backup: BackupShown | None = None  # the site's newest backup: a replacement box restores it
+
+
+class BackupStored(BaseModel):
+    id: int
+    created_at: datetime
+
+
+class BackupKey(BaseModel):
+    backup_key: str
 
 
 class Accepted(BaseModel):

@@ -15,6 +15,8 @@ from alembic.config import Config as AlembicConfig
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from .sealing import load_key
+
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 SETTINGS_FILE = "portal.json"  # remembers --database-url for the other commands on the same data dir
 MIGRATION_LOCK = 0x65647062  # "edpb": the advisory lock id for migrations
@@ -79,6 +81,7 @@ def migrate(engine: Engine) -> None:
 
 def open_database(data_dir: Path, url: str | None = None) -> sessionmaker[Session]:
     data_dir.mkdir(parents=True, exist_ok=True)
+    load_key(data_dir)  # before the migrations: they seal what older versions kept in clear
     engine = make_engine(database_url(data_dir, url))
     migrate(engine)
     return sessionmaker(engine, expire_on_commit=False)

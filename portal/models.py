@@ -10,6 +10,8 @@ from datetime import datetime, timezone
 from sqlalchemy import (BigInteger, Boolean, DateTime, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from .sealing import SealedText
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
@@ -36,6 +38,8 @@ class Site(Base):
     last_status: Mapped[str | None] = mapped_column(Text)  # the last heartbeat's JSON
     # The office's IANA zone, as its box's config says (heartbeats carry it): the pages' clock
     timezone: Mapped[str] = mapped_column(String(64), default="UTC", server_default="UTC")
+    # The key the site's box encrypts its backups with (base64), sealed with the portal's key
+    backup_key: Mapped[str | None] = mapped_column(SealedText)
 
 
 class EnrolmentCode(Base):
@@ -136,7 +140,7 @@ class SiteConfig(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     site_id: Mapped[int] = mapped_column(ForeignKey("site.id"), index=True)
     version: Mapped[int] = mapped_column(Integer)
-    text: Mapped[str] = mapped_column(Text)  # the YAML (holds SIP passwords: never listed or logged)
+    text: Mapped[str] = mapped_column(SealedText)  # the YAML (holds SIP passwords: sealed, never listed or logged)
     sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     state: Mapped[str] = mapped_column(String(16), default="pending")  # pending, applied, rejected
@@ -144,6 +148,19 @@ class SiteConfig(Base):
     reported_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     author: Mapped[str | None] = mapped_column(String(64))  # who saved it: a user name, or "box" for one written on site
     summary: Mapped[str | None] = mapped_column(String(200))  # what changed, as the configurator said it
+
+
+class SiteBackup(Base):
+    """What a site's box needs to be itself, as the box encrypted it with the site's backup key
+    (the portal cannot read it without unsealing that key); the newest few are kept."""
+    __tablename__ = "site_backup"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("site.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    size: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))  # of the encrypted file
+    summary: Mapped[str] = mapped_column(Text, default="{}")  # JSON: what the box said it holds (counts)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class PhoneAction(Base):
@@ -234,7 +251,7 @@ class AlarmContact(Base):
     kind: Mapped[str] = mapped_column(String(16))  # email or webhook
     target: Mapped[str] = mapped_column(String(500))  # the address or the URL
     severity: Mapped[str] = mapped_column(String(16), default="warning")  # the least severe it is told of
-    secret: Mapped[str | None] = mapped_column(String(128))  # a webhook's HMAC key
+    secret: Mapped[str | None] = mapped_column(SealedText)  # a webhook's HMAC key
     digest: Mapped[bool] = mapped_column(Boolean, default=False)  # one e-mail a day instead of each alarm
     language: Mapped[str] = mapped_column(String(2), default="en")
     last_digest_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

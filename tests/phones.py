@@ -176,7 +176,10 @@ class Phone(pj.Account):
         self.calls.append(call)
         prm = pj.CallOpParam(True)
         prm.opt.videoCount = 0
-        call.makeCall(f"sip:{number}@{self.lab.host}:{self.lab.port}", prm)
+        try:
+            call.makeCall(f"sip:{number}@{self.lab.host}:{self.lab.port}", prm)
+        except pj.Error as exc:
+            raise AssertionError(f"{self.number} cannot dial {number}: {exc.info()}") from None
         return call
 
     def tick(self) -> None:

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from conftest import ROOT, write_office
-from portal_lab import close_portal, seed_calls, start_portal
+from portal_lab import FAST_CLOUD, AgentProcess, close_portal, enroll, seed_calls, start_portal
 
 
 class SerialLine:
@@ -40,14 +40,15 @@ class SerialLine:
 def menu(tmp_path):
     office = write_office(tmp_path, "cloud: {allow_http: true}")  # the test's portal is plain http on loopback
     network_file = tmp_path / "net" / "20-lan.network"
-    rebooted = tmp_path / "rebooted"
+    rebooted, restarted = tmp_path / "rebooted", tmp_path / "restarted"
     master, slave = os.openpty()
     proc = subprocess.Popen([sys.executable, "-m", "appliance.cli", "console", "--config", str(office),
                              "--device", os.ttyname(slave), "--network-file", str(network_file),
-                             "--reboot-command", f"touch {rebooted}"], cwd=ROOT,
+                             "--reboot-command", f"touch {rebooted}", "--restart-command", f"touch {restarted}"],
+                            cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     line = SerialLine(master)
-    yield line, office, network_file, rebooted
+    yield line, office, network_file, rebooted, restarted
     proc.kill()
     proc.wait()
     os.close(master)
@@ -55,9 +56,9 @@ def menu(tmp_path):
 
 
 def test_the_serial_menu_shows_status_sets_a_static_address_and_enrols(menu, tmp_path):
-    line, office, network_file, _ = menu
+    line, office, network_file, _, _ = menu
     line.expect("cloud: not enrolled")
-    line.expect("choose 1-5: ")
+    line.expect("choose 1-6: ")
     line.type("2")
     line.expect("DHCP, s = static address: ")
     line.type("s")
@@ -92,9 +93,9 @@ def test_the_serial_menu_shows_status_sets_a_static_address_and_enrols(menu, tmp
 
 
 def test_a_factory_reset_needs_the_word_reset_then_keeps_nothing(menu):
-    line, office, network_file, rebooted = menu
+    line, office, network_file, rebooted, _ = menu
     data_dir = office.parent / "var"
-    line.expect("choose 1-5: ")
+    line.expect("choose 1-6: ")
     seed_calls(data_dir, 2, recording_seconds=1)  # call records and recordings of the office
     line.type("5")
     line.type("reset")  # not the word
@@ -107,3 +108,35 @@ def test_a_factory_reset_needs_the_word_reset_then_keeps_nothing(menu):
     while not rebooted.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert rebooted.exists() and not office.exists() and list(data_dir.iterdir()) == []
+
+
+def test_restore_from_the_portal_shows_each_step_and_reboots_into_the_dead_box_office(menu, tmp_path):
+    line, office, _, rebooted, restarted = menu
+    portal = start_portal(tmp_path, "sqlite")
+    try:
+        (tmp_path / "dead").mkdir()
+        dead = write_office(tmp_path / "dead", FAST_CLOUD, extensions='  - {number: "201", name: "Dasha"}\n'
+                                                                     '  - {number: "202", name: "Egor"}')
+        assert enroll(dead, portal, portal.add_site("Acme", "acme-hq")).returncode == 0
+        subprocess.run([sys.executable, "-m", "appliance.cli", "extensions", "--config", str(dead)], cwd=ROOT,
+                       check=True, capture_output=True)  # the box's generated passwords, as `run` makes them
+        agent = AgentProcess(dead).start()
+        try:
+            deadline = time.monotonic() + 20
+            while not (tmp_path / "dead" / "var" / "backup-state.json").exists():
+                assert time.monotonic() < deadline, agent.text()
+                time.sleep(0.2)
+        finally:
+            agent.kill()
+        line.expect("choose 1-6: ")
+        line.type("6")
+        line.type(portal.url)
+        line.type(portal.add_site("Acme", "acme-hq"))
+        for step in ("enrolled as site acme-hq", "downloading", "opening it with the site's key", "restoring",
+                     "restored 2 extensions", "the phone system runs the restored office"):
+            line.expect(step)
+        assert restarted.exists() and not rebooted.exists() and office.read_text() == dead.read_text()
+        assert (office.parent / "var" / "credentials.json").read_text() == \
+            (tmp_path / "dead" / "var" / "credentials.json").read_text()
+    finally:
+        close_portal(portal)

@@ -7,6 +7,7 @@ lives in the CDR database and an entry leaves it only when the portal has acknow
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 import random
@@ -22,9 +23,10 @@ from ..reserve import keep_reserve, reserve_path
 from ..config import Config, InvalidConfig, load
 from . import answers
 from .answers import CallBackRequest, PhoneAction
+from .backups import BackupKeeper
 from .callback import request_call_back
 from .client import PortalClient, PortalRefused, PortalUnreachable, PortalUrlRefused, Trust
-from .link import CloudLink, load_link
+from .link import CloudLink, load_link, save_link
 from .outbox import Entry, Outbox
 from .phones import ACTIONS, notify_event, phone_list, send_notify
 from .remote_config import check, install, remote_state, running_state, set_remote_state, sha256_text
@@ -79,6 +81,7 @@ class Agent:
         self.reserve_released = False
         self.own_config_refused = False  # an older portal without POST /config/current
         self.wakeup = WakeUp(lambda: remote_state(self.cfg).get("version"))
+        self.backups = BackupKeeper(cfg.path, cfg.data_dir)
 
     # --- the loop -------------------------------------------------------------------------
     def run(self) -> None:
@@ -190,6 +193,7 @@ class Agent:
         """One round: heartbeat if due, a batch of CDRs, else one recording. True if it did work."""
         if time.monotonic() >= self.next_heartbeat or self.install_settled():
             self.heartbeat()
+        self.back_up()
         if self.send_cdrs():
             return True
         return self.send_one_recording()
@@ -209,6 +213,28 @@ class Agent:
             self.call_back(request)
         self.follow_config(answer.config_version)
         self.send_own_config()
+
+    def back_up(self) -> None:
+        """A new backup on the portal within seconds of a change to what makes the box itself."""
+        if not self.backups.due(time.monotonic()):
+            return
+        try:
+            if not self.link.backup_key:  # enrolled before backups began: the site's key, once
+                self.link.backup_key = answers.backup_key(self.client.request("GET", "/api/v1/backup/key"))
+                save_link(self.cfg.data_dir, self.link)
+            self.backups.send(self.client, base64.b64decode(self.link.backup_key))
+        except PortalRefused as exc:
+            if exc.status == 401:
+                raise
+            if exc.status in (404, 405):
+                log.info("the portal keeps no backups (an older version): none sent")
+                self.backups.refused = True
+                return
+            self._error(f"backup refused: {exc}")
+            self.backups.next_check = time.monotonic() + 60.0  # tried again in a minute, or at the next change
+        except ValueError as exc:
+            self._error(f"the site's backup key from the portal is not base64: {exc}")
+            self.backups.refused = True
 
     def running_config(self) -> Config:
         """The office config as the box runs it now (an installer may have edited it on site)."""

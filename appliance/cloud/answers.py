@@ -30,13 +30,36 @@ def _items(answer: dict, name: str, where: str) -> list[dict]:
 
 
 @dataclass(frozen=True)
+class BackupOffered:
+    id: int
+    created_at: str
+    size: int
+
+
+@dataclass(frozen=True)
 class Enrolment:
     site: str
     credential: str
+    backup_key: str | None  # None from a portal older than backups
+    backup: BackupOffered | None  # the site's newest backup: this box replaces the one that made it
 
 
 def enrolment(answer: dict) -> Enrolment:
-    return Enrolment(_field(answer, "site", str, "enrol")[:200], _field(answer, "credential", str, "enrol")[:500])
+    offered = _field(answer, "backup", dict, "enrol", optional=True)
+    backup = None if offered is None else BackupOffered(
+        _field(offered, "id", int, "enrol"), _field(offered, "created_at", str, "enrol")[:40],
+        _field(offered, "size", int, "enrol"))
+    key = _field(answer, "backup_key", str, "enrol", optional=True)
+    return Enrolment(_field(answer, "site", str, "enrol")[:200], _field(answer, "credential", str, "enrol")[:500],
+                     key[:100] if key else None, backup)
+
+
+def backup_key(answer: dict) -> str:
+    return _field(answer, "backup_key", str, "backup key")[:100]
+
+
+def backup_stored(answer: dict) -> int:
+    return _field(answer, "id", int, "backup")
 
 
 @dataclass(frozen=True)

@@ -104,7 +104,8 @@ class PortalClient:
             self.conn.close()
             self.conn = None
 
-    def _exchange(self, method: str, path: str, payload: bytes | None, headers: dict) -> tuple[int, bytes]:
+    def _exchange(self, method: str, path: str, payload: bytes | None, headers: dict,
+                  limit: int = MAX_ANSWER_BYTES) -> tuple[int, bytes]:
         conn = self._connection()
         reused = self.used
         try:
@@ -118,15 +119,30 @@ class PortalClient:
             conn.request(method, self.prefix + path, body=payload, headers=headers)
             response = conn.getresponse()
         self.used = True
-        raw = response.read(MAX_ANSWER_BYTES + 1)
-        if len(raw) > MAX_ANSWER_BYTES:
+        raw = response.read(limit + 1)
+        if len(raw) > limit:
             self.close()
-            raise PortalAnswerInvalid(f"{self.base_url}: answer to {method} {path} over {MAX_ANSWER_BYTES} bytes")
+            raise PortalAnswerInvalid(f"{self.base_url}: answer to {method} {path} over {limit} bytes")
         if response.will_close:
             self.close()
         return response.status, raw
 
     def request(self, method: str, path: str, body: dict | bytes | None = None) -> dict:
+        data = self._request(method, path, body, MAX_ANSWER_BYTES)
+        try:
+            answer = json.loads(data) if data else {}
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            raise PortalAnswerInvalid(f"{self.base_url}: answer to {method} {path} is not a JSON object: "
+                                      f"{data[:80].decode(errors='replace')!r}")
+        return answer
+
+    def download(self, path: str, limit: int) -> bytes:
+        """A file's bytes (a backup), at most `limit` of them."""
+        return self._request("GET", path, None, limit)
+
+    def _request(self, method: str, path: str, body: dict | bytes | None, limit: int) -> bytes:
         headers = {"Accept": "application/json"}
         if self.credential:
             headers["Authorization"] = f"Bearer {self.credential}"
@@ -137,21 +153,18 @@ class PortalClient:
             payload = body
             headers["Content-Type"] = "application/octet-stream"
         try:
-            status, raw = self._exchange(method, path, payload, headers)
+            status, raw = self._exchange(method, path, payload, headers, limit)
         except (OSError, http.client.HTTPException) as exc:
             self.close()
             raise PortalUnreachable(f"{self.base_url}: {exc.__class__.__name__}: {exc}") from None
         if status >= 500:
             self.close()
             raise PortalUnreachable(f"{self.base_url}: HTTP {status}")
-        try:
-            data = json.loads(raw) if raw else {}
-        except ValueError:
-            data = None
         if status >= 400:
+            try:
+                data = json.loads(raw)
+            except ValueError:
+                data = None
             reason = data.get("error") or data.get("detail") if isinstance(data, dict) else None
             raise PortalRefused(status, str(reason or raw[:200].decode(errors="replace")))
-        if not isinstance(data, dict):
-            raise PortalAnswerInvalid(f"{self.base_url}: answer to {method} {path} is not a JSON object: "
-                                      f"{raw[:80].decode(errors='replace')!r}")
-        return data
+        return raw

@@ -9,11 +9,12 @@ import asyncio
 import logging
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
-from .. import callbacks, configs, fleet, phones, sync
-from ..bodies import (Accepted, BoxConfig, ByteOffset, CallBatch, CallbackResult, ConfigResult, ConfigVersion, Done,
-                      Enrolled, Enrolment, Heartbeat, HeartbeatAnswer, PhoneActionResult, PushedConfig, RecordingOffer,
+from .. import backups, callbacks, configs, fleet, phones, sync
+from ..bodies import (Accepted, BackupKey, BackupStored, BoxConfig, ByteOffset, CallBatch, CallbackResult, ConfigResult,
+                      ConfigVersion, Count, Done, Enrolled, Enrolment, Heartbeat, HeartbeatAnswer, PhoneActionResult, PushedConfig, RecordingOffer,
                       RecordingState, RowId, WaitSeconds, WaitVersion, WakeAnswer)
 from ..deps import box_site, db, storage
 from ..fleet import FleetError, authenticate
@@ -36,9 +37,44 @@ HEARTBEAT_BODY_LIMIT = 1 << 20  # the status with up to 2,000 phones
 
 @router.post("/api/v1/enroll", response_model=Enrolled, max_body_size=ENROL_BODY_LIMIT)
 def enroll(body: Enrolment, session: Session = Depends(db)) -> Enrolled:
+    """The site's credential and backup key; for a site whose box was backed up (a replacement
+    box), the newest backup, which the box restores before it serves."""
     site, credential = fleet.enrol(session, body.code)
-    log.info("site %s enrolled (box %s)", site.name, body.hostname)
-    return Enrolled(site=site.name, credential=credential)
+    key, newest = backups.site_key(session, site), backups.latest(session, site)
+    session.commit()
+    log.info("site %s enrolled (box %s)%s", site.name, body.hostname, f"; backup {newest.id} to restore" if newest else "")
+    return Enrolled(site=site.name, credential=credential, backup_key=key,
+                    backup={"id": newest.id, "created_at": newest.created_at, "size": newest.size} if newest else None)
+
+
+async def backup_bytes(request: Request) -> bytes:
+    """The encrypted backup, refused before it is read when the header says too many bytes."""
+    if int(request.headers.get("content-length") or 0) > backups.MAX_BACKUP_BYTES:
+        raise FleetError(413, f"a backup may hold at most {backups.MAX_BACKUP_BYTES >> 20} MB")
+    return await request.body()
+
+
+@router.put("/api/v1/backup", response_model=BackupStored, status_code=201, max_body_size=backups.MAX_BACKUP_BYTES)
+def put_backup(extensions: Count = 0, phones: Count = 0, files: Count = 0, data: bytes = Depends(backup_bytes),
+               session: Session = Depends(db), site: Site = Depends(box_site)) -> BackupStored:
+    """The box's newest backup, encrypted by the box with the site's key; the counts are what the
+    box says it holds (the portal cannot look), for the site's page."""
+    stored = backups.store(session, site, data, {"extensions": extensions, "phones": phones, "files": files})
+    return BackupStored(id=stored.id, created_at=stored.created_at)
+
+
+@router.get("/api/v1/backup/key", response_model=BackupKey)
+def backup_key(session: Session = Depends(db), site: Site = Depends(box_site)) -> BackupKey:
+    """For a box enrolled before backups began: its site's key."""
+    key = backups.site_key(session, site)
+    session.commit()
+    return BackupKey(backup_key=key)
+
+
+@router.get("/api/v1/backups/{backup_id}")
+def get_backup(backup_id: RowId, session: Session = Depends(db), site: Site = Depends(box_site)) -> Response:
+    """A backup of the box's own site, as the box sealed it (a replacement box restores it)."""
+    return Response(backups.one(session, site, backup_id).data, media_type="application/octet-stream")
 
 
 @router.post("/api/v1/calls", response_model=Accepted, max_body_size=BATCH_BODY_LIMIT)

@@ -6,10 +6,12 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
-from .. import alarms, users
+from .. import alarms, backups, users
 from ..configs import MAX_CONFIG_BYTES, push_config, version_diffs
 from ..deps import db, operator, read_form, signed_form
-from ..fleet import FleetError, heartbeat_history, site_by_name, site_rows
+from ..bodies import RowId
+from ..fleet import FleetError, add_site, heartbeat_history, site_by_name, site_rows
+from ..models import Organisation
 from ..pages import message, render
 from ..phones import site_phones
 
@@ -22,7 +24,8 @@ def fleet_page(request: Request, me: users.SignedIn = Depends(operator), session
 
 
 def site_page(request: Request, session: Session, me: users.SignedIn, name: str, status: int = 200,
-              pushed: int | None = None, errors: list[str] | None = None, text: str = "") -> Response:
+              pushed: int | None = None, errors: list[str] | None = None, text: str = "",
+              replacement_code: str | None = None, backup_error: str | None = None) -> Response:
     try:
         site = site_by_name(session, name)
     except FleetError:
@@ -31,7 +34,8 @@ def site_page(request: Request, session: Session, me: users.SignedIn, name: str,
     history, versions, phones = heartbeat_history(session, name), version_diffs(session, name), site_phones(session, name)
     return render(request, "site.html", status, me=me, site=row, history=history, versions=versions,
                   phones=phones, pushed=pushed, errors=errors or [], text=text,
-                  alarm_history=alarms.site_history(session, site.id))
+                  alarm_history=alarms.site_history(session, site.id), backups=backups.listing(session, site),
+                  replacement_code=replacement_code, backup_error=backup_error)
 
 
 @router.get("/fleet/{name}")
@@ -57,3 +61,35 @@ def fleet_push(name: str, request: Request, posted=Depends(signed_form(operator,
         errors = exc.message.split("\n")[1:] or [exc.message]
         return site_page(request, session, me, name, exc.status, errors=errors, text=text)
     return site_page(request, session, me, name, pushed=version)
+
+
+@router.post("/fleet/{name}/backups/{backup_id}")
+def fleet_backup(name: str, backup_id: RowId, request: Request, posted=Depends(signed_form(operator)),  # noqa: ANN001
+                 session: Session = Depends(db)) -> Response:
+    """A backup as one file for `edgepbx restore` on a box with no internet: re-encrypted with the
+    operator's passphrase (the site's key never leaves the portal)."""
+    fields, me = posted
+    try:
+        site = site_by_name(session, name)
+        blob = backups.for_installer(session, site, backup_id, fields.get("passphrase", ""))
+    except FleetError as exc:
+        if exc.status == 404:
+            return message(request, 404, me, "not_found")
+        return site_page(request, session, me, name, exc.status, backup_error=exc.message)
+    session.commit()
+    filename = f"{''.join(c if c.isalnum() or c in '-_' else '_' for c in name)}-{backup_id}.edgepbx-backup"
+    return Response(blob, media_type="application/octet-stream",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"})
+
+
+@router.post("/fleet/{name}/replacement-code")
+def fleet_replacement_code(name: str, request: Request, posted=Depends(signed_form(operator)),  # noqa: ANN001
+                           session: Session = Depends(db)) -> Response:
+    """A one-time code for the box that replaces this site's (shown once, kept only as a hash)."""
+    _, me = posted
+    try:
+        site = site_by_name(session, name)
+    except FleetError:
+        return message(request, 404, me, "not_found")
+    code = add_site(session, session.get(Organisation, site.org_id).name, site.name)
+    return site_page(request, session, me, name, replacement_code=code)
