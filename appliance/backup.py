@@ -22,9 +22,10 @@ import hashlib
 import json
 import os
 import sqlite3
+import subprocess
 import tempfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -52,6 +53,39 @@ class Contents:
     files: dict[str, bytes]  # the config's own files: "config-dir/REL" or "abs/PATH"
     site: str
     created_at: str
+    network: dict[str, str] = field(default_factory=dict)  # the LAN address phones knew the box by (lan_settings)
+
+
+def lan_settings() -> dict[str, str]:
+    """The box's LAN address with its prefix, gateway and DNS server, as the phones know it: a
+    replacement may take them when the installer agrees (no DHCP reservation to move). Empty
+    when there is no default route (a lab on loopback) or no `ip`."""
+    try:
+        ask = lambda *a: json.loads(subprocess.run(["ip", "-j", "-4", *a], capture_output=True, text=True,  # noqa: E731
+                                                   timeout=5).stdout or "[]")
+        route = next(iter(ask("route", "show", "default")), None)
+        if not route or "dev" not in route or "gateway" not in route:
+            return {}
+        info = next((a for link in ask("addr", "show", "dev", route["dev"]) for a in link.get("addr_info", [])
+                     if a.get("scope") == "global"), None)
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return {}
+    if not info:
+        return {}
+    return {"address": f"{info['local']}/{info['prefixlen']}", "gateway": route["gateway"],
+            "dns": _nameserver() or route["gateway"]}
+
+
+def _nameserver() -> str | None:
+    """The first resolver that is not this box itself (systemd-resolved's 127.0.0.53)."""
+    try:
+        for line in Path("/etc/resolv.conf").read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 2 and parts[0] == "nameserver" and not parts[1].startswith("127."):
+                return parts[1]
+    except OSError:
+        pass
+    return None
 
 
 def _key(passphrase: str, salt: bytes, kdf: dict) -> bytes:
@@ -89,7 +123,7 @@ def collect(cfg: Config) -> Contents:
         key = f"config-dir/{resolved.relative_to(home)}" if home in resolved.parents else f"abs/{resolved}"
         files[key] = resolved.read_bytes()
     return Contents(cfg.path.read_text(encoding="utf-8"), data, files, cfg.site_name,
-                    datetime.now().astimezone().isoformat(timespec="seconds"))
+                    datetime.now().astimezone().isoformat(timespec="seconds"), lan_settings())
 
 
 def _database_bytes(path: Path) -> bytes:
@@ -113,7 +147,7 @@ def seal(contents: Contents, passphrase: str | None = None, key: bytes | None = 
     b64 = lambda d: {k: base64.b64encode(v).decode() for k, v in d.items()}  # noqa: E731
     body = zlib.compress(json.dumps({"site": contents.site, "created_at": contents.created_at,
                                      "config": contents.config, "data": b64(contents.data),
-                                     "files": b64(contents.files)}).encode(), 6)
+                                     "files": b64(contents.files), "network": contents.network}).encode(), 6)
     nonce = os.urandom(12)
     if key is not None:
         header_fields, aes_key = dict(SITE_KEY), key
@@ -153,14 +187,16 @@ def unseal(blob: bytes, passphrase: str | None = None, key: bytes | None = None)
         raise BackupRefused(f"{what}, or the backup was changed or damaged; nothing was restored") from None
     raw = json.loads(zlib.decompress(body))
     unb64 = lambda d: {k: base64.b64decode(v) for k, v in d.items()}  # noqa: E731
-    return Contents(raw["config"], unb64(raw["data"]), unb64(raw["files"]), raw.get("site", ""), raw.get("created_at", ""))
+    network = raw.get("network") if isinstance(raw.get("network"), dict) else {}
+    return Contents(raw["config"], unb64(raw["data"]), unb64(raw["files"]), raw.get("site", ""), raw.get("created_at", ""),
+                    {k: str(v) for k, v in network.items() if k in ("address", "gateway", "dns")})
 
 
 def fingerprint(contents: Contents) -> str:
     """What a backup holds that is worth a new one: the device registry's fetch log and last-seen
     times change with every phone's fetch, so devices.sqlite travels with a backup but does not
     call for one (MAC -> extension and auto-enrolled phones live in the config and enrolled.json)."""
-    digest = hashlib.sha256(contents.config.encode())
+    digest = hashlib.sha256(contents.config.encode() + json.dumps(contents.network, sort_keys=True).encode())
     for kind, items in (("data", contents.data), ("files", contents.files)):
         for name in sorted(items):
             if name not in DATABASES:

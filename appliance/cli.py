@@ -185,9 +185,15 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         print(f"edgepbx: cannot reach the portal: {exc}", file=sys.stderr)
         return 1
     if restored is not None:
-        print(f"{args.config}: restored {len(restored.extensions)} extensions, their passwords, the box's TLS identity "
-              f"and the phones' credentials (the first-boot config is {args.config}.previous); a box already "
+        print(f"{args.config}: restored {len(restored.config.extensions)} extensions, their passwords, the box's TLS "
+              f"identity and the phones' credentials (the first-boot config is {args.config}.previous); a box already "
               "running starts on them at `systemctl restart edgepbx` (the image) or the next `edgepbx run`")
+        from .console import lan_address
+
+        old = restored.network
+        if old.get("address") and old["address"].split("/")[0] != lan_address():
+            print(f"the phones know the dead box at {old['address'].split('/')[0]}: give this box that address (the "
+                  f"router's DHCP reservation, or the serial console: {old['address']}, gateway {old['gateway']})")
     print(f"enrolled as site {link.site} of {link.portal_url}; `edgepbx run` syncs call records and recordings there"
           " and backs the box up to it")
     return 0

@@ -121,13 +121,16 @@ class Console:
             if "/" not in address or ipaddress.ip_address(gateway) not in interface.network:
                 self.write("not changed: give the prefix (/24) and a gateway inside that network\n")
                 return
-            text = f"[Match]\nName=en* eth*\n\n[Network]\nAddress={interface}\nGateway={gateway}\nDNS={dns}\n"
+            text = static_network(str(interface), gateway, dns)
         else:
             self.write("not changed\n")
             return
+        self.save_network(text)
+        self.write(f"saved {self.box.network_file}; it applies at the next reboot (menu 4)\n")
+
+    def save_network(self, text: str) -> None:
         self.box.network_file.parent.mkdir(parents=True, exist_ok=True)
         self.box.network_file.write_text(text)
-        self.write(f"saved {self.box.network_file}; it applies at the next reboot (menu 4)\n")
 
     def enrol(self, restore: bool | None = None) -> None:
         """Links the box with a code; a replacement code on a first-boot box (or choice 6) also
@@ -148,14 +151,38 @@ class Console:
             return
         self.write(f"enrolled as site {link.site}; the box syncs to {link.portal_url}\n")
         if restored is not None:
-            self.box.cfg = restored
-            self.write(f"restored {len(restored.extensions)} extensions and the phones' credentials; "
-                       "starting the office's phone system\n")
+            self.box.cfg = restored.config
+            self.write(f"restored {len(restored.config.extensions)} extensions and the phones' credentials\n")
+            if self.take_old_address(restored.network):
+                self.write("rebooting to start the office at the dead box's address\n")
+                subprocess.run(self.box.reboot_command, check=False)
+                return
+            self.write("starting the office's phone system\n")
             done = subprocess.run(self.box.restart_command, check=False)
             self.write("the phone system runs the restored office\n" if done.returncode == 0 else
                        f"the phone system did not restart (exit {done.returncode}): reboot the box (choice 4)\n")
         elif restore:
             self.write("the site has no backup on the portal: nothing restored\n")
+
+    def take_old_address(self, old: dict[str, str]) -> bool:
+        """The phones were set up for the dead box's address: offer it (the installer knows
+        whether the dead box could come back and clash)."""
+        address = old.get("address", "")
+        if not address or address.split("/")[0] == lan_address():
+            return False
+        try:
+            static = static_network(str(ipaddress.ip_interface(address)), str(ipaddress.ip_address(old["gateway"])),
+                                    str(ipaddress.ip_address(old.get("dns") or old["gateway"])))
+        except (KeyError, ValueError):
+            return False
+        self.write(f"the phones know the dead box at {address} (gateway {old['gateway']}); this box is at "
+                   f"{lan_address() or 'no address'}.\n")
+        if self.ask("take the dead box's address (unplug the dead box for good)? (y/n): ") != "y":
+            self.write("address kept: give this box the dead one's DHCP reservation, or set it with choice 2\n")
+            return False
+        self.save_network(static)
+        self.write(f"saved {self.box.network_file}: {address}, gateway {old['gateway']}\n")
+        return True
 
     def restore(self) -> None:
         self.write("a replacement code from the portal (the site's page) brings back the dead box's extensions,\n"
@@ -180,6 +207,11 @@ class Console:
         self.box.network_file.unlink(missing_ok=True)
         self.write("factory reset done; rebooting to a first boot\n")
         subprocess.run(self.box.reboot_command, check=False)
+
+
+def static_network(interface: str, gateway: str, dns: str) -> str:
+    """The systemd-networkd file for a static LAN address."""
+    return f"[Match]\nName=en* eth*\n\n[Network]\nAddress={interface}\nGateway={gateway}\nDNS={dns}\n"
 
 
 def run(cfg: Config, device: str, network_file: Path, reboot_command: list[str], restart_command: list[str]) -> None:

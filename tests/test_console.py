@@ -2,6 +2,8 @@
 pty's far end with pyserial at 115200 8N1, as it opens /dev/ttyUSB0 on a box)."""
 from __future__ import annotations
 
+import base64
+import json
 import os
 import select
 import subprocess
@@ -110,33 +112,75 @@ def test_a_factory_reset_needs_the_word_reset_then_keeps_nothing(menu):
     assert rebooted.exists() and not office.exists() and list(data_dir.iterdir()) == []
 
 
-def test_restore_from_the_portal_shows_each_step_and_reboots_into_the_dead_box_office(menu, tmp_path):
+def backed_up_box(tmp_path, portal):
+    """A box enrolled as acme-hq whose agent has put its first backup on the portal."""
+    (tmp_path / "dead").mkdir()
+    dead = write_office(tmp_path / "dead", FAST_CLOUD, extensions='  - {number: "201", name: "Dasha"}\n'
+                                                                 '  - {number: "202", name: "Egor"}')
+    assert enroll(dead, portal, portal.add_site("Acme", "acme-hq")).returncode == 0
+    subprocess.run([sys.executable, "-m", "appliance.cli", "extensions", "--config", str(dead)], cwd=ROOT,
+                   check=True, capture_output=True)  # the box's generated passwords, as `run` makes them
+    agent = AgentProcess(dead).start()
+    try:
+        deadline = time.monotonic() + 20
+        while not (tmp_path / "dead" / "var" / "backup-state.json").exists():
+            assert time.monotonic() < deadline, agent.text()
+            time.sleep(0.2)
+    finally:
+        agent.kill()
+    return dead
+
+
+def restore_on_the_line(line, portal) -> None:
+    line.expect("choose 1-6: ")
+    line.type("6")
+    line.type(portal.url)
+    line.type(portal.add_site("Acme", "acme-hq"))
+    for step in ("enrolled as site acme-hq", "downloading", "opening it with the site's key", "restoring",
+                 "restored 2 extensions"):
+        line.expect(step)
+
+
+def test_restore_from_the_portal_shows_each_step_and_restarts_into_the_dead_box_office(menu, tmp_path):
     line, office, _, rebooted, restarted = menu
     portal = start_portal(tmp_path, "sqlite")
     try:
-        (tmp_path / "dead").mkdir()
-        dead = write_office(tmp_path / "dead", FAST_CLOUD, extensions='  - {number: "201", name: "Dasha"}\n'
-                                                                     '  - {number: "202", name: "Egor"}')
-        assert enroll(dead, portal, portal.add_site("Acme", "acme-hq")).returncode == 0
-        subprocess.run([sys.executable, "-m", "appliance.cli", "extensions", "--config", str(dead)], cwd=ROOT,
-                       check=True, capture_output=True)  # the box's generated passwords, as `run` makes them
-        agent = AgentProcess(dead).start()
-        try:
-            deadline = time.monotonic() + 20
-            while not (tmp_path / "dead" / "var" / "backup-state.json").exists():
-                assert time.monotonic() < deadline, agent.text()
-                time.sleep(0.2)
-        finally:
-            agent.kill()
-        line.expect("choose 1-6: ")
-        line.type("6")
-        line.type(portal.url)
-        line.type(portal.add_site("Acme", "acme-hq"))
-        for step in ("enrolled as site acme-hq", "downloading", "opening it with the site's key", "restoring",
-                     "restored 2 extensions", "the phone system runs the restored office"):
-            line.expect(step)
+        dead = backed_up_box(tmp_path, portal)
+        restore_on_the_line(line, portal)  # the dead box was at this machine's own address: nothing to ask
+        line.expect("the phone system runs the restored office")
         assert restarted.exists() and not rebooted.exists() and office.read_text() == dead.read_text()
         assert (office.parent / "var" / "credentials.json").read_text() == \
             (tmp_path / "dead" / "var" / "credentials.json").read_text()
+    finally:
+        close_portal(portal)
+
+
+def test_a_replacement_takes_the_dead_box_address_only_when_the_installer_agrees(menu, tmp_path):
+    """The dead box's last backup says it was at 192.168.7.20/24, another address than this
+    box's: made as the box makes one, on another LAN (its own credential and site key)."""
+    from appliance.backup import collect, seal
+    from appliance.cloud.client import PortalClient, Trust
+    from appliance.config import load
+
+    line, office, network_file, rebooted, restarted = menu
+    portal = start_portal(tmp_path, "sqlite")
+    try:
+        dead = backed_up_box(tmp_path, portal)
+        link = json.loads((tmp_path / "dead" / "var" / "cloud.json").read_text())
+        contents = collect(load(dead))
+        contents.network = {"address": "192.168.7.20/24", "gateway": "192.168.7.1", "dns": "192.168.7.1"}
+        client = PortalClient(portal.url, link["credential"], trust=Trust(allow_http=True))
+        client.request("PUT", "/api/v1/backup?extensions=2", seal(contents, key=base64.b64decode(link["backup_key"])))
+        client.close()
+
+        restore_on_the_line(line, portal)
+        line.expect("the phones know the dead box at 192.168.7.20/24 (gateway 192.168.7.1)")
+        line.type("y")
+        line.expect("rebooting to start the office at the dead box's address")
+        deadline = time.monotonic() + 5
+        while not rebooted.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert rebooted.exists() and not restarted.exists()
+        assert "Address=192.168.7.20/24\nGateway=192.168.7.1\nDNS=192.168.7.1" in network_file.read_text()
     finally:
         close_portal(portal)

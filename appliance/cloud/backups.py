@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -111,10 +112,16 @@ class BackupKeeper:
         return backup_id
 
 
+@dataclass(frozen=True)
+class Restored:
+    config: Config
+    network: dict[str, str]  # the dead box's LAN address, gateway and DNS (empty if unknown)
+
+
 def restore_from_portal(cfg: Config, client: PortalClient, key: str, offered: BackupOffered,
-                        say: Callable[[str], None]) -> Config:
+                        say: Callable[[str], None]) -> Restored:
     """Downloads the site's backup, opens it with the site's key and puts it on this box (the
-    first-boot config kept as FILE.previous); the restored config."""
+    first-boot config kept as FILE.previous)."""
     say(f"the site's backup of {offered.created_at[:19].replace('T', ' ')} UTC ({offered.size // 1024 + 1} KB): "
         "downloading")
     blob = client.download(f"/api/v1/backups/{offered.id}", MAX_BACKUP_BYTES)
@@ -124,4 +131,4 @@ def restore_from_portal(cfg: Config, client: PortalClient, key: str, offered: Ba
     new = restore(contents, cfg.path)
     # The restored contents are the portal's newest backup: the agent need not send them back.
     write_state_json(new.data_dir / STATE_FILE, {"fingerprint": fingerprint(contents), "id": offered.id, "at": now()})
-    return new
+    return Restored(new, contents.network)

@@ -11,7 +11,7 @@ from ..cdr import now
 from ..files import write_private_json
 from ..config import Config
 from .answers import enrolment
-from .backups import restore_from_portal
+from .backups import Restored, restore_from_portal
 from .client import PortalClient, Trust
 
 FILE_NAME = "cloud.json"
@@ -45,12 +45,12 @@ def save_link(data_dir: Path, link: CloudLink) -> None:
 
 
 def enroll(cfg: Config, portal_url: str, code: str, say: Callable[[str], None] = lambda _: None,
-           restore: bool | None = None) -> tuple[CloudLink, Config | None]:
+           restore: bool | None = None) -> tuple[CloudLink, Restored | None]:
     """Exchanges a one-time code for the site's credential and stores it; raises PortalUrlRefused
     (http without cloud.allow_http), PortalRefused (bad or used code), PortalUnreachable, or
     BackupRefused. When the site has a backup (a replacement code) and this box has no
     extensions of its own (a first-boot config) or `restore` is True, the backup is put on the
-    box first; the restored config is returned beside the link."""
+    box first, and what was restored is returned beside the link."""
     client = PortalClient(portal_url, trust=Trust.of(cfg.cloud))
     try:
         answer = enrolment(client.request("POST", "/api/v1/enroll", {"code": code, "hostname": socket.gethostname()}))
@@ -67,5 +67,5 @@ def enroll(cfg: Config, portal_url: str, code: str, say: Callable[[str], None] =
         client.close()
     link = CloudLink(portal_url=portal_url.rstrip("/"), site=answer.site, credential=answer.credential,
                      enrolled_at=now(), backup_key=answer.backup_key)
-    save_link((restored or cfg).data_dir, link)
+    save_link((restored.config if restored else cfg).data_dir, link)
     return link, restored
