@@ -243,6 +243,25 @@ def _passphrase(args: argparse.Namespace, twice: bool) -> str:
     return first
 
 
+def cmd_capture(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from .capture import CaptureFailed, capture
+
+    cfg = _load(args.config)
+    try:
+        captured = capture(cfg, args.seconds, Path(args.output))
+    except (CaptureFailed, OSError) as exc:
+        print(f"edgepbx: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(asdict(captured)))
+    else:
+        print(f"{args.output}: {captured.packets} packets of SIP and RTP, {captured.size // 1024 + 1} KB in "
+              f"{captured.seconds} s (stopped by {captured.stopped_by}); open it with Wireshark")
+    return 0
+
+
 def cmd_backup(args: argparse.Namespace) -> int:
     from .backup import BackupRefused, collect, seal
 
@@ -374,6 +393,12 @@ def build_parser() -> argparse.ArgumentParser:
     ext.add_argument("--json", action="store_true")
     ext.set_defaults(func=cmd_extensions)
     with_config(sub.add_parser("trunks", help="keep the trunks registered (used by `run`)")).set_defaults(func=cmd_trunks)
+    capture = with_config(sub.add_parser("capture", help="N seconds of the box's SIP and RTP into a pcap file "
+                                                           "(Wireshark opens it)"))
+    capture.add_argument("--seconds", type=float, default=30, help="how long (1 to 120; default 30)")
+    capture.add_argument("--output", required=True, help="the pcap file to write")
+    capture.add_argument("--json", action="store_true", help="say packets, size, seconds and why it stopped as JSON")
+    capture.set_defaults(func=cmd_capture)
     backup = with_config(sub.add_parser("backup", help="what makes this box itself, in one file encrypted with a "
                                                        "passphrase (for a replacement box, offline)"))
     backup.add_argument("--output", required=True, help="the backup file to write")

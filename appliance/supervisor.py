@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import credentials
+from .cloud.diagnostics import LOG_DIR_ENV
 from .cloud.remote_config import RUNNING_STATE, SUPERVISOR_PID_ENV, previous_path, sha256_text
 from .config import Config, InvalidConfig, load
 from .files import write_state_json
@@ -171,6 +172,7 @@ class Supervisor:
         signal.signal(signal.SIGINT, self.request_stop)
         signal.signal(signal.SIGHUP, self.request_reload)
         os.environ[SUPERVISOR_PID_ENV] = str(os.getpid())  # the cloud agent signals us after a config push
+        os.environ[LOG_DIR_ENV] = str(self.log_dir)  # a remote capture sends the services' recent lines
         for service in self.services:
             service.start(self.log_dir)
         if not self.wait_ready():

@@ -148,6 +148,13 @@ class HeartbeatAnswer(BaseModel):
     config_version: int | None
     phone_actions: list[dict[str, Any]]
     callbacks: list[dict[str, Any]]
+    captures: list[dict[str, Any]] = []  # [{"id", "seconds"}]: an operator's remote diagnostics
+
+
+class CaptureResult(Body):
+    ok: bool = False
+    packets: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    detail: Text = ""
 
 
 class PushedConfig(BaseModel):

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from . import wake
 from .db import as_utc
 from .fleet import FleetError, site_by_name
-from .models import CallbackRequest, PhoneAction, Site, SiteConfig, utcnow
+from .models import CallbackRequest, Capture, PhoneAction, Site, SiteConfig, utcnow
 
 MAX_CONFIG_BYTES = 1 << 20
 
@@ -123,10 +123,10 @@ def restore(session: Session, site_name: str, version: int, author: str, base: i
 
 def has_work(session: Session, site_id: int, known_version: int | None) -> bool:
     """Whether the box, which has config `known_version`, has anything to collect now: a newer
-    config, a call-back or a phone action (one query: each held box asks it every 25 s)."""
+    config, a call-back, a phone action or a capture (one query: each held box asks it every 25 s)."""
     newest = select(func.max(SiteConfig.version)).where(SiteConfig.site_id == site_id).scalar_subquery()
     pending = [select(model.id).where(model.site_id == site_id, model.state == "pending").exists()
-               for model in (CallbackRequest, PhoneAction)]
+               for model in (CallbackRequest, PhoneAction, Capture)]
     row = session.execute(select(newest, *pending)).one()
     return (row[0] or 0) > (known_version or 0) or any(row[1:])
 

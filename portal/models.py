@@ -163,6 +163,25 @@ class SiteBackup(Base):
     data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
+class Capture(Base):
+    """An operator's remote diagnostics of a site: N seconds of the box's SIP and RTP (pcap) and
+    its status and recent logs (text). It holds SIP digests and audio: operators only, and its
+    files are deleted when it expires; the office's settings page says one was taken."""
+    __tablename__ = "capture"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("site.id"), index=True)
+    requested_by: Mapped[str] = mapped_column(String(120))
+    seconds: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending, sent, done, failed
+    detail: Mapped[str | None] = mapped_column(Text)  # what the box said (packets, or why it failed)
+    packets: Mapped[int | None] = mapped_column(Integer)
+    pcap: Mapped[bytes | None] = mapped_column(LargeBinary)
+    text: Mapped[str | None] = mapped_column(Text)
+    done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class PhoneAction(Base):
     """An operator's request that a site's phone re-fetch its config or reboot, and its outcome."""
     __tablename__ = "phone_action"

@@ -22,7 +22,8 @@ from ..recordings import free_mb, low_on_space, prune
 from ..reserve import keep_reserve, reserve_path
 from ..config import Config, InvalidConfig, load
 from . import answers
-from .answers import CallBackRequest, PhoneAction
+from . import diagnostics
+from .answers import CallBackRequest, CaptureRequest, PhoneAction
 from .backups import BackupKeeper
 from .callback import request_call_back
 from .client import PortalClient, PortalRefused, PortalUnreachable, PortalUrlRefused, Trust
@@ -82,6 +83,7 @@ class Agent:
         self.own_config_refused = False  # an older portal without POST /config/current
         self.wakeup = WakeUp(lambda: remote_state(self.cfg).get("version"))
         self.backups = BackupKeeper(cfg.path, cfg.data_dir)
+        self.capture_job: diagnostics.CaptureJob | None = None
 
     # --- the loop -------------------------------------------------------------------------
     def run(self) -> None:
@@ -194,6 +196,7 @@ class Agent:
         if time.monotonic() >= self.next_heartbeat or self.install_settled():
             self.heartbeat()
         self.back_up()
+        self.finish_capture()
         if self.send_cdrs():
             return True
         return self.send_one_recording()
@@ -211,6 +214,8 @@ class Agent:
             self.phone_action(action, status["phones"])
         for request in answer.callbacks:
             self.call_back(request)
+        for wanted in answer.captures:
+            self.start_capture(wanted)
         self.follow_config(answer.config_version)
         self.send_own_config()
 
@@ -235,6 +240,37 @@ class Agent:
         except ValueError as exc:
             self._error(f"the site's backup key from the portal is not base64: {exc}")
             self.backups.refused = True
+
+    def start_capture(self, wanted: CaptureRequest) -> None:
+        """An operator's remote diagnostics: `edgepbx capture` runs beside the agent."""
+        if self.capture_job is not None:
+            self.client.request("POST", f"/api/v1/captures/{wanted.id}/result",
+                                {"ok": False, "detail": f"capture {self.capture_job.id} is still under way on the box"})
+            return
+        log.info("capture %d: %d s of SIP and RTP for the portal's operator", wanted.id, wanted.seconds)
+        self.capture_job = diagnostics.start(self.running_config(), wanted.id, wanted.seconds)
+
+    def finish_capture(self) -> None:
+        """A finished capture goes to the portal with the box's status and recent logs, then
+        leaves the box (it holds digests and audio)."""
+        job = self.capture_job
+        if job is None or job.proc.poll() is None:
+            return
+        captured, packets, detail = diagnostics.outcome(job)
+        try:
+            if captured:
+                self.client.request("PUT", f"/api/v1/captures/{job.id}/pcap", job.pcap.read_bytes())
+                self.client.request("PUT", f"/api/v1/captures/{job.id}/text",
+                                    diagnostics.report_text(self.running_config()).encode())
+            self.client.request("POST", f"/api/v1/captures/{job.id}/result",
+                                {"ok": captured, "packets": packets, "detail": detail})
+            log.info("capture %d sent: %s", job.id, detail)
+        except PortalRefused as exc:
+            if exc.status == 401:
+                raise
+            log.error("capture %d refused by the portal (%s); deleted", job.id, exc)
+        job.pcap.unlink(missing_ok=True)
+        self.capture_job = None
 
     def running_config(self) -> Config:
         """The office config as the box runs it now (an installer may have edited it on site)."""

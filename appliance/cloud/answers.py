@@ -77,10 +77,17 @@ class CallBackRequest:
 
 
 @dataclass(frozen=True)
+class CaptureRequest:
+    id: int
+    seconds: int
+
+
+@dataclass(frozen=True)
 class HeartbeatAnswer:
     config_version: int | None
     phone_actions: list[PhoneAction]
     callbacks: list[CallBackRequest]
+    captures: list[CaptureRequest]
 
 
 def heartbeat(answer: dict) -> HeartbeatAnswer:
@@ -91,7 +98,9 @@ def heartbeat(answer: dict) -> HeartbeatAnswer:
                        for a in _items(answer, "phone_actions", where)],
         callbacks=[CallBackRequest(_field(c, "id", int, where), str(c.get("extension", ""))[:32],
                                    str(c.get("number", ""))[:64])
-                   for c in _items(answer, "callbacks", where)])
+                   for c in _items(answer, "callbacks", where)],
+        captures=[CaptureRequest(_field(c, "id", int, where), max(1, min(120, _field(c, "seconds", int, where))))
+                  for c in _items(answer, "captures", where)])
 
 
 @dataclass(frozen=True)

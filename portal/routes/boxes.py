@@ -12,8 +12,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
-from .. import backups, callbacks, configs, fleet, phones, sync
-from ..bodies import (Accepted, BackupKey, BackupStored, BoxConfig, ByteOffset, CallBatch, CallbackResult, ConfigResult,
+from .. import backups, callbacks, captures, configs, fleet, phones, sync
+from ..bodies import (Accepted, BackupKey, BackupStored, BoxConfig, ByteOffset, CallBatch, CallbackResult, CaptureResult,
+                      ConfigResult,
                       ConfigVersion, Count, Done, Enrolled, Enrolment, Heartbeat, HeartbeatAnswer, PhoneActionResult, PushedConfig, RecordingOffer,
                       RecordingState, RowId, WaitSeconds, WaitVersion, WakeAnswer)
 from ..deps import box_site, db, storage
@@ -108,9 +109,11 @@ def heartbeat(status: Heartbeat, session: Session = Depends(db), site: Site = De
     the operator's pending phone actions and the users' call-back requests."""
     if fleet.record_heartbeat(session, site, status.model_dump(mode="json", exclude_unset=True)):
         sync.discard_stale_uploads(session, site)
+        captures.expire(session, site)
     desired = configs.desired_config(session, site)
     answer = HeartbeatAnswer(ok=True, config_version=desired.version if desired else None,
-                             phone_actions=phones.hand_out(session, site), callbacks=callbacks.hand_out(session, site))
+                             phone_actions=phones.hand_out(session, site), callbacks=callbacks.hand_out(session, site),
+                             captures=captures.hand_out(session, site))
     session.commit()  # one transaction for the whole heartbeat
     return answer
 
@@ -179,3 +182,24 @@ def callback_result(request_id: RowId, body: CallbackResult, session: Session = 
                     site: Site = Depends(box_site)) -> Done:
     callbacks.record_result(session, site, request_id, body.started is True, body.detail)
     return Done()
+
+
+async def capture_bytes(request: Request) -> bytes:
+    if int(request.headers.get("content-length") or 0) > captures.MAX_PCAP_BYTES:
+        raise FleetError(413, f"a capture may hold at most {captures.MAX_PCAP_BYTES >> 20} MB")
+    return await request.body()
+
+
+@router.put("/api/v1/captures/{capture_id}/{part}", response_model=Done, max_body_size=captures.MAX_PCAP_BYTES)
+def put_capture(capture_id: RowId, part: str, data: bytes = Depends(capture_bytes), session: Session = Depends(db),
+                site: Site = Depends(box_site)) -> Done:
+    """A capture's pcap or its text (status and recent logs), from the box that took it."""
+    captures.put_part(session, site, capture_id, part, data)
+    return Done(ok=True)
+
+
+@router.post("/api/v1/captures/{capture_id}/result", response_model=Done)
+def capture_result(capture_id: RowId, body: CaptureResult, session: Session = Depends(db),
+                   site: Site = Depends(box_site)) -> Done:
+    captures.finish(session, site, capture_id, body.ok, body.packets, body.detail)
+    return Done(ok=True)

@@ -2,11 +2,13 @@
 versions, and an operator's edited config pushed to its box."""
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import Response
+from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 
-from .. import alarms, backups, users
+from .. import alarms, backups, captures, users
 from ..configs import MAX_CONFIG_BYTES, push_config, version_diffs
 from ..deps import db, operator, read_form, signed_form
 from ..bodies import RowId
@@ -25,7 +27,8 @@ def fleet_page(request: Request, me: users.SignedIn = Depends(operator), session
 
 def site_page(request: Request, session: Session, me: users.SignedIn, name: str, status: int = 200,
               pushed: int | None = None, errors: list[str] | None = None, text: str = "",
-              replacement_code: str | None = None, backup_error: str | None = None) -> Response:
+              replacement_code: str | None = None, backup_error: str | None = None,
+              capture_error: str | None = None) -> Response:
     try:
         site = site_by_name(session, name)
     except FleetError:
@@ -35,7 +38,9 @@ def site_page(request: Request, session: Session, me: users.SignedIn, name: str,
     return render(request, "site.html", status, me=me, site=row, history=history, versions=versions,
                   phones=phones, pushed=pushed, errors=errors or [], text=text,
                   alarm_history=alarms.site_history(session, site.id), backups=backups.listing(session, site),
-                  replacement_code=replacement_code, backup_error=backup_error)
+                  replacement_code=replacement_code, backup_error=backup_error,
+                  captures=captures.listing(session, [site.id]), capture_error=capture_error,
+                  capture_max=captures.MAX_SECONDS)
 
 
 @router.get("/fleet/{name}")
@@ -77,9 +82,14 @@ def fleet_backup(name: str, backup_id: RowId, request: Request, posted=Depends(s
             return message(request, 404, me, "not_found")
         return site_page(request, session, me, name, exc.status, backup_error=exc.message)
     session.commit()
-    filename = f"{''.join(c if c.isalnum() or c in '-_' else '_' for c in name)}-{backup_id}.edgepbx-backup"
-    return Response(blob, media_type="application/octet-stream",
-                    headers={"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"})
+    return attachment(blob, f"{name}-{backup_id}.edgepbx-backup", "application/octet-stream")
+
+
+def attachment(data: bytes, filename: str, media_type: str) -> Response:
+    """A file to save (a site's name made safe for a file name), never kept by a cache."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in filename)
+    return Response(data, media_type=media_type,
+                    headers={"Content-Disposition": f'attachment; filename="{safe}"', "Cache-Control": "no-store"})
 
 
 @router.post("/fleet/{name}/replacement-code")
@@ -93,3 +103,37 @@ def fleet_replacement_code(name: str, request: Request, posted=Depends(signed_fo
         return message(request, 404, me, "not_found")
     code = add_site(session, session.get(Organisation, site.org_id).name, site.name)
     return site_page(request, session, me, name, replacement_code=code)
+
+
+@router.post("/fleet/{name}/captures")
+def fleet_capture(name: str, request: Request, posted=Depends(signed_form(operator)),  # noqa: ANN001
+                  session: Session = Depends(db)) -> Response:
+    """One click: the box captures N seconds of its SIP and RTP, with its status and recent logs."""
+    fields, me = posted
+    try:
+        site = site_by_name(session, name)
+    except FleetError:
+        return message(request, 404, me, "not_found")
+    try:
+        captures.request(session, site, me.username, int(fields.get("seconds", "") or 0))
+    except ValueError:
+        return site_page(request, session, me, name, 422, capture_error="seconds: a whole number")
+    except FleetError as exc:
+        session.rollback()
+        return site_page(request, session, me, name, exc.status, capture_error=exc.message)
+    return RedirectResponse(f"/fleet/{quote(name)}", status_code=303)
+
+
+@router.get("/fleet/{name}/captures/{capture_id}/{part}")
+def fleet_capture_file(name: str, capture_id: RowId, part: str, request: Request,
+                       me: users.SignedIn = Depends(operator), session: Session = Depends(db)) -> Response:
+    """The capture as a .pcap (Wireshark opens it) or its .txt (status and recent logs)."""
+    if part not in ("pcap", "txt"):
+        return message(request, 404, me, "not_found")
+    try:
+        site = site_by_name(session, name)
+        data = captures.download(session, site, capture_id, "pcap" if part == "pcap" else "text")
+    except FleetError as exc:
+        return message(request, exc.status, me, "not_found" if exc.status == 404 else None, text=exc.message)
+    return attachment(data, f"{name}-capture-{capture_id}.{part}",
+                      "application/vnd.tcpdump.pcap" if part == "pcap" else "text/plain; charset=utf-8")

@@ -8,7 +8,7 @@ from fastapi.responses import Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .. import clock, dialwords, reports, stats, users
+from .. import captures, clock, dialwords, reports, stats, users
 from ..db import as_utc
 from ..deps import db, org_user, report_query
 from ..models import Site
@@ -22,11 +22,12 @@ def settings_page(request: Request, me: users.SignedIn = Depends(org_user), sess
     """The box's running settings as it last reported them (read-only; no password is ever sent)."""
     sites = session.scalars(select(Site).where(Site.org_id == me.org_id).order_by(Site.name)).all()
     shown = []
+    taken = captures.listing(session, [site.id for site in sites])  # the office is told its calls were captured
     for site in sites:
         status = json.loads(site.last_status) if site.last_status else {}
         phones = {p.get("extension"): p for p in status.get("phones", []) if p.get("extension")}
         shown.append({"name": site.name, "settings": status.get("settings"), "phones": phones,
-                      "timezone": site.timezone,
+                      "timezone": site.timezone, "captures": [c for c in taken if c["site_id"] == site.id],
                       "at": moment(as_utc(site.last_heartbeat_at).isoformat(), site.timezone)
                       if site.last_heartbeat_at else None})
     return render(request, "settings.html", me=me, sites=shown, dial_shape=dialwords.shape)
