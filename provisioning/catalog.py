@@ -19,6 +19,14 @@ class FileRule:
 
 
 @dataclass(frozen=True)
+class Family:
+    """Firmware versions whose configuration keys one template branch fits: the family number
+    (a field of the version) below `below`, or any for the last."""
+    name: str
+    below: int | None
+
+
+@dataclass(frozen=True)
 class Vendor:
     name: str
     display: str
@@ -33,6 +41,23 @@ class Vendor:
     folder: Path
     notify: dict[str, str]  # action (resync, reboot) -> the SIP NOTIFY Event header value
     encryption: bool = False  # its template can set SIP over TLS and SRTP (provisioning.encryption)
+    firmware_pattern: re.Pattern | None = None  # the version in a User-Agent, groups `version` and `family`
+    families: tuple[Family, ...] = ()  # oldest first; the newest fits a phone whose version is unknown
+
+    def firmware_in(self, user_agent: str | None) -> tuple[str, int] | None:
+        """(version, family number) a phone reports in its User-Agent, e.g. ("108.86.0.70", 86)."""
+        found = self.firmware_pattern.search(user_agent) if self.firmware_pattern and user_agent else None
+        return (found.group("version"), int(found.group("family"))) if found else None
+
+    def family_of(self, family_number: int | None) -> str | None:
+        """The template family for a firmware family number (None: the newest)."""
+        if not self.families:
+            return None
+        if family_number is not None:
+            for family in self.families:
+                if family.below is not None and family_number < family.below:
+                    return family.name
+        return self.families[-1].name
 
     def matches(self, filename: str) -> list[tuple[FileRule, dict[str, str]]]:
         """Every rule whose pattern matches the whole file name (case-insensitive), with its groups."""
@@ -57,7 +82,9 @@ def _load(folder: Path) -> Vendor:
         key_types=tuple(meta["key_types"]), models={str(k): v for k, v in meta["models"].items()},
         mac_case=meta.get("mac_case", "lower"), folder=folder,
         notify=dict(meta.get("notify") or {"resync": "check-sync;reboot=false", "reboot": "check-sync;reboot=true"}),
-        encryption=bool(meta.get("encryption", False)))
+        encryption=bool(meta.get("encryption", False)),
+        firmware_pattern=re.compile(meta["firmware_in_user_agent"]) if meta.get("firmware_in_user_agent") else None,
+        families=tuple(Family(str(f["name"]), f.get("below")) for f in meta.get("families", [])))
 
 
 @functools.cache

@@ -133,6 +133,16 @@ class Registry:
         except sqlite3.Error:
             pass  # the fetch log is diagnostics; serving the phone matters more
 
+    def last_user_agent(self, mac: str) -> str | None:
+        """The User-Agent of the phone's latest fetch that sent one (TFTP sends none): what firmware
+        it ran when it last said."""
+        try:
+            row = self.db.execute("SELECT user_agent FROM fetches WHERE mac = ? AND user_agent IS NOT NULL "
+                                  "ORDER BY at DESC LIMIT 1", (mac,)).fetchone()
+        except sqlite3.Error:
+            return None
+        return row[0] if row else None
+
     def record_discovery(self, mac: str, ip: str | None, vendor: str | None, vendor_class: str | None) -> None:
         stamp = now()
         self.db.execute(

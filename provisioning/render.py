@@ -137,7 +137,7 @@ class Renderer:
 
     # -- resolving a request --------------------------------------------------------------
 
-    def resolve(self, requested: str, client: str | None = None) -> Rendered | None:
+    def resolve(self, requested: str, client: str | None = None, user_agent: str | None = None) -> Rendered | None:
         name = posixpath.basename(requested.replace("\\", "/").strip("/"))
         if not name:
             return None
@@ -153,17 +153,26 @@ class Renderer:
                         model = vendor.model_named(groups.get("model", "")) or next(iter(vendor.models))
                         device = self.registry.enrol(mac, vendor.name, model, client, self.lan)
                     if device is not None and device.phone.vendor == vendor.name:
-                        return self._render(vendor, rule.template, device, groups)
+                        return self._render(vendor, rule.template, device, groups, user_agent)
                 elif common is None:
                     common = (vendor, rule, groups)
         if common is not None:
             vendor, rule, groups = common
-            return self._render(vendor, rule.template, None, groups)
+            return self._render(vendor, rule.template, None, groups, user_agent)
         return None
 
-    def _render(self, vendor: Vendor, template: str, device: Device | None, groups: dict) -> Rendered:
+    def _family(self, vendor: Vendor, device: Device | None, user_agent: str | None) -> str | None:
+        """The template family for the firmware the phone runs: as this request's User-Agent says,
+        else as its last fetch over HTTP said, else the newest (docs: firmware_templates/README.md)."""
+        reported = vendor.firmware_in(user_agent)
+        if reported is None and device is not None:
+            reported = vendor.firmware_in(self.registry.last_user_agent(device.mac))
+        return vendor.family_of(reported[1] if reported else None)
+
+    def _render(self, vendor: Vendor, template: str, device: Device | None, groups: dict,
+                user_agent: str | None = None) -> Rendered:
         ctx = dict(self.office)
-        ctx.update(self._transport(vendor))
+        ctx.update(self._transport(vendor), family=self._family(vendor, device, user_agent))
         model = device.phone.model if device else None
         if model is None and "model" in groups:
             model = vendor.model_named(groups["model"])

@@ -162,7 +162,7 @@ def make_handler(cfg: Config, renderer: Renderer, misses: MissCounter, scheme: s
                 self.send_firmware(path.removeprefix("/firmware/"), send_body)
                 return
             try:
-                rendered = renderer.resolve(path, client)
+                rendered = renderer.resolve(path, client, agent)
             except Exception:
                 log.exception("provisioning: rendering %s for %s failed", path, client)
                 self.send_error(HTTPStatus.INTERNAL_SERVER_ERROR)

@@ -10,7 +10,7 @@ from datetime import datetime
 
 from appliance.config import Config
 
-from .catalog import vendor_by_oui
+from .catalog import catalog, vendor_by_oui
 
 
 def _query(path, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
@@ -34,6 +34,13 @@ def registration(reg: sqlite3.Row | None, now: float) -> dict:
     return {"registered": True, "registered_from": reg["source"], "registered_since": since}
 
 
+def firmware(vendor_name: str | None, *user_agents: str | None) -> str | None:
+    """The firmware version the phone last reported (its SIP or HTTP User-Agent)."""
+    vendor = catalog().get(vendor_name) if vendor_name else None
+    reported = next((found for agent in user_agents if vendor and (found := vendor.firmware_in(agent))), None)
+    return reported[0] if reported else None
+
+
 def device_rows(cfg: Config) -> list[dict]:
     devices_db, reg_db = cfg.data_dir / "devices.sqlite", cfg.data_dir / "registrations.sqlite"
     registrations = {r["extension"]: r for r in _query(reg_db, "SELECT * FROM registrations")}
@@ -41,6 +48,9 @@ def device_rows(cfg: Config) -> list[dict]:
         devices_db, "SELECT mac, max(at) AS at, protocol, file, user_agent FROM fetches "
                     "WHERE mac IS NOT NULL AND status='served' GROUP BY mac")}
     discovered = {r["mac"]: r for r in _query(devices_db, "SELECT * FROM discovered")}
+    said = {r["mac"]: r["user_agent"] for r in _query(  # TFTP fetches carry no User-Agent: the last that did
+        devices_db, "SELECT mac, user_agent, max(at) FROM fetches WHERE mac IS NOT NULL AND user_agent IS NOT NULL "
+                    "GROUP BY mac")}
     rows = []
     now = time.time()
     for ext in cfg.extensions:
@@ -54,6 +64,7 @@ def device_rows(cfg: Config) -> list[dict]:
             "last_fetch": {"at": fetch["at"], "protocol": fetch["protocol"], "file": fetch["file"]} if fetch else None,
             **registration(reg, now),
             "user_agent": (reg["user_agent"] if reg else None) or (fetch["user_agent"] if fetch else None),
+            "firmware": firmware(ext.phone.vendor, reg["user_agent"] if reg else None, said.get(mac)),
         })
     enrolled_path = cfg.data_dir / "enrolled.json"
     enrolled = json.loads(enrolled_path.read_text()) if enrolled_path.exists() else {}
@@ -63,7 +74,8 @@ def device_rows(cfg: Config) -> list[dict]:
                      "configured": False, "enrolled": True, "ip": discovered[mac]["ip"] if mac in discovered else None,
                      "last_fetch": {"at": fetch["at"], "protocol": fetch["protocol"], "file": fetch["file"]} if fetch else None,
                      **registration(reg, now),
-                     "user_agent": (reg["user_agent"] if reg else None) or (fetch["user_agent"] if fetch else None)})
+                     "user_agent": (reg["user_agent"] if reg else None) or (fetch["user_agent"] if fetch else None),
+                     "firmware": firmware(entry["vendor"], reg["user_agent"] if reg else None, said.get(mac))})
     listed = {r["extension"] for r in rows}
     for ext in cfg.extensions:  # registered without a phone the box provisions
         reg = registrations.get(ext.number)

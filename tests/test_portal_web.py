@@ -408,7 +408,8 @@ def test_an_operator_sees_alarms_and_a_sites_page_and_pushes_a_config_checked_be
               "disk": {"total_bytes": 1000 << 20, "free_bytes": 50 << 20},
               "trunks": [{"name": "main", "state": "failing", "last_code": 403}],
               "phones": [{"mac": "805ec0112233", "vendor": "yealink", "model": "T46U", "extension": "101",
-                          "registered": True, "last_fetch_at": None}], "heartbeat_seconds": 60,
+                          "registered": True, "last_fetch_at": None, "firmware": "108.86.0.70"}],
+              "heartbeat_seconds": 60,
               "toll_alarm": {"at": "2026-12-01T03:12:09.120+03:00",
                              "reason": "extension 101: 20 calls out in the last hour (limit 20)"}}
     answer = requests.post(f"{portal.url}/api/v1/heartbeat", json=status, headers=box.auth, timeout=10)
@@ -420,6 +421,7 @@ def test_an_operator_sees_alarms_and_a_sites_page_and_pushes_a_config_checked_be
     assert "toll limit at 2026-12-01 03:12: extension 101: 20 calls out in the last hour (limit 20)" in row
     page = olga.get(f"{portal.url}/fleet/umbrella-hq", timeout=10).text
     assert 'data-mac="805ec0112233"' in page and "main — failing (403)" in re.sub(r"<[^>]+>", "", page)
+    assert 'data-firmware="108.86.0.70"' in page  # the version the phone reports
     csrf = page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
     push = f"{portal.url}/fleet/umbrella-hq/config"
     refused = olga.post(push, data={"csrf": csrf, "config": "extensions:\n  - {number: 1O1}\n"}, timeout=10)

@@ -141,7 +141,33 @@ def test_the_common_file_points_at_firmware_only_when_the_firmware_folder_has_it
     with_firmware = curl(f"http://127.0.0.1:{office.http}/y000000000108.cfg").stdout.decode()   # T46U: has a .rom
     without = curl(f"http://127.0.0.1:{office.http}/y000000000096.cfg").stdout.decode()         # T54W: none
     assert f"static.firmware.url = http://127.0.0.1:{office.http}/firmware/T46U.rom" in with_firmware
-    assert "firmware" not in without
+    assert "firmware.url" not in without
+
+
+def test_a_yealink_gets_the_keys_of_the_firmware_family_it_reports(office):
+    """Yealink renamed keys between firmware families (firmware_templates/README.md): the file
+    follows the version in the phone's User-Agent, and a TFTP fetch (no User-Agent) the last one
+    it reported; `edgepbx devices` shows the firmware."""
+    mac = "805ec0112233"
+    secret = json.loads((office.data_dir / "device-credentials.json").read_text())[mac]["http"]
+
+    def fetched(agent: str | None = None, over: str = "http") -> str:
+        if over == "tftp":
+            return curl(f"tftp://127.0.0.1:{office.tftp}/{mac}.cfg").stdout.decode()
+        return curl(f"http://127.0.0.1:{office.http}/{mac}.cfg", "-u", f"{mac}:{secret}", "-A", agent).stdout.decode()
+
+    def reported() -> str | None:
+        out = subprocess.run(EDGEPBX + ["devices", "--config", str(office.config), "--json"], capture_output=True,
+                             text=True, check=True, cwd=ROOT)
+        return {r["mac"]: r for r in json.loads(out.stdout)}[mac]["firmware"]
+
+    old = fetched("Yealink SIP-T46U 108.73.0.50 80:5e:c0:11:22:33")
+    assert "firmware family v73" in old and "\naccount.1.transport = 0" in old and "static." not in old
+    assert "firmware family v73" in fetched(over="tftp")  # what it said last time
+    assert reported() == "108.73.0.50"
+    new = fetched("Yealink SIP-T46U 108.86.0.70 80:5e:c0:11:22:33")
+    assert "firmware family v80" in new and "\nstatic.security.user_password = admin:" in new
+    assert "firmware family v80" in fetched(over="tftp") and reported() == "108.86.0.70"
 
 
 def test_a_client_asking_for_many_unknown_files_is_refused_for_a_while(office):

@@ -153,3 +153,32 @@ extensions:
             assert [e.text for e in ET.fromstring(text).iter("P47")] == ["192.168.10.2:5060"]
         if FORMATS[case.vendor].endswith("xml"):
             assert "&lt;b&gt;&amp;" in text and "<b>" not in text, case.vendor
+
+
+@pytest.mark.parametrize("agent, family", [("Yealink SIP-T46U 108.73.0.50 80:5e:c0:11:22:33", "v73"),
+                                           ("Yealink SIP-T46U 108.86.0.70 80:5e:c0:11:22:33", "v80"),
+                                           (None, "v80")])
+def test_yealink_files_follow_the_firmware_family_the_phone_reports(renderer, agent, family):
+    """Yealink renamed keys between firmware families (firmware_templates/README.md): a phone on
+    v73 that got v80's `static.` keys would keep its factory settings for them."""
+    device = renderer.resolve("805ec0112233.cfg", user_agent=agent).body.decode()
+    common = renderer.resolve("y000000000108.cfg", user_agent=agent).body.decode()
+    for text, name in ((device, "805ec0112233.cfg"), (common, "y000000000108.cfg")):
+        check_format("ini", text)
+        assert f"firmware family {family}" in text
+        if family == "v73":
+            assert "static." not in text
+            golden = GOLDEN / "yealink-v73" / name
+            if os.environ.get("UPDATE_GOLDEN") == "1":
+                golden.parent.mkdir(parents=True, exist_ok=True)
+                golden.write_text(text)
+            assert text == golden.read_text(), f"{name} differs from {golden}"
+        else:
+            assert text == (GOLDEN / "yealink" / name).read_text()  # the newest family when the phone said nothing
+    if family == "v73":
+        assert "\nauto_provision.pnp_enable = 1" in common and "\naccount.1.transport = 0" in device
+        assert "\nsecurity.user_password = admin:admin-101" in device and "transport_type" not in device
+    else:
+        assert "\nstatic.auto_provision.pnp_enable = 1" in common
+        assert "\naccount.1.sip_server.1.transport_type = 0" in device
+        assert "\nstatic.security.user_password = admin:admin-101" in device

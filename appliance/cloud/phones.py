@@ -15,7 +15,7 @@ from ..config import Config
 
 ACTIONS = ("resync", "reboot")
 PHONE_FIELDS = ("mac", "vendor", "model", "extension", "configured", "registered", "registered_from",
-                "registered_since", "ip", "user_agent")
+                "registered_since", "ip", "user_agent", "firmware")
 
 
 def phone_list(cfg: Config) -> list[dict]:
