@@ -149,6 +149,7 @@ class HeartbeatAnswer(BaseModel):
     phone_actions: list[dict[str, Any]]
     callbacks: list[dict[str, Any]]
     captures: list[dict[str, Any]] = []  # [{"id", "seconds"}]: an operator's remote diagnostics
+    firmware: list[dict[str, Any]] = []  # what the site's phones should run: [{"vendor", "model", "version", "sha256", ...}]
 
 
 class CaptureResult(Body):

@@ -252,6 +252,38 @@ def cmd_phone_action(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_firmware(args: argparse.Namespace) -> int:
+    """`firmware add|pin|unpin|list`: phone firmware files and the versions the phones run."""
+    from . import firmware
+    from .storage import open_storage
+
+    needed = {"add": ("file", "vendor", "model", "version"), "pin": ("vendor", "model", "version"),
+              "unpin": ("vendor", "model")}.get(args.action, ())
+    missing = [("--" + n if n != "file" else "FILE") for n in needed if not getattr(args, n)]
+    if missing:
+        raise ValueError(f"firmware {args.action} needs {', '.join(missing)}")
+    with _sessions(args)() as session:
+        if args.action == "add":
+            row = firmware.add(session, open_storage(args.storage, Path(args.data_dir)), args.vendor, args.model,
+                               args.version, Path(args.file), by=args.by)
+            print(f"{row.vendor} {row.model} {row.version}: {row.filename}, {row.size} bytes, sha256 {row.sha256}")
+        elif args.action == "pin":
+            firmware.pin(session, args.vendor, args.model, args.version, args.site, by=args.by)
+            print(f"{args.vendor} {args.model} phones {'of ' + args.site if args.site else 'of every site'} run "
+                  f"{args.version}; each box fetches it at its next heartbeat")
+        elif args.action == "unpin":
+            gone = firmware.unpin(session, args.vendor, args.model, args.site)
+            print(f"{gone} pin(s) removed")
+        else:
+            rows = firmware.listing(session)
+            if args.json:
+                print(json.dumps(rows, indent=1))
+            for r in rows if not args.json else []:
+                print(f"{r['vendor']:<12} {r['model']:<14} {r['version']:<16} {r['size']:>11}  "
+                      f"{', '.join(r['pinned']) or '-'}")
+    return 0
+
+
 def cmd_calls(args: argparse.Namespace) -> int:
     from .fleet import site_by_name
     from .sync import site_calls
@@ -372,6 +404,17 @@ def build_parser() -> argparse.ArgumentParser:
     calls.add_argument("--site", required=True)
     calls.add_argument("--json", action="store_true")
     calls.set_defaults(func=cmd_calls)
+    fw = common(sub.add_parser("firmware", help="phone firmware: add a file, pin a version (fleet or site), list"))
+    fw.add_argument("action", choices=("add", "pin", "unpin", "list"))
+    fw.add_argument("file", nargs="?", help="add: the firmware file as the vendor ships it")
+    fw.add_argument("--vendor")
+    fw.add_argument("--model")
+    fw.add_argument("--version")
+    fw.add_argument("--site", help="pin/unpin: this site only (default: every site without a pin of its own)")
+    fw.add_argument("--storage", help="add: the store `run` uses (default DATA_DIR/objects, or s3://...)")
+    fw.add_argument("--by", default="operator", help="who did it (kept beside the file or pin)")
+    fw.add_argument("--json", action="store_true")
+    fw.set_defaults(func=cmd_firmware)
     sites = common(sub.add_parser("sites", help="every site: online or not, last heartbeat, outbox"))
     sites.add_argument("--json", action="store_true")
     sites.set_defaults(func=cmd_sites)

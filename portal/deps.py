@@ -7,6 +7,7 @@ A refusal is raised, not returned: SignInNeeded becomes a redirect to /login and
 page saying why (app.py installs both handlers), FleetError the box API's JSON error."""
 from __future__ import annotations
 
+import re
 import secrets
 from datetime import date
 from typing import Iterator
@@ -121,3 +122,21 @@ def report_query(request: Request, me: users.SignedIn = Depends(org_user),
                           sort=q.get("sort") if q.get("sort") in reports.SORTS else "time",
                           descending=q.get("dir") != "asc", zones=zones)
     return query, preset
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The one byte range of a `Range: bytes=...` header (what audio players send), or None for
+    the whole file; ValueError when it cannot be satisfied."""
+    if not header:
+        return None
+    found = re.fullmatch(r"\s*bytes=(\d*)-(\d*)\s*", header)
+    if not found or found.group(1) == found.group(2) == "":
+        return None  # several ranges or a malformed header: the whole file, as RFC 9110 allows
+    first, last = found.group(1), found.group(2)
+    if first == "":
+        start, end = max(0, size - int(last)), size - 1
+    else:
+        start, end = int(first), min(int(last), size - 1) if last else size - 1
+    if start >= size or start > end:
+        raise ValueError("unsatisfiable range")
+    return start, end

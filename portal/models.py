@@ -182,6 +182,34 @@ class Capture(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class PhoneFirmware(Base):
+    """A firmware file an operator uploaded for one vendor's model; its bytes live in the store
+    (storage/, kind "firmware") by content hash."""
+    __tablename__ = "phone_firmware"
+    __table_args__ = (UniqueConstraint("vendor", "model", "version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    vendor: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str] = mapped_column(String(64))
+    filename: Mapped[str] = mapped_column(String(200))  # as uploaded (the name the phone is told)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    uploaded_by: Mapped[str] = mapped_column(String(120))
+    uploaded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class FirmwarePin(Base):
+    """The firmware a model runs: for the whole fleet (site_id NULL) or one site, which wins."""
+    __tablename__ = "firmware_pin"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    vendor: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str] = mapped_column(String(64))
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("site.id"), index=True)
+    firmware_id: Mapped[int] = mapped_column(ForeignKey("phone_firmware.id"))
+    pinned_by: Mapped[str] = mapped_column(String(120))
+    pinned_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class PhoneAction(Base):
     """An operator's request that a site's phone re-fetch its config or reboot, and its outcome."""
     __tablename__ = "phone_action"

@@ -18,6 +18,8 @@ import markupsafe
 from appliance.config import Config
 from appliance.tls import box_certificate
 
+from appliance.firmware_cache import pinned
+
 from .catalog import Vendor, catalog, vendor_by_oui
 from .lan import office_lan
 from .macs import normalise_mac
@@ -125,15 +127,20 @@ class Renderer:
             keys.append({"type": "transfer", "value": "", "label": "Transfer"})
         return keys
 
-    def _firmware(self, vendor: Vendor, model: str | None) -> tuple[str | None, str | None]:
-        """(URL, file name) of the model's firmware if the firmware folder has it, else (None, None)."""
+    def _firmware(self, vendor: Vendor, model: str | None) -> tuple[str | None, str | None, str | None]:
+        """(URL, file name, version) of the model's firmware: the version the portal pinned, once
+        the box has it (appliance/firmware_cache.py), else the firmware folder's file (its name's
+        stem as the version), else (None, None, None)."""
+        pin = pinned(self.cfg.data_dir).get(f"{vendor.name}/{model}") if model else None
+        if pin:
+            return f"{self.office['profile_base_url']}/firmware/{pin['file']}", pin["file"], str(pin["version"])
         folder = self.cfg.provisioning.firmware_dir
         if not model or folder is None:
-            return None, None
+            return None, None, None
         name = vendor.models[model].get("firmware")
         if name and (Path(folder) / name).is_file():
-            return f"{self.office['profile_base_url']}/firmware/{name}", name
-        return None, None
+            return f"{self.office['profile_base_url']}/firmware/{name}", name, Path(name).stem
+        return None, None, None
 
     # -- resolving a request --------------------------------------------------------------
 
@@ -178,9 +185,9 @@ class Renderer:
             model = vendor.model_named(groups["model"])
         if model is None and "hwid" in groups:
             model = next((m for m, meta in vendor.models.items() if meta.get("hwid") == groups["hwid"]), None)
-        firmware_url, firmware_file = self._firmware(vendor, model)
+        firmware_url, firmware_file, firmware_version = self._firmware(vendor, model)
         ctx.update(model=model, hwid=groups.get("hwid", ""), firmware_url=firmware_url, firmware_file=firmware_file,
-                   firmware_version=Path(firmware_file).stem if firmware_file else None,
+                   firmware_version=firmware_version,
                    model_file=(model or groups.get("model", "")).lower())
         if device is not None:
             ext = device.extension

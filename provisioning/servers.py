@@ -29,6 +29,7 @@ from urllib.parse import unquote, urlsplit
 import tftpy
 
 from appliance.config import Config
+from appliance.firmware_cache import cached_file
 from appliance.tls import box_certificate
 
 from .lan import office_lan
@@ -67,11 +68,15 @@ class MissCounter:
 
 
 def firmware_file(cfg: Config, name: str) -> Path | None:
-    folder = cfg.provisioning.firmware_dir
-    if folder is None or "/" in name or name.startswith("."):
+    """A firmware file by name: one the portal pinned (the box's cache), else the firmware folder's."""
+    if "/" in name or name.startswith("."):
         return None
-    path = Path(folder) / name
-    return path if path.is_file() else None
+    cached = cached_file(cfg.data_dir, name)
+    if cached is not None:
+        return cached
+    folder = cfg.provisioning.firmware_dir
+    path = Path(folder) / name if folder is not None else None
+    return path if path is not None and path.is_file() else None
 
 
 # -- TFTP ---------------------------------------------------------------------------------
@@ -101,6 +106,9 @@ class TftpService:
     def open_file(self, filename: str, raddress: str = "", rport: int = 0) -> io.BufferedRandom | None:
         if self.misses.blocked(raddress):
             return None
+        if filename.lstrip("/").startswith("firmware/"):  # a pinned file in the box's cache (the folder's are in the root)
+            path = firmware_file(self.cfg, filename.lstrip("/").removeprefix("firmware/"))
+            return open(path, "rb") if path is not None else None
         try:
             rendered = self.renderer.resolve(filename, raddress)
         except Exception:

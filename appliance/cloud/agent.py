@@ -25,6 +25,7 @@ from . import answers
 from . import diagnostics
 from .answers import CallBackRequest, CaptureRequest, PhoneAction
 from .backups import BackupKeeper
+from .firmware import FirmwareFetcher
 from .callback import request_call_back
 from .client import PortalClient, PortalRefused, PortalUnreachable, PortalUrlRefused, Trust
 from .link import CloudLink, load_link, save_link
@@ -84,6 +85,7 @@ class Agent:
         self.wakeup = WakeUp(lambda: remote_state(self.cfg).get("version"))
         self.backups = BackupKeeper(cfg.path, cfg.data_dir)
         self.capture_job: diagnostics.CaptureJob | None = None
+        self.firmware = FirmwareFetcher(cfg.data_dir)
 
     # --- the loop -------------------------------------------------------------------------
     def run(self) -> None:
@@ -199,7 +201,7 @@ class Agent:
         self.finish_capture()
         if self.send_cdrs():
             return True
-        return self.send_one_recording()
+        return self.send_one_recording() or self.firmware.step(self.client)
 
     # --- what is sent ---------------------------------------------------------------------
     def heartbeat(self) -> None:
@@ -216,6 +218,8 @@ class Agent:
             self.call_back(request)
         for wanted in answer.captures:
             self.start_capture(wanted)
+        if answer.firmware is not None:
+            self.firmware.want(answer.firmware)
         self.follow_config(answer.config_version)
         self.send_own_config()
 

@@ -83,11 +83,31 @@ class CaptureRequest:
 
 
 @dataclass(frozen=True)
+class FirmwarePin:
+    vendor: str
+    model: str
+    version: str
+    filename: str
+    sha256: str
+    size: int
+
+
+def _firmware_pin(item: dict, where: str) -> FirmwarePin:
+    sha = _field(item, "sha256", str, where)
+    size = _field(item, "size", int, where)
+    if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha) or not 0 < size <= 1 << 30:
+        raise PortalAnswerInvalid(f"the portal's answer to {where}: a firmware pin's sha256 or size is not one")
+    return FirmwarePin(_field(item, "vendor", str, where)[:32], _field(item, "model", str, where)[:64],
+                       _field(item, "version", str, where)[:64], _field(item, "filename", str, where)[:200], sha, size)
+
+
+@dataclass(frozen=True)
 class HeartbeatAnswer:
     config_version: int | None
     phone_actions: list[PhoneAction]
     callbacks: list[CallBackRequest]
     captures: list[CaptureRequest]
+    firmware: list[FirmwarePin] | None  # None from a portal older than phone firmware: the cache stays
 
 
 def heartbeat(answer: dict) -> HeartbeatAnswer:
@@ -100,7 +120,8 @@ def heartbeat(answer: dict) -> HeartbeatAnswer:
                                    str(c.get("number", ""))[:64])
                    for c in _items(answer, "callbacks", where)],
         captures=[CaptureRequest(_field(c, "id", int, where), max(1, min(120, _field(c, "seconds", int, where))))
-                  for c in _items(answer, "captures", where)])
+                  for c in _items(answer, "captures", where)],
+        firmware=[_firmware_pin(f, where) for f in _items(answer, "firmware", where)] if "firmware" in answer else None)
 
 
 @dataclass(frozen=True)

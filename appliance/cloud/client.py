@@ -138,12 +138,14 @@ class PortalClient:
                                       f"{data[:80].decode(errors='replace')!r}")
         return answer
 
-    def download(self, path: str, limit: int) -> bytes:
-        """A file's bytes (a backup), at most `limit` of them."""
-        return self._request("GET", path, None, limit)
+    def download(self, path: str, limit: int, byte_range: tuple[int, int] | None = None) -> bytes:
+        """A file's bytes (a backup, a firmware chunk: bytes first..last), at most `limit` of them."""
+        extra = {"Range": f"bytes={byte_range[0]}-{byte_range[1]}"} if byte_range else {}
+        return self._request("GET", path, None, limit, extra)
 
-    def _request(self, method: str, path: str, body: dict | bytes | None, limit: int) -> bytes:
-        headers = {"Accept": "application/json"}
+    def _request(self, method: str, path: str, body: dict | bytes | None, limit: int,
+                 extra_headers: dict | None = None) -> bytes:
+        headers = {"Accept": "application/json", **(extra_headers or {})}
         if self.credential:
             headers["Authorization"] = f"Bearer {self.credential}"
         if isinstance(body, dict):

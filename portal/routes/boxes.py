@@ -9,15 +9,15 @@ import asyncio
 import logging
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from sqlalchemy.orm import Session
 
-from .. import backups, callbacks, captures, configs, fleet, phones, sync
+from .. import backups, callbacks, captures, configs, firmware, fleet, phones, sync
 from ..bodies import (Accepted, BackupKey, BackupStored, BoxConfig, ByteOffset, CallBatch, CallbackResult, CaptureResult,
                       ConfigResult,
                       ConfigVersion, Count, Done, Enrolled, Enrolment, Heartbeat, HeartbeatAnswer, PhoneActionResult, PushedConfig, RecordingOffer,
                       RecordingState, RowId, WaitSeconds, WaitVersion, WakeAnswer)
-from ..deps import box_site, db, storage
+from ..deps import box_site, db, parse_range, storage
 from ..fleet import FleetError, authenticate
 from ..models import Site
 from ..storage import Storage
@@ -113,7 +113,7 @@ def heartbeat(status: Heartbeat, session: Session = Depends(db), site: Site = De
     desired = configs.desired_config(session, site)
     answer = HeartbeatAnswer(ok=True, config_version=desired.version if desired else None,
                              phone_actions=phones.hand_out(session, site), callbacks=callbacks.hand_out(session, site),
-                             captures=captures.hand_out(session, site))
+                             captures=captures.hand_out(session, site), firmware=firmware.effective(session, site))
     session.commit()  # one transaction for the whole heartbeat
     return answer
 
@@ -203,3 +203,20 @@ def capture_result(capture_id: RowId, body: CaptureResult, session: Session = De
                    site: Site = Depends(box_site)) -> Done:
     captures.finish(session, site, capture_id, body.ok, body.packets, body.detail)
     return Done(ok=True)
+
+
+@router.get("/api/v1/firmware/{sha256}")
+def get_firmware(sha256: str, request: Request, session: Session = Depends(db), site: Site = Depends(box_site),
+                 store: Storage = Depends(storage)) -> Response:
+    """A phone firmware file pinned for the box's site, streamed; a Range resumes a download."""
+    found = firmware.for_box(session, site, sha256)
+    try:
+        wanted = parse_range(request.headers.get("range"), found.size)
+    except ValueError:
+        return Response(status_code=416, headers={"Content-Range": f"bytes */{found.size}"})
+    start, end = wanted or (0, found.size - 1)
+    headers = {"Content-Length": str(end - start + 1), "Accept-Ranges": "bytes"}
+    if wanted:
+        headers["Content-Range"] = f"bytes {start}-{end}/{found.size}"
+    return StreamingResponse(store.read_range(found.sha256, start, end, kind="firmware"),
+                             status_code=206 if wanted else 200, media_type="application/octet-stream", headers=headers)

@@ -16,31 +16,13 @@ from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from sqlalchemy.orm import Session
 
 from .. import callbacks, clock, export, i18n, reports, stats, users
-from ..deps import PageRefused, db, org_user, report_query, signed_form, storage
+from ..deps import PageRefused, db, org_user, parse_range, report_query, signed_form, storage
 from ..fleet import FleetError
 from ..models import CallbackRequest, Recording, Site
 from ..pages import SECURITY_HEADERS, file_name, message, render, words
 from ..storage import Storage
 
 router = APIRouter(include_in_schema=False)
-
-
-def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """The one byte range of a `Range: bytes=...` header (what audio players send), or None for
-    the whole file; ValueError when it cannot be satisfied."""
-    if not header:
-        return None
-    found = re.fullmatch(r"\s*bytes=(\d*)-(\d*)\s*", header)
-    if not found or found.group(1) == found.group(2) == "":
-        return None  # several ranges or a malformed header: the whole file, as RFC 9110 allows
-    first, last = found.group(1), found.group(2)
-    if first == "":
-        start, end = max(0, size - int(last)), size - 1
-    else:
-        start, end = int(first), min(int(last), size - 1) if last else size - 1
-    if start >= size or start > end:
-        raise ValueError("unsatisfiable range")
-    return start, end
 
 
 @router.get("/calls")

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 
-from .. import alarms, backups, captures, users
+from .. import alarms, backups, captures, firmware, users
 from ..configs import MAX_CONFIG_BYTES, push_config, version_diffs
 from ..deps import db, operator, read_form, signed_form
 from ..bodies import RowId
@@ -40,7 +40,7 @@ def site_page(request: Request, session: Session, me: users.SignedIn, name: str,
                   alarm_history=alarms.site_history(session, site.id), backups=backups.listing(session, site),
                   replacement_code=replacement_code, backup_error=backup_error,
                   captures=captures.listing(session, [site.id]), capture_error=capture_error,
-                  capture_max=captures.MAX_SECONDS)
+                  capture_max=captures.MAX_SECONDS, firmware_pins=firmware.effective(session, site))
 
 
 @router.get("/fleet/{name}")

@@ -1,4 +1,4 @@
-"""What every recordings store offers (Storage), and the key a recording's bytes have there."""
+"""What every store offers (Storage), and the key a recording's or a firmware file's bytes have there."""
 from __future__ import annotations
 
 import os
@@ -9,15 +9,18 @@ from typing import BinaryIO, Iterator, Protocol
 READ_CHUNK = 64 << 10
 
 
-def key_for(sha256: str) -> str:
-    return f"recordings/{sha256[:2]}/{sha256}.wav"
+KINDS = {"recordings": ".wav", "firmware": ".bin"}  # what is kept, by content hash: calls' audio, phones' firmware
+
+
+def key_for(sha256: str, kind: str = "recordings") -> str:
+    return f"{kind}/{sha256[:2]}/{sha256}{KINDS[kind]}"
 
 
 class Storage(Protocol):
-    def put_file(self, sha256: str, path: Path) -> None: ...
-    def exists(self, sha256: str) -> bool: ...
-    def open(self, sha256: str) -> BinaryIO: ...
-    def read_range(self, sha256: str, start: int, end: int) -> Iterator[bytes]: ...
+    def put_file(self, sha256: str, path: Path, kind: str = "recordings") -> None: ...
+    def exists(self, sha256: str, kind: str = "recordings") -> bool: ...
+    def open(self, sha256: str, kind: str = "recordings") -> BinaryIO: ...
+    def read_range(self, sha256: str, start: int, end: int, kind: str = "recordings") -> Iterator[bytes]: ...
     def staging_dir(self) -> Path: ...
 
 

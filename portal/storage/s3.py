@@ -33,32 +33,33 @@ class S3Storage:
                                                   retries={"max_attempts": 5, "mode": "standard"}))
         return cls(client, parts.netloc, parts.path, data_dir / "staging")
 
-    def key(self, sha256: str) -> str:
-        return f"{self.prefix}/{key_for(sha256)}" if self.prefix else key_for(sha256)
+    def key(self, sha256: str, kind: str = "recordings") -> str:
+        return f"{self.prefix}/{key_for(sha256, kind)}" if self.prefix else key_for(sha256, kind)
 
-    def put_file(self, sha256: str, path: Path) -> None:
+    def put_file(self, sha256: str, path: Path, kind: str = "recordings") -> None:
         checksum = base64.b64encode(bytes.fromhex(sha256)).decode()
         with open(path, "rb") as fh:
-            self.client.put_object(Bucket=self.bucket, Key=self.key(sha256), Body=fh, ContentType="audio/wav",
-                                   ChecksumSHA256=checksum)
+            self.client.put_object(Bucket=self.bucket, Key=self.key(sha256, kind), Body=fh, ChecksumSHA256=checksum,
+                                   ContentType="audio/wav" if kind == "recordings" else "application/octet-stream")
         path.unlink(missing_ok=True)
 
-    def exists(self, sha256: str) -> bool:
+    def exists(self, sha256: str, kind: str = "recordings") -> bool:
         from botocore.exceptions import ClientError
 
         try:
-            self.client.head_object(Bucket=self.bucket, Key=self.key(sha256))
+            self.client.head_object(Bucket=self.bucket, Key=self.key(sha256, kind))
             return True
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return False
             raise
 
-    def open(self, sha256: str) -> BinaryIO:
-        return self.client.get_object(Bucket=self.bucket, Key=self.key(sha256))["Body"]
+    def open(self, sha256: str, kind: str = "recordings") -> BinaryIO:
+        return self.client.get_object(Bucket=self.bucket, Key=self.key(sha256, kind))["Body"]
 
-    def read_range(self, sha256: str, start: int, end: int) -> Iterator[bytes]:
-        body = self.client.get_object(Bucket=self.bucket, Key=self.key(sha256), Range=f"bytes={start}-{end}")["Body"]
+    def read_range(self, sha256: str, start: int, end: int, kind: str = "recordings") -> Iterator[bytes]:
+        body = self.client.get_object(Bucket=self.bucket, Key=self.key(sha256, kind),
+                                      Range=f"bytes={start}-{end}")["Body"]
         yield from body.iter_chunks(64 << 10)
 
     def staging_dir(self) -> Path:
