@@ -30,3 +30,22 @@ def cached_file(data_dir: Path, name: str) -> Path | None:
     if "/" in name or name.startswith(".") or name == PINS_FILE:
         return None
     return next((cache_dir(data_dir) / name for pin in pinned(data_dir).values() if pin.get("file") == name), None)
+
+
+UPGRADES_FILE = "upgrades.json"
+
+
+def upgrades(data_dir: Path) -> dict:
+    """The phones' upgrades (appliance/cloud/upgrades.py): {"phones": {mac: {"target", "state",
+    "since"}}, "halted": {...} or None}."""
+    try:
+        state = json.loads((cache_dir(data_dir) / UPGRADES_FILE).read_text())
+    except (OSError, ValueError):
+        return {"phones": {}, "halted": None}
+    return state if isinstance(state, dict) and isinstance(state.get("phones"), dict) else {"phones": {}, "halted": None}
+
+
+def may_upgrade(data_dir: Path, mac: str, version: str) -> bool:
+    """Whether the phone is told of the pinned `version` now: its wave came (or it runs it)."""
+    phone = upgrades(data_dir)["phones"].get(mac) or {}
+    return phone.get("target") == version and phone.get("state") in ("upgrading", "done")

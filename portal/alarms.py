@@ -25,7 +25,7 @@ from .notify import Event, Notifier, NotifyError
 log = logging.getLogger("edgepbx.portal.alarms")
 
 SEVERITY = {"offline": "critical", "trunk_failing": "critical", "toll": "critical",
-            "disk_low": "warning", "set_aside": "warning"}
+            "disk_low": "warning", "set_aside": "warning", "firmware_halted": "critical"}
 LEVELS = {"warning": 0, "critical": 1}
 ADVISORY_LOCK = 0x6564_6765  # "edge": one instance evaluates and notifies at a time
 DIGEST_EVERY = timedelta(days=1)

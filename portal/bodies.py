@@ -94,6 +94,22 @@ class TollAlarm(Body):
     reason: str = Field("", max_length=500)
 
 
+class UpgradeHalt(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    mac: str = Field("", max_length=32)
+    extension: str | None = Field(None, max_length=32)
+    version: str = Field("", max_length=64)
+
+
+class FirmwareUpgrades(BaseModel):
+    """The box's phone upgrades: how many phones are being upgraded, done, failed; and why they stopped."""
+    model_config = ConfigDict(extra="allow")
+    upgrading: int = Field(0, ge=0)
+    done: int = Field(0, ge=0)
+    failed: int = Field(0, ge=0)
+    halted: UpgradeHalt | None = None
+
+
 class Heartbeat(BaseModel):
     """What a box says of itself every minute. The fields the portal's pages and alarms read are
     typed (a box that sends `"disk": []` gets 422 with the reason, and no page breaks on it);
@@ -110,6 +126,7 @@ class Heartbeat(BaseModel):
     outbox: OutboxState | None = None
     phones: list[dict[str, Any]] = Field(default_factory=list, max_length=2000)
     settings: dict[str, Any] | None = None
+    firmware_upgrades: FirmwareUpgrades | None = None
 
 
 class BackupShown(BaseModel):

@@ -15,6 +15,7 @@ from pathlib import Path
 from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
+from .db import as_utc
 from .fleet import FleetError, site_by_name
 from .models import FirmwarePin, PhoneFirmware, Site, utcnow
 from .storage import Storage, staged_file
@@ -87,16 +88,19 @@ def unpin(session: Session, vendor: str, model: str, site_name: str | None, comm
 
 def effective(session: Session, site: Site) -> list[dict]:
     """What the site's phones should run, per vendor and model: the site's pin, else the fleet's."""
-    rows = session.execute(select(FirmwarePin.vendor, FirmwarePin.model, FirmwarePin.site_id, PhoneFirmware)
+    rows = session.execute(select(FirmwarePin.vendor, FirmwarePin.model, FirmwarePin.site_id, FirmwarePin.pinned_at,
+                                  PhoneFirmware)
                            .join(PhoneFirmware, PhoneFirmware.id == FirmwarePin.firmware_id)
                            .where(or_(FirmwarePin.site_id == site.id, FirmwarePin.site_id.is_(None)))).all()
-    chosen: dict[tuple[str, str], tuple[bool, PhoneFirmware]] = {}
-    for vendor, model, site_id, firmware in rows:
+    chosen: dict[tuple[str, str], tuple[bool, object, PhoneFirmware]] = {}
+    for vendor, model, site_id, pinned_at, firmware in rows:
         own = site_id is not None
         if (vendor, model) not in chosen or own:
-            chosen[(vendor, model)] = (own, firmware)
+            chosen[(vendor, model)] = (own, pinned_at, firmware)
+    # pinned_at: pinning again (the same version too) lets a site whose upgrades stopped go on
     return [{"vendor": v, "model": m, "version": f.version, "filename": f.filename, "sha256": f.sha256,
-             "size": f.size, "scope": "site" if own else "fleet"} for (v, m), (own, f) in sorted(chosen.items())]
+             "size": f.size, "scope": "site" if own else "fleet", "pinned_at": as_utc(at).isoformat()}
+            for (v, m), (own, at, f) in sorted(chosen.items())]
 
 
 def for_box(session: Session, site: Site, sha256: str) -> PhoneFirmware:

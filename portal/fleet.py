@@ -144,7 +144,8 @@ DISK_LOW_FRACTION = 0.10  # an alarm when less than this share of the box's data
 
 def alarms(online: bool, status: dict) -> list[tuple[str, dict]]:
     """What an operator must look at: the site offline, its disk nearly full, a trunk failing,
-    records the portal refused, a toll-fraud limit tripped in the last day. Each is an i18n key
+    records the portal refused, a toll-fraud limit tripped in the last day, phone upgrades stopped
+    because a phone did not come back on its new firmware. Each is an i18n key
     (`alarm_` + key) and its values: the pages say it in the reader's language."""
     found: list[tuple[str, dict]] = [] if online else [("offline", {})]
     disk = status.get("disk") or {}
@@ -159,6 +160,10 @@ def alarms(online: bool, status: dict) -> list[tuple[str, dict]]:
     toll = status.get("toll_alarm") or {}
     if toll.get("reason"):
         found.append(("toll", {"at": str(toll.get("at", ""))[:16].replace("T", " "), "reason": toll["reason"]}))
+    halted = (status.get("firmware_upgrades") or {}).get("halted") or {}
+    if halted.get("mac"):
+        found.append(("firmware_halted", {"mac": str(halted["mac"])[:17], "extension": str(halted.get("extension") or "?"),
+                                          "version": str(halted.get("version", ""))[:64]}))
     return found
 
 

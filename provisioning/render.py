@@ -18,7 +18,7 @@ import markupsafe
 from appliance.config import Config
 from appliance.tls import box_certificate
 
-from appliance.firmware_cache import pinned
+from appliance.firmware_cache import may_upgrade, pinned
 
 from .catalog import Vendor, catalog, vendor_by_oui
 from .lan import office_lan
@@ -127,13 +127,20 @@ class Renderer:
             keys.append({"type": "transfer", "value": "", "label": "Transfer"})
         return keys
 
+    def _pinned_firmware(self, vendor: Vendor, model: str | None, device: Device | None) -> str | None:
+        """The URL of the firmware the portal pinned for the phone's model, once the box has it and
+        the phone's upgrade wave came (appliance/cloud/upgrades.py); else None. Only a phone's own
+        file carries it: a common file would upgrade every phone of the model at once."""
+        pin = pinned(self.cfg.data_dir).get(f"{vendor.name}/{model}") if model and device else None
+        if pin and may_upgrade(self.cfg.data_dir, device.mac, str(pin["version"])):
+            return f"{self.office['profile_base_url']}/firmware/{pin['file']}"
+        return None
+
     def _firmware(self, vendor: Vendor, model: str | None) -> tuple[str | None, str | None, str | None]:
-        """(URL, file name, version) of the model's firmware: the version the portal pinned, once
-        the box has it (appliance/firmware_cache.py), else the firmware folder's file (its name's
-        stem as the version), else (None, None, None)."""
-        pin = pinned(self.cfg.data_dir).get(f"{vendor.name}/{model}") if model else None
-        if pin:
-            return f"{self.office['profile_base_url']}/firmware/{pin['file']}", pin["file"], str(pin["version"])
+        """(URL, file name, version) of the model's file in the firmware folder (its name's stem
+        as the version), else (None, None, None); a model the portal pins gets none from here."""
+        if model and f"{vendor.name}/{model}" in pinned(self.cfg.data_dir):
+            return None, None, None
         folder = self.cfg.provisioning.firmware_dir
         if not model or folder is None:
             return None, None, None
@@ -187,7 +194,7 @@ class Renderer:
             model = next((m for m, meta in vendor.models.items() if meta.get("hwid") == groups["hwid"]), None)
         firmware_url, firmware_file, firmware_version = self._firmware(vendor, model)
         ctx.update(model=model, hwid=groups.get("hwid", ""), firmware_url=firmware_url, firmware_file=firmware_file,
-                   firmware_version=firmware_version,
+                   firmware_version=firmware_version, phone_firmware_url=self._pinned_firmware(vendor, model, device),
                    model_file=(model or groups.get("model", "")).lower())
         if device is not None:
             ext = device.extension

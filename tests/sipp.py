@@ -39,8 +39,9 @@ def start_sipp(scenario: str, workdir: Path, target_port: int, *, service: str, 
     """Starts one call of `scenario` with @EXPECTED@ (and each @KEY@ of `fill`) filled in; returns
     the process and the file its message trace goes to."""
     local_port = local_port or free_udp_port()
+    fill = {"AGENT": "SIPp register test", **(fill or {})}  # the User-Agent a phone says it is
     text = (SCENARIOS / scenario).read_text().replace("@EXPECTED@", expected)
-    for key, value in (fill or {}).items():
+    for key, value in fill.items():
         text = text.replace(f"@{key}@", value)
     script = workdir / f"{scenario.removesuffix('.xml')}-{expected}-{time.monotonic_ns()}.xml"
     script.write_text(text)

@@ -26,6 +26,7 @@ from . import diagnostics
 from .answers import CallBackRequest, CaptureRequest, PhoneAction
 from .backups import BackupKeeper
 from .firmware import FirmwareFetcher
+from .upgrades import PhoneUpgrades
 from .callback import request_call_back
 from .client import PortalClient, PortalRefused, PortalUnreachable, PortalUrlRefused, Trust
 from .link import CloudLink, load_link, save_link
@@ -86,6 +87,7 @@ class Agent:
         self.backups = BackupKeeper(cfg.path, cfg.data_dir)
         self.capture_job: diagnostics.CaptureJob | None = None
         self.firmware = FirmwareFetcher(cfg.data_dir)
+        self.upgrades = PhoneUpgrades(cfg)
 
     # --- the loop -------------------------------------------------------------------------
     def run(self) -> None:
@@ -209,6 +211,8 @@ class Agent:
         remote = remote_state(self.cfg)
         status["config"] = {"version": remote.get("version"), "state": remote.get("state")}
         status["phones"] = phone_list(self.cfg)
+        self.upgrades.cfg = self.running_config()  # its window, wave and deadline as the office has them now
+        status["firmware_upgrades"] = self.upgrades.tick(status["phones"])
         status["settings"] = settings_summary(self.running_config())
         answer = answers.heartbeat(self.client.request("POST", "/api/v1/heartbeat", status))
         self.next_heartbeat = time.monotonic() + self.cfg.cloud.heartbeat_seconds

@@ -90,6 +90,7 @@ class FirmwarePin:
     filename: str
     sha256: str
     size: int
+    pinned_at: str = ""  # a new pin (even of the same version) lets stopped upgrades go on
 
 
 def _firmware_pin(item: dict, where: str) -> FirmwarePin:
@@ -98,7 +99,8 @@ def _firmware_pin(item: dict, where: str) -> FirmwarePin:
     if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha) or not 0 < size <= 1 << 30:
         raise PortalAnswerInvalid(f"the portal's answer to {where}: a firmware pin's sha256 or size is not one")
     return FirmwarePin(_field(item, "vendor", str, where)[:32], _field(item, "model", str, where)[:64],
-                       _field(item, "version", str, where)[:64], _field(item, "filename", str, where)[:200], sha, size)
+                       _field(item, "version", str, where)[:64], _field(item, "filename", str, where)[:200], sha, size,
+                       (_field(item, "pinned_at", str, where, optional=True) or "")[:40])
 
 
 @dataclass(frozen=True)

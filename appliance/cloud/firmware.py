@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from ..files import write_private_json
-from ..firmware_cache import PINS_FILE, cache_dir
+from ..firmware_cache import PINS_FILE, UPGRADES_FILE, cache_dir
 from .answers import FirmwarePin
 from .client import PortalClient
 
@@ -40,7 +40,7 @@ class FirmwareFetcher:
         """The portal's pins from a heartbeat: what is no longer pinned leaves the box now."""
         self.wanted = pins
         self.folder.mkdir(parents=True, exist_ok=True)
-        keep = {file_name(p) for p in pins} | {file_name(p) + ".part" for p in pins} | {PINS_FILE}
+        keep = {file_name(p) for p in pins} | {file_name(p) + ".part" for p in pins} | {PINS_FILE, UPGRADES_FILE}
         for path in self.folder.iterdir():
             if path.name not in keep:
                 path.unlink(missing_ok=True)
@@ -48,7 +48,8 @@ class FirmwareFetcher:
         self._write_pins()
 
     def _write_pins(self) -> None:
-        done = {f"{p.vendor}/{p.model}": {"version": p.version, "file": file_name(p), "sha256": p.sha256, "size": p.size}
+        done = {f"{p.vendor}/{p.model}": {"version": p.version, "file": file_name(p), "sha256": p.sha256, "size": p.size,
+                                          "pinned_at": p.pinned_at}
                 for p in self.wanted if (self.folder / file_name(p)).is_file()}
         write_private_json(self.folder / PINS_FILE, done)
 

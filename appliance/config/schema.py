@@ -136,6 +136,11 @@ class Provisioning:
     pnp: bool = True        # answer SIP multicast PnP (224.0.1.75:5060) with the provisioning URL
     encryption: bool = False  # provisioned phones register over TLS and send SRTP, where their template can
     dhcp: Dhcp = field(default_factory=Dhcp)
+    # Phone firmware the portal pins: phones are upgraded in the window (site time), a wave at a
+    # time; one not registered on the new version within the deadline stops the site's upgrades.
+    firmware_window: str = "01:00-05:00"
+    firmware_wave: int = 5
+    firmware_deadline_seconds: int = 1200
 
 
 @dataclass

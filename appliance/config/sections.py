@@ -42,6 +42,9 @@ TRUNK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
 DHCP = {"lease_time": Text()}
 PROVISIONING_FLAGS = {"pnp": Bool(), "encryption": Bool(), "discovery": Bool()}
 PROVISIONING_PORTS = {"tftp_port": Int(0, 65535), "http_port": Int(0, 65535), "https_port": Int(0, 65535)}
+FIRMWARE_UPGRADES = {"firmware_window": Code(r"([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-4]):[0-5]\d",
+                                             "a span of the site's time like 01:00-05:00 (23:00-05:00 crosses midnight)"),
+                     "firmware_wave": Int(1, 1000), "firmware_deadline_seconds": Int(10, 86400)}
 
 
 def relative(cfg: Config, name: str | None) -> Path:
@@ -426,7 +429,7 @@ def read_provisioning(r: Reader, node: Node, cfg: Config) -> Node | None:
     p = cfg.provisioning
     p.enabled = True
     f = r.mapping(node, {"tftp_port", "http_port", "https_port", "firmware_dir", "auto_enrol", "lan", "discovery",
-                         "dhcp", "pnp", "encryption"}, "provisioning")
+                         "dhcp", "pnp", "encryption", *FIRMWARE_UPGRADES}, "provisioning")
     read_fields(r, f, p, PROVISIONING_FLAGS, dotted("provisioning"))
     if "dhcp" in f:
         read_dhcp(r, f["dhcp"][1], p.dhcp)
@@ -438,6 +441,7 @@ def read_provisioning(r: Reader, node: Node, cfg: Config) -> Node | None:
         except ValueError:
             r.error(f["lan"][1], f"provisioning.lan must be a network like 192.168.1.0/24, not '{lan}'")
     read_fields(r, f, p, PROVISIONING_PORTS, dotted("provisioning"))
+    read_fields(r, f, p, FIRMWARE_UPGRADES, dotted("provisioning"))
     if "firmware_dir" in f:
         folder = r.text(f["firmware_dir"][1], "provisioning.firmware_dir")
         if folder:
