@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from . import fleet
+from . import fleet, quality
 from .db import as_utc
 from .models import Alarm, AlarmContact, Organisation, Site, utcnow
 from .notify import Event, Notifier, NotifyError
@@ -25,7 +25,8 @@ from .notify import Event, Notifier, NotifyError
 log = logging.getLogger("edgepbx.portal.alarms")
 
 SEVERITY = {"offline": "critical", "trunk_failing": "critical", "toll": "critical",
-            "disk_low": "warning", "set_aside": "warning", "firmware_halted": "critical"}
+            "disk_low": "warning", "set_aside": "warning", "firmware_halted": "critical",
+            "poor_calls": "warning", "poor_trunk": "warning"}
 LEVELS = {"warning": 0, "critical": 1}
 ADVISORY_LOCK = 0x6564_6765  # "edge": one instance evaluates and notifies at a time
 DIGEST_EVERY = timedelta(days=1)
@@ -42,7 +43,7 @@ def site_history(session: Session, site_id: int, limit: int = 20) -> list[dict]:
 
 
 def subject_of(key: str, values: dict) -> str:
-    return str(values.get("name") or "")[:64] if key == "trunk_failing" else ""
+    return str(values.get("name") or "")[:64] if key in ("trunk_failing", "poor_trunk") else ""
 
 
 def evaluate(session: Session, now: datetime | None = None) -> int:
@@ -50,9 +51,11 @@ def evaluate(session: Session, now: datetime | None = None) -> int:
     now = now or utcnow()
     changed = 0
     rows = {r["site"]: r for r in fleet.site_rows(session, now)}
+    poor = quality.poor_lines(session, now)  # from the calls, not the heartbeat: one grouped query
     for site in session.scalars(select(Site).where(Site.last_heartbeat_at.is_not(None))):
         row = rows.get(site.name)
-        current = {(key, subject_of(key, values)): values for key, values in (row["alarm_keys"] if row else [])}
+        found = (row["alarm_keys"] if row else []) + poor.get(site.id, [])
+        current = {(key, subject_of(key, values)): values for key, values in found}
         open_ = {(a.key, a.subject): a for a in session.scalars(
             select(Alarm).where(Alarm.site_id == site.id, Alarm.ended_at.is_(None)))}
         for (key, subject), values in current.items():

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import (BigInteger, Boolean, DateTime, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint)
+from sqlalchemy import (BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text,
+                        UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from .sealing import SealedText
@@ -83,6 +84,7 @@ class Call(Base):
     answered_by: Mapped[str | None] = mapped_column(String(16))  # the office extension that answered
     rang: Mapped[str | None] = mapped_column(String(255))  # the extensions it rang, "101,102"
     quality: Mapped[str | None] = mapped_column(Text)  # JSON: each leg's figures and MOS, as the box measured
+    mos_min: Mapped[float | None] = mapped_column(Float)  # the worse leg's MOS: the quality page and poor-line alarms
     transferred_to: Mapped[str | None] = mapped_column(String(64))
     linked_id: Mapped[str | None] = mapped_column(String(36))
     disposition: Mapped[str | None] = mapped_column(String(16))

@@ -55,6 +55,7 @@ def _checked(record: dict) -> dict:
         raise FleetError(422, f"call {record['id']}: rang must be a list of extension numbers")
     values["rang"] = ",".join(rang) or None
     values["quality"] = _quality(record["id"], values["quality"])
+    values["mos_min"] = worst_mos(values["quality"])
     for f, most in TEXT_LIMITS.items():  # what the columns hold: a longer value would fail the whole batch
         if values[f] is not None and (not isinstance(values[f], str) or len(values[f]) > most or "\x00" in values[f]):
             raise FleetError(422, f"call {record['id']}: {f} must be text of at most {most} characters, without NUL")
@@ -65,6 +66,13 @@ QUALITY_SIDES = ("caller", "callee")
 QUALITY_TEXT = {"codec": 32}
 QUALITY_NUMBERS = ("packets", "lost", "loss_pct", "jitter_ms", "jitter_max_ms", "rtt_ms", "reported_loss_pct",
                    "reported_jitter_ms", "mos")
+
+
+def worst_mos(quality: str | None) -> float | None:
+    """The worse leg's MOS of a call's quality (as _quality keeps it), or None."""
+    scores = [leg["mos"] for leg in json.loads(quality).values() if isinstance(leg.get("mos"), (int, float))] \
+        if quality else []
+    return float(min(scores)) if scores else None
 
 
 def _quality(call_id: str, quality: object) -> str | None:
@@ -104,7 +112,7 @@ def upsert_calls(session: Session, site: Site, records: list) -> int:
     dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite
     stmt = dialect.insert(Call)
     changing = {f: stmt.excluded[f] for f in CDR_FIELDS if f != "id"} | {
-        "started_utc": stmt.excluded.started_utc, "updated_at": stmt.excluded.updated_at}
+        "started_utc": stmt.excluded.started_utc, "updated_at": stmt.excluded.updated_at, "mos_min": stmt.excluded.mos_min}
     # executemany with the rows as parameters: SQLAlchemy batches them into multi-row statements it
     # compiles once; .values(rows) compiled a 10,000-parameter statement per batch, 10-18x slower.
     session.execute(stmt.on_conflict_do_update(index_elements=["site_id", "id"], set_=changing), list(rows.values()))

@@ -628,3 +628,43 @@ def test_a_calls_measured_quality_arrives_and_the_report_marks_a_poor_line(offic
     browser, _ = signed_in(portal, "quinn")
     row = browser.get(f"{portal.url}/calls", timeout=10).text.split(f'data-call-id="{poor["id"]}"', 1)[1].split("</tr>", 1)[0]
     assert 'data-quality="poor"' in row and 'data-mos="3.29"' in row and "loss 9.81 %" in row
+
+
+def test_a_sites_quality_page_and_an_alarm_when_a_trunks_calls_turn_poor(office):
+    """Fifteen answered calls of a day: twelve over trunk main, four of them poor (a leg's MOS
+    under 3.6), three clean over trunk backup. The organisation's quality page gives the day's
+    share, the worst trunk and extension; the operator's site page links to the same; the
+    portal opens a poor-calls alarm for the site and one for trunk main (a fifth or more of ten
+    or more calls), and none for backup."""
+    portal = office["portal"]
+    box = Box(portal, "Line Org", "line-hq")
+    leg = lambda mos: {"codec": "PCMA", "loss_pct": 0.0 if mos > 4 else 8.0, "jitter_ms": 2.0, "rtt_ms": 30.0,  # noqa: E731
+                       "mos": mos}
+    calls = [call("+74951110000", "100", "inbound", "answered", 60, trunk="main", answered_by="101" if i % 2 else "102",
+                  quality={"caller": leg(4.3), "callee": leg(3.0 if i < 4 else 4.3)}) for i in range(12)]
+    calls += [call("+74952220000", "100", "inbound", "answered", 60, trunk="backup", answered_by="102",
+                   quality={"caller": leg(4.4), "callee": leg(4.4)}) for _ in range(3)]
+    box.send(*calls)
+    assert requests.post(f"{portal.url}/api/v1/heartbeat", json={}, headers=box.auth, timeout=10).status_code == 200
+    portal.cli("add-user", "--org", "Line Org", "--user", "lena", "--password", PASSWORD, "--role", "viewer")
+    lena, _ = signed_in(portal, "lena")
+    page = lena.get(f"{portal.url}/quality", timeout=10).text
+    section = page.split('data-quality-site="line-hq"', 1)[1]
+    assert 'data-poor-share="26.7"' in section  # today: 4 of 15
+    assert 'data-worst-trunk="main" data-poor-share="33.3"' in section and 'data-worst-trunk="backup"' not in section
+    assert 'data-worst-extension="102"' in section and 'data-worst-extension="101"' in section
+    assert "acme-hq" not in page  # its own sites only
+    assert lena.get(f"{portal.url}/fleet/line-hq/quality", timeout=10).status_code == 403
+    olga, _ = signed_in(portal, "olga")
+    assert 'data-quality-link' in olga.get(f"{portal.url}/fleet/line-hq", timeout=10).text
+    assert 'data-worst-trunk="main"' in olga.get(f"{portal.url}/fleet/line-hq/quality", timeout=10).text
+    deadline = time.monotonic() + 30
+    while True:
+        alarms = json.loads(portal.cli("alarms", "--site", "line-hq", "--json").stdout)
+        keys = {(a["key"], a.get("subject") or "") for a in alarms if not a.get("ended_at")}
+        if ("poor_trunk", "main") in keys and ("poor_calls", "") in keys:
+            break
+        assert time.monotonic() < deadline, alarms
+        time.sleep(0.5)
+    assert ("poor_trunk", "backup") not in keys
+

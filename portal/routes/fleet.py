@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 
-from .. import alarms, backups, captures, firmware, users
+from .. import alarms, backups, captures, firmware, quality, users
 from ..configs import MAX_CONFIG_BYTES, push_config, version_diffs
 from ..deps import db, operator, read_form, signed_form
 from ..bodies import RowId
@@ -137,3 +137,13 @@ def fleet_capture_file(name: str, capture_id: RowId, part: str, request: Request
         return message(request, exc.status, me, "not_found" if exc.status == 404 else None, text=exc.message)
     return attachment(data, f"{name}-capture-{capture_id}.{part}",
                       "application/vnd.tcpdump.pcap" if part == "pcap" else "text/plain; charset=utf-8")
+
+
+@router.get("/fleet/{name}/quality")
+def fleet_quality(name: str, request: Request, me: users.SignedIn = Depends(operator),
+                  session: Session = Depends(db)) -> Response:
+    try:
+        site = site_by_name(session, name)
+    except FleetError:
+        return message(request, 404, me, "not_found")
+    return render(request, "quality.html", me=me, sites=[{"name": site.name, "quality": quality.site_quality(session, site)}])

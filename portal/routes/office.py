@@ -8,7 +8,7 @@ from fastapi.responses import Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .. import captures, clock, dialwords, reports, stats, users
+from .. import captures, clock, dialwords, quality, reports, stats, users
 from ..db import as_utc
 from ..deps import db, org_user, report_query
 from ..models import Site
@@ -44,3 +44,11 @@ def stats_page(request: Request, me: users.SignedIn = Depends(org_user), session
                   zone_label=clock.offset_label(clock.org_zone(query.zones)),
                   names={ext: name for site_names in reports.extension_names(session, me.org_id).values()
                          for ext, name in site_names.items()})
+
+
+@router.get("/quality")
+def quality_page(request: Request, me: users.SignedIn = Depends(org_user), session: Session = Depends(db)) -> Response:
+    """The organisation's sites' call quality: poor calls per day, the worst extensions and trunks."""
+    sites = session.scalars(select(Site).where(Site.org_id == me.org_id).order_by(Site.name)).all()
+    return render(request, "quality.html", me=me,
+                  sites=[{"name": s.name, "quality": quality.site_quality(session, s)} for s in sites])
