@@ -364,7 +364,7 @@ def serial_menu_status(path) -> str:
                     pass
             return seen
 
-        read_until(b"choose 1-5", poke=b"\r")
+        read_until(b"choose 1-6", poke=b"\r")
         line.sendall(b"1\r")
         return "status: " + read_until(b"cloud:").decode(errors="replace").split("1\r\n", 1)[-1].strip() + \
             read_until(b"\n").decode(errors="replace")
