@@ -1,5 +1,5 @@
 """Remote diagnostics (issue 27): an operator asks a site's box for N seconds of its SIP and RTP;
-the box captures them (appliance/cloud/capture.py) with its status and recent logs and puts
+the box captures them (appliance/capture.py) with its status and recent logs and puts
 both here; the operator downloads a .pcap for Wireshark and a .txt.
 
 A capture holds SIP digests and the calls' audio: only operators request or read one (the routes
@@ -22,12 +22,16 @@ MAX_PCAP_BYTES = 16 << 20  # the box stops its capture there (about 2 minutes of
 MAX_TEXT_BYTES = 1 << 20
 LIFETIME = timedelta(days=7)
 PARTS = ("pcap", "text")
+# A box that restarts or dies mid-capture never reports it; past its length and this grace the
+# capture is given up so that the site can be asked again.
+GRACE = timedelta(minutes=5)
 
 
 def request(session: Session, site: Site, operator: str, seconds: int) -> Capture:
     """Queues a capture (one at a time per site) and wakes the box."""
     if not 1 <= seconds <= MAX_SECONDS:
         raise FleetError(422, f"a capture lasts 1 to {MAX_SECONDS} seconds")
+    _give_up_unreported(session, site)
     busy = session.scalar(select(Capture.id).where(Capture.site_id == site.id, Capture.state.in_(("pending", "sent"))))
     if busy is not None:
         raise FleetError(409, "a capture of this site is already under way")
@@ -38,6 +42,16 @@ def request(session: Session, site: Site, operator: str, seconds: int) -> Captur
     wake.notify(session, site.id)
     session.commit()
     return capture
+
+
+def _give_up_unreported(session: Session, site: Site) -> None:
+    now = utcnow()
+    for capture in session.scalars(select(Capture).where(Capture.site_id == site.id,
+                                                         Capture.state.in_(("pending", "sent")))):
+        if as_utc(capture.created_at) + timedelta(seconds=capture.seconds) + GRACE < now:
+            capture.state, capture.done_at = "failed", now
+            capture.detail = (f"the box did not report it within {int(GRACE.total_seconds() // 60)} minutes "
+                              "of its end (offline, restarted or powered off)")
 
 
 def hand_out(session: Session, site: Site) -> list[dict]:

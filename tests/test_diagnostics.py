@@ -8,11 +8,17 @@ from __future__ import annotations
 import io
 import re
 import time
+from datetime import timedelta
 
 import pjsua2 as pj
+import pytest
 from scapy.all import UDP, rdpcap
 
 from conftest import TONES, start_pbx
+from portal import captures
+from portal.db import open_database
+from portal.fleet import FleetError
+from portal.models import Capture, Organisation, Site
 from portal_lab import FAST_CLOUD, Portal, drop_database, enrolled_box, new_database
 from test_portal_web import PASSWORD, signed_in
 
@@ -103,3 +109,32 @@ def test_an_operator_captures_a_call_on_the_wire_with_one_click(tmp_path, lab):
             pbx.stop()
         portal.stop()
         drop_database(portal.database_url)
+
+
+def test_a_capture_the_box_never_reported_does_not_block_the_next(tmp_path):
+    """A box that restarts or loses power mid-capture never reports it; once its length and the
+    grace have passed the operator can ask again, and the old one says why it failed."""
+    url = new_database()
+    try:
+        sessions = open_database(tmp_path, url)
+        with sessions() as session:
+            org = Organisation(name="Acme")
+            session.add(org)
+            session.flush()
+            site = Site(org_id=org.id, name="acme-hq")
+            session.add(site)
+            session.commit()
+            first = captures.request(session, site, "olga", 30)
+            captures.hand_out(session, site)
+            session.commit()
+            with pytest.raises(FleetError) as busy:
+                captures.request(session, site, "olga", 5)
+            assert busy.value.status == 409
+            session.get(Capture, first.id).created_at -= timedelta(seconds=30) + captures.GRACE + timedelta(seconds=1)
+            session.commit()
+            second = captures.request(session, site, "olga", 5)
+            old = session.get(Capture, first.id)
+            assert old.state == "failed" and "did not report it" in old.detail
+            assert session.get(Capture, second.id).state == "pending"
+    finally:
+        drop_database(url)

@@ -211,9 +211,10 @@ class Agent:
         remote = remote_state(self.cfg)
         status["config"] = {"version": remote.get("version"), "state": remote.get("state")}
         status["phones"] = phone_list(self.cfg)
-        self.upgrades.cfg = self.running_config()  # its window, wave and deadline as the office has them now
+        running = self.running_config()
+        self.upgrades.cfg = running  # its window, wave and deadline as the office has them now
         status["firmware_upgrades"] = self.upgrades.tick(status["phones"])
-        status["settings"] = settings_summary(self.running_config())
+        status["settings"] = settings_summary(running)
         answer = answers.heartbeat(self.client.request("POST", "/api/v1/heartbeat", status))
         self.next_heartbeat = time.monotonic() + self.cfg.cloud.heartbeat_seconds
         for action in answer.phone_actions:

@@ -66,11 +66,8 @@ class BackupKeeper:
     def state(self) -> dict:
         return read_state_json(self.data_dir / STATE_FILE)
 
-    def _watched(self) -> list[Path]:
-        try:
-            named = named_files(load(self.config_path))
-        except InvalidConfig:
-            named = []  # an invalid config on disk is not backed up: the last backup stands
+    def _watched(self, cfg: Config | None) -> list[Path]:
+        named = named_files(cfg) if cfg is not None else []  # an invalid config: the last backup stands
         tls = self.data_dir / "tls"
         return ([self.config_path] + [self.data_dir / name for name in DATA_FILES] +
                 (sorted(tls.iterdir()) if tls.is_dir() else []) + named)
@@ -86,11 +83,16 @@ class BackupKeeper:
 
     def send(self, client: PortalClient, key: bytes) -> int | None:
         """Puts a backup on the portal when the contents changed; the backup's id, or None."""
-        self.stamp_paths = self._watched()
-        stamp = _stamp(self.stamp_paths)
+        config_before = _stamp([self.config_path])
         try:
-            cfg = load(self.config_path)
+            cfg: Config | None = load(self.config_path)
         except InvalidConfig:
+            cfg = None
+        self.stamp_paths = self._watched(cfg)
+        stamp = _stamp(self.stamp_paths)
+        if stamp[0] != config_before[0]:  # edited while it was read: looked at again at the next check
+            return None
+        if cfg is None:
             self.stamp = stamp
             return None
         contents = collect(cfg)

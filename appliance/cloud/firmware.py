@@ -35,6 +35,7 @@ class FirmwareFetcher:
         self.folder = cache_dir(data_dir)
         self.wanted: list[FirmwarePin] = []
         self.refused: set[str] = set()  # sha256s that do not fit, said once
+        self._written: dict | None = None  # what pins.json holds, as this process last wrote it
 
     def want(self, pins: list[FirmwarePin]) -> None:
         """The portal's pins from a heartbeat: what is no longer pinned leaves the box now."""
@@ -51,7 +52,9 @@ class FirmwareFetcher:
         done = {f"{p.vendor}/{p.model}": {"version": p.version, "file": file_name(p), "sha256": p.sha256, "size": p.size,
                                           "pinned_at": p.pinned_at}
                 for p in self.wanted if (self.folder / file_name(p)).is_file()}
-        write_private_json(self.folder / PINS_FILE, done)
+        if done != self._written:  # every heartbeat passes here; the flash is written only on a change
+            write_private_json(self.folder / PINS_FILE, done)
+            self._written = done
 
     def step(self, client: PortalClient) -> bool:
         """Fetches the next chunk of the first pinned file not yet here; True if it did."""
