@@ -4,6 +4,8 @@ dependencies (portal/deps.py) to hand out. It holds no state of its own, so seve
 serve one database behind a load balancer."""
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
@@ -24,8 +26,39 @@ from .wake import Waker
 DEFAULT_BODY_LIMIT = 64 << 10
 
 
+class InFlightLimit:
+    """At most `limit` requests in progress at once (the database pool's connections); the rest
+    wait in the event loop, holding nothing. Without it a burst of boxes (a fleet reconnecting
+    after a restart) deadlocks: each request's dependencies take a pooled connection in one worker
+    thread and its endpoint then waits for another thread, while every thread waits for a
+    connection (measured: 120 simultaneous heartbeats, the pool's 30 s timeout, then 500s). The
+    held wake-up request is exempt: it waits without a connection."""
+
+    EXEMPT = ("/api/v1/wait",)
+
+    def __init__(self, app, limit: int):  # noqa: ANN001 - an ASGI application
+        self.app, self.limit = app, limit
+        self.slots: asyncio.Semaphore | None = None
+
+    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001 - ASGI's callables
+        if scope["type"] != "http" or scope["path"] in self.EXEMPT:
+            await self.app(scope, receive, send)
+            return
+        if self.slots is None:
+            self.slots = asyncio.Semaphore(self.limit)
+        async with self.slots:
+            await self.app(scope, receive, send)
+
+
+def pool_connections(sessions: sessionmaker[Session] | None) -> int:
+    pool = sessions.kw["bind"].pool if sessions is not None else None
+    size = getattr(pool, "size", None)
+    return size() + max(pool._max_overflow, 0) if callable(size) else 20  # noqa: SLF001 - QueuePool's limit
+
+
 def create_app(sessions: sessionmaker[Session], storage: Storage) -> FastAPI:
     app = FastAPI(title="edgepbx portal", docs_url=None, redoc_url=None, max_body_size=DEFAULT_BODY_LIMIT)
+    app.add_middleware(InFlightLimit, limit=pool_connections(sessions))
     app.state.sessions = sessions
     app.state.storage = storage
     app.state.waker = Waker(sessions.kw["bind"]) if sessions is not None else None

@@ -136,6 +136,7 @@ def recording(call_id: str, request: Request, me: users.SignedIn = Depends(org_u
     except ValueError:
         return Response(status_code=416, headers={"Content-Range": f"bytes */{stored.size}"})
     start, end = wanted or (0, stored.size - 1)
+    session.close()  # a recording plays for minutes: the database connection goes back to the pool first
     headers["Content-Length"] = str(end - start + 1)
     if wanted:
         headers["Content-Range"] = f"bytes {start}-{end}/{stored.size}"
