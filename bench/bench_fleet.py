@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
 
 from appliance.cloud.agent import CHUNK_BYTES  # noqa: E402
+from fleet_client import Connection, enrol_fleet  # noqa: E402
 from portal_lab import Balancer, Portal, drop_database, free_tcp_port, new_database  # noqa: E402
 
 
@@ -68,38 +69,6 @@ def pg_commits(url: str) -> int:
 
     with psycopg.connect(url) as conn:
         return conn.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()").fetchone()[0]
-
-
-class Connection:
-    """One box's keep-alive HTTP/1.1 connection (asyncio streams; nothing the boxes don't do)."""
-
-    def __init__(self, port: int, credential: str):
-        self.port, self.credential = port, credential
-        self.reader = self.writer = None
-
-    async def request(self, method: str, path: str, body: bytes, content_type: str = "application/json") -> tuple[int, bytes]:
-        for attempt in (1, 2):
-            try:
-                if self.writer is None:
-                    self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
-                head = (f"{method} {path} HTTP/1.1\r\nHost: portal\r\nAuthorization: Bearer {self.credential}\r\n"
-                        f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n").encode()
-                self.writer.write(head + body)
-                await self.writer.drain()
-                status_line = await self.reader.readline()
-                length = 0
-                while (line := await self.reader.readline()) not in (b"\r\n", b""):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":")[1])
-                data = await self.reader.readexactly(length)
-                return int(status_line.split()[1]), data
-            except (OSError, asyncio.IncompleteReadError, IndexError, ValueError):
-                if self.writer is not None:
-                    self.writer.close()
-                self.reader = self.writer = None
-                if attempt == 2:
-                    return 0, b""
-        return 0, b""
 
 
 def cdr(now: float) -> dict:
@@ -179,20 +148,6 @@ async def recordings(port: int, credentials: list[str], seconds: float, size: in
 
 def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[q - 1] * 1000 if len(values) > 2 else float("nan")
-
-
-def enrol_fleet(portal: Portal, count: int) -> list[str]:
-    """Sites and credentials straight in the database (enrolment is not what is measured)."""
-    from portal.db import open_database
-    from portal.fleet import add_site, enrol
-
-    sessions = open_database(portal.data_dir, portal.database_url)
-    credentials = []
-    with sessions() as session:
-        for i in range(count):
-            code = add_site(session, f"Org {i // 10}", f"box-{i:04d}")
-            credentials.append(enrol(session, code)[1])
-    return credentials
 
 
 def main() -> int:

@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT), str(ROOT / "bench")]
 
 from appliance.cloud.wakeup import WAIT_SECONDS  # noqa: E402
-from bench_fleet import Connection, cpu_seconds, enrol_fleet  # noqa: E402
+from bench_fleet import cpu_seconds  # noqa: E402
+from fleet_client import Connection, enrol_fleet  # noqa: E402
 from portal_lab import Portal, drop_database, new_database  # noqa: E402
 
 CONFIG = "site: {name: bench}\ndata_dir: /tmp/bench\nextensions:\n  - {number: \"101\", name: A}\n"

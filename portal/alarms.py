@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from . import fleet, quality
+from . import fleet, quality, rollouts
 from .db import as_utc
 from .models import Alarm, AlarmContact, Organisation, Site, utcnow
 from .notify import Event, Notifier, NotifyError
@@ -26,7 +26,7 @@ log = logging.getLogger("edgepbx.portal.alarms")
 
 SEVERITY = {"offline": "critical", "trunk_failing": "critical", "toll": "critical",
             "disk_low": "warning", "set_aside": "warning", "firmware_halted": "critical",
-            "poor_calls": "warning", "poor_trunk": "warning"}
+            "poor_calls": "warning", "poor_trunk": "warning", "rollout_halted": "critical"}
 LEVELS = {"warning": 0, "critical": 1}
 ADVISORY_LOCK = 0x6564_6765  # "edge": one instance evaluates and notifies at a time
 DIGEST_EVERY = timedelta(days=1)
@@ -52,9 +52,10 @@ def evaluate(session: Session, now: datetime | None = None) -> int:
     changed = 0
     rows = {r["site"]: r for r in fleet.site_rows(session, now)}
     poor = quality.poor_lines(session, now)  # from the calls, not the heartbeat: one grouped query
+    halted = rollouts.alarm_keys(session)
     for site in session.scalars(select(Site).where(Site.last_heartbeat_at.is_not(None))):
         row = rows.get(site.name)
-        found = (row["alarm_keys"] if row else []) + poor.get(site.id, [])
+        found = (row["alarm_keys"] if row else []) + poor.get(site.id, []) + halted.get(site.id, [])
         current = {(key, subject_of(key, values)): values for key, values in found}
         open_ = {(a.key, a.subject): a for a in session.scalars(
             select(Alarm).where(Alarm.site_id == site.id, Alarm.ended_at.is_(None)))}
@@ -149,6 +150,7 @@ def one_round(sessions: sessionmaker[Session], notifier: Notifier) -> int:
         if session.bind.dialect.name == "postgresql" and \
                 not session.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": ADVISORY_LOCK}).scalar():
             return 0
+        rollouts.check_deadlines(session)  # a box not back from its update halts its rollout
         evaluate(session)
         session.commit()  # the alarms are on record before anyone is told
         sent = tell(session, notifier)

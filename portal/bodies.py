@@ -5,7 +5,7 @@ the same rules whichever way its body was shaped."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Path, Query
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
@@ -110,6 +110,14 @@ class FirmwareUpgrades(BaseModel):
     halted: UpgradeHalt | None = None
 
 
+class UpdateReport(BaseModel):
+    """Where the box is with the release its rollout offered it."""
+    model_config = ConfigDict(extra="allow")
+    version: str = Field(max_length=64)
+    state: Literal["downloading", "ready", "installing", "failed"]
+    detail: str = Field("", max_length=500)
+
+
 class Heartbeat(BaseModel):
     """What a box says of itself every minute. The fields the portal's pages and alarms read are
     typed (a box that sends `"disk": []` gets 422 with the reason, and no page breaks on it);
@@ -127,6 +135,9 @@ class Heartbeat(BaseModel):
     phones: list[dict[str, Any]] = Field(default_factory=list, max_length=2000)
     settings: dict[str, Any] | None = None
     firmware_upgrades: FirmwareUpgrades | None = None
+    slot: str | None = Field(None, max_length=8)  # the RAUC slot booted (A or B); None off the image
+    compatible: str | None = Field(None, max_length=64)  # the board (RAUC's compatible), None off the image
+    update: UpdateReport | None = None
 
 
 class BackupShown(BaseModel):
@@ -167,6 +178,7 @@ class HeartbeatAnswer(BaseModel):
     callbacks: list[dict[str, Any]]
     captures: list[dict[str, Any]] = []  # [{"id", "seconds"}]: an operator's remote diagnostics
     firmware: list[dict[str, Any]] = []  # what the site's phones should run: [{"vendor", "model", "version", "sha256", ...}]
+    update: dict[str, Any] | None = None  # box software offered by a rollout: {"rollout", "version", "sha256", "size", "window"}
 
 
 class CaptureResult(Body):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import resource
 import sys
 from pathlib import Path
@@ -284,6 +285,69 @@ def cmd_firmware(args: argparse.Namespace) -> int:
     return 0
 
 
+def release_keyring(given: str | None) -> Path:
+    """The provider's bundle-signing certificate (or CA) that releases must be signed with."""
+    named = given or os.environ.get("EDGEPBX_RELEASE_KEYRING")
+    if not named:
+        raise ValueError("--keyring FILE (or EDGEPBX_RELEASE_KEYRING): the certificate the bundles are signed with")
+    return Path(named)
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    """`release add FILE.raucb | list`: box software bundles, checked with RAUC before they are kept."""
+    from . import rollouts
+    from .storage import open_storage
+
+    with _sessions(args)() as session:
+        if args.action == "add":
+            if not args.file:
+                raise ValueError("release add needs the bundle FILE.raucb")
+            row = rollouts.add_release(session, open_storage(args.storage, Path(args.data_dir)), Path(args.file),
+                                       release_keyring(args.keyring), by=args.by)
+            print(f"{row.compatible}, {row.size} bytes, sha256 {row.sha256}, signed by {row.signer or '?'}")
+            print(row.version)
+            return 0
+        rows = rollouts.releases(session)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    for r in rows if not args.json else []:
+        print(f"{r['version']:<40} {r['compatible']:<16} {r['size']:>11}  {r['uploaded_at'][:19]}  {r['uploaded_by']}")
+    return 0
+
+
+def cmd_rollout(args: argparse.Namespace) -> int:
+    """`rollout start|status|pause|resume|abort`: box software to sites in waves that stop themselves."""
+    from . import rollouts
+
+    with _sessions(args)() as session:
+        if args.action == "start":
+            if not args.release or not (args.sites or args.all):
+                raise ValueError("rollout start needs --release VERSION and --sites A,B or --all")
+            names = None if args.all else [n.strip() for n in args.sites.split(",") if n.strip()]
+            rollout = rollouts.start(session, args.release, names, args.by, canary=args.canary,
+                                     wave_percent=args.wave_percent, window=args.window,
+                                     deadline_seconds=args.deadline_minutes * 60)
+            shown = rollouts.status(session, rollout.id, with_sites=False)[0]
+            print(f"rollout {rollout.id}: {args.release} to {shown['sites_total']} site(s) in {shown['waves']} wave(s) "
+                  f"({shown['canary']} canary), {'window ' + args.window if args.window else 'any time'}")
+            return 0
+        if args.action != "status":
+            rollout = rollouts.control(session, args.rollout, args.action)
+            print(f"rollout {rollout.id}: {rollout.state}")
+            return 0
+        rows = rollouts.status(session, args.rollout, with_sites=args.rollout is not None or args.json)
+    if args.json:
+        print(json.dumps(rows if args.rollout is None else rows[0], indent=1))
+        return 0
+    for r in rows:
+        counts = ", ".join(f"{n} {state}" for state, n in sorted(r["counts"].items()))
+        print(f"rollout {r['id']}: {r['version']} {r['state']}{' (' + r['reason'] + ')' if r['reason'] else ''}; "
+              f"wave {r['wave'] if r['wave'] is not None else '-'} of {r['waves']}; {counts}")
+        for site in r.get("sites", []):
+            print(f"  wave {site['wave']:<3} {site['site']:<24} {site['state']:<12} {site['detail']}")
+    return 0
+
+
 def cmd_calls(args: argparse.Namespace) -> int:
     from .fleet import site_by_name
     from .sync import site_calls
@@ -415,6 +479,28 @@ def build_parser() -> argparse.ArgumentParser:
     fw.add_argument("--by", default="operator", help="who did it (kept beside the file or pin)")
     fw.add_argument("--json", action="store_true")
     fw.set_defaults(func=cmd_firmware)
+    rel = common(sub.add_parser("release", help="box software: add a signed RAUC bundle, list them"))
+    rel.add_argument("action", choices=("add", "list"))
+    rel.add_argument("file", nargs="?", help="add: the bundle (make bundle's FILE.raucb)")
+    rel.add_argument("--keyring", help="add: the certificate bundles must be signed with (default $EDGEPBX_RELEASE_KEYRING)")
+    rel.add_argument("--storage", help="add: the store `run` uses (default DATA_DIR/objects, or s3://...)")
+    rel.add_argument("--by", default="operator", help="who added it")
+    rel.add_argument("--json", action="store_true")
+    rel.set_defaults(func=cmd_release)
+    ro = common(sub.add_parser("rollout", help="box software to sites in waves that halt on the first failure"))
+    ro.add_argument("action", choices=("start", "status", "pause", "resume", "abort"))
+    ro.add_argument("--release", help="start: the release's version")
+    ro.add_argument("--sites", help="start: A,B,... (the first --canary of them go first)")
+    ro.add_argument("--all", action="store_true", help="start: every site (canaries by name)")
+    ro.add_argument("--canary", type=int, default=1, help="start: sites updated before any wave (default 1)")
+    ro.add_argument("--wave-percent", type=int, default=25, help="start: each wave's share of the rest (default 25)")
+    ro.add_argument("--window", help="start: HH:MM-HH:MM in each site's time zone (default any time)")
+    ro.add_argument("--deadline-minutes", type=int, default=30,
+                    help="start: a box not back on the release this long after installing halts the rollout")
+    ro.add_argument("--rollout", type=int, help="which rollout (default the newest unfinished)")
+    ro.add_argument("--by", default="operator", help="who started it")
+    ro.add_argument("--json", action="store_true")
+    ro.set_defaults(func=cmd_rollout)
     sites = common(sub.add_parser("sites", help="every site: online or not, last heartbeat, outbox"))
     sites.add_argument("--json", action="store_true")
     sites.set_defaults(func=cmd_sites)

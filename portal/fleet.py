@@ -182,6 +182,7 @@ def site_rows(session: Session, now: datetime | None = None) -> list[dict]:
         online = last is not None and (now - last).total_seconds() < OFFLINE_AFTER_MISSED * interval
         found = alarms(online, status)
         rows.append({"org": org.name, "site": site.name, "online": online, "timezone": site.timezone,
+                     "version": status.get("version"), "slot": status.get("slot"),
                      "last_heartbeat_at": last.isoformat() if last else None, "status": status,
                      "alarms": alarm_texts(found), "alarm_keys": found})
     return rows

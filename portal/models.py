@@ -304,3 +304,51 @@ class AlarmContact(Base):
     digest: Mapped[bool] = mapped_column(Boolean, default=False)  # one e-mail a day instead of each alarm
     language: Mapped[str] = mapped_column(String(2), default="en")
     last_digest_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Release(Base):
+    """A signed RAUC bundle of box software an operator uploaded; its bytes live in the store
+    (kind "releases") by content hash. `compatible` is the board it is for (edgepbx-x86, ...)."""
+    __tablename__ = "release"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[str] = mapped_column(String(120), unique=True)
+    compatible: Mapped[str] = mapped_column(String(64))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    signer: Mapped[str] = mapped_column(String(200), default="")  # whose certificate signed it, as RAUC said
+    uploaded_by: Mapped[str] = mapped_column(String(120))
+    uploaded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Rollout(Base):
+    """A release going to a set of sites: canaries first, then waves; it halts itself when a
+    box fails and stays halted until an operator resumes or aborts it."""
+    __tablename__ = "rollout"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    release_id: Mapped[int] = mapped_column(ForeignKey("release.id"), index=True)
+    state: Mapped[str] = mapped_column(String(16), default="running")  # running, paused, halted, aborted, done
+    window: Mapped[str | None] = mapped_column(String(11))  # HH:MM-HH:MM in each site's zone, or any time
+    canary: Mapped[int] = mapped_column(Integer, default=0)
+    wave_percent: Mapped[int] = mapped_column(Integer, default=25)
+    deadline_seconds: Mapped[int] = mapped_column(Integer, default=1800)  # from "installing" to back on the release
+    reason: Mapped[str | None] = mapped_column(Text)  # why it halted
+    created_by: Mapped[str] = mapped_column(String(120))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class RolloutSite(Base):
+    """One site of a rollout: its wave (0 = canaries) and how far its box is."""
+    __tablename__ = "rollout_site"
+    __table_args__ = (UniqueConstraint("rollout_id", "site_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rollout_id: Mapped[int] = mapped_column(ForeignKey("rollout.id"), index=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("site.id"), index=True)
+    wave: Mapped[int] = mapped_column(Integer)
+    # waiting (its wave has not come), offered, downloading, ready (waiting for its window or for
+    # calls to end), installing, done, failed, skipped (another board)
+    state: Mapped[str] = mapped_column(String(16), default="waiting")
+    detail: Mapped[str | None] = mapped_column(Text)
+    offered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    installing_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

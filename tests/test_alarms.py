@@ -4,6 +4,7 @@ through a real SMTP server on loopback (aiosmtpd, STARTTLS and a login required)
 webhook to a receiver in the test. The heartbeats are the real API's, sent as a box sends them."""
 from __future__ import annotations
 
+import contextlib
 import email
 import hashlib
 import hmac
@@ -73,6 +74,14 @@ class HookHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def lab(tmp_path):
+    with alarm_portal(tmp_path) as found:
+        yield found
+
+
+@contextlib.contextmanager
+def alarm_portal(tmp_path):
+    """A portal on PostgreSQL that tells its alarms through a real SMTP server on loopback
+    (STARTTLS, a login) every second; a webhook receiver beside it."""
     cert, pem = self_signed(tmp_path)
     key = tmp_path / "portal-key.pem"
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -87,10 +96,12 @@ def lab(tmp_path):
                               "--mail-from", "alarms@provider.example", "--alarm-interval", "1"],
                     env={"EDGEPBX_SMTP_PASSWORD": MAIL_PASSWORD})
     portal.start()
-    yield portal, inbox, hooks
-    close_portal(portal)
-    smtp.stop()
-    hooks.shutdown()
+    try:
+        yield portal, inbox, hooks
+    finally:
+        close_portal(portal)
+        smtp.stop()
+        hooks.shutdown()
 
 
 def wait(condition, timeout: float, what: str):

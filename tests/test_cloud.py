@@ -104,7 +104,7 @@ def test_the_box_api_says_what_is_wrong_with_a_body(sqlite_portal):
     assert offer.status_code == 422 and "sha256 (64 hex digits)" in offer.json()["error"]
     beat = requests.post(f"{url}/api/v1/heartbeat", json={"version": "test"}, headers=box, timeout=10)
     assert beat.status_code == 200 and beat.json() == {"ok": True, "config_version": None, "phone_actions": [],
-                                                       "callbacks": [], "captures": [], "firmware": []}
+                                                       "callbacks": [], "captures": [], "firmware": [], "update": None}
 
 
 def test_a_recorded_call_arrives_in_the_portal_with_its_recording(portal, lab, tmp_path):

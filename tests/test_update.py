@@ -67,3 +67,23 @@ def test_a_download_cut_midway_is_refused_and_leaves_nothing_on_the_data_partiti
     assert f"could not download {url}" in cut.stderr and "nothing was installed" in cut.stderr, cut.stderr
     assert "Traceback" not in cut.stderr
     assert not list((tmp_path / "var" / "update").glob("*")), "a partial bundle was left on the data partition"
+
+
+def test_the_heartbeat_says_the_release_in_the_booted_slot_and_the_board(tmp_path):
+    """What `sites --json` shows per box: the release RAUC installed in the booted slot (the
+    flashed slot runs the package's version), the slot from the boot loader's command line, and
+    the board from RAUC's system.conf; off the image, no slot and no board."""
+    from appliance.slots import SLOTS_FILE, booted_software
+
+    cmdline, conf = tmp_path / "cmdline", tmp_path / "system.conf"
+    conf.write_text("[system]\ncompatible=edgepbx-x86\nbootloader=grub\n")
+    (tmp_path / SLOTS_FILE).parent.mkdir()
+    (tmp_path / SLOTS_FILE).write_text('{"B": "1.0.0+3f2a"}')
+    cmdline.write_text("BOOT_IMAGE=/vmlinuz root=PARTLABEL=rootB rauc.slot=B console=ttyS0\n")
+    assert booted_software(tmp_path, "0.9.0", cmdline, conf) == {"version": "1.0.0+3f2a", "slot": "B",
+                                                                  "compatible": "edgepbx-x86"}
+    cmdline.write_text("root=PARTLABEL=rootA rauc.slot=A\n")
+    assert booted_software(tmp_path, "0.9.0", cmdline, conf)["version"] == "0.9.0"  # as flashed
+    cmdline.write_text("BOOT_IMAGE=/vmlinuz root=/dev/sda1\n")
+    assert booted_software(tmp_path, "0.9.0", cmdline, tmp_path / "absent.conf") == {
+        "version": "0.9.0", "slot": None, "compatible": None}

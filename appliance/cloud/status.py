@@ -10,6 +10,7 @@ from ..config import Config
 from ..featureserver.limits import recent_toll_alarm
 from ..files import read_state_json, write_state_json
 from ..trunk_state import trunk_states
+from ..slots import booted_software
 
 STATE_FILE = "cloud-state.json"
 
@@ -51,7 +52,7 @@ def collect_status(cfg: Config, outbox: dict, agent_uptime: float) -> dict:
     with open("/proc/uptime") as fh:
         uptime = float(fh.read().split()[0])
     return {
-        "version": software_version(), "uptime_seconds": round(uptime), "agent_uptime_seconds": round(agent_uptime),
+        **booted_software(cfg.data_dir, software_version()), "uptime_seconds": round(uptime), "agent_uptime_seconds": round(agent_uptime),
         "disk": {"total_bytes": disk.total, "free_bytes": disk.free}, "memory": _memory(),
         "trunks": [{"name": t["name"], "state": t["state"], "last_code": t["last_code"]} for t in trunk_states(cfg)],
         "phones_registered": registered_phones(cfg), "extensions": len(cfg.extensions),

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response, StreamingResponse
 from sqlalchemy.orm import Session
 
-from .. import backups, callbacks, captures, configs, firmware, fleet, phones, sync
+from .. import backups, callbacks, captures, configs, firmware, fleet, phones, rollouts, sync
 from ..bodies import (Accepted, BackupKey, BackupStored, BoxConfig, ByteOffset, CallBatch, CallbackResult, CaptureResult,
                       ConfigResult,
                       ConfigVersion, Count, Done, Enrolled, Enrolment, Heartbeat, HeartbeatAnswer, PhoneActionResult, PushedConfig, RecordingOffer,
@@ -107,13 +107,15 @@ def chunk(sha256: str, call_id: str, offset: ByteOffset, data: bytes = Depends(c
 def heartbeat(status: Heartbeat, session: Session = Depends(db), site: Site = Depends(box_site)) -> HeartbeatAnswer:
     """Answers with the newest config version (the box pulls only when there is a newer one),
     the operator's pending phone actions and the users' call-back requests."""
-    if fleet.record_heartbeat(session, site, status.model_dump(mode="json", exclude_unset=True)):
+    said = status.model_dump(mode="json", exclude_unset=True)
+    if fleet.record_heartbeat(session, site, said):
         sync.discard_stale_uploads(session, site)
         captures.expire(session, site)
     desired = configs.desired_config(session, site)
     answer = HeartbeatAnswer(ok=True, config_version=desired.version if desired else None,
                              phone_actions=phones.hand_out(session, site), callbacks=callbacks.hand_out(session, site),
-                             captures=captures.hand_out(session, site), firmware=firmware.effective(session, site))
+                             captures=captures.hand_out(session, site), firmware=firmware.effective(session, site),
+                             update=rollouts.on_heartbeat(session, site, said))
     session.commit()  # one transaction for the whole heartbeat
     return answer
 
@@ -205,18 +207,33 @@ def capture_result(capture_id: RowId, body: CaptureResult, session: Session = De
     return Done(ok=True)
 
 
+def stored_file(request: Request, store: Storage, sha256: str, size: int, kind: str) -> Response:
+    """A file of the store, streamed; a Range resumes a download."""
+    try:
+        wanted = parse_range(request.headers.get("range"), size)
+    except ValueError:
+        return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
+    start, end = wanted or (0, size - 1)
+    headers = {"Content-Length": str(end - start + 1), "Accept-Ranges": "bytes"}
+    if wanted:
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    return StreamingResponse(store.read_range(sha256, start, end, kind=kind),
+                             status_code=206 if wanted else 200, media_type="application/octet-stream", headers=headers)
+
+
 @router.get("/api/v1/firmware/{sha256}")
 def get_firmware(sha256: str, request: Request, session: Session = Depends(db), site: Site = Depends(box_site),
                  store: Storage = Depends(storage)) -> Response:
-    """A phone firmware file pinned for the box's site, streamed; a Range resumes a download."""
+    """A phone firmware file pinned for the box's site."""
     found = firmware.for_box(session, site, sha256)
-    try:
-        wanted = parse_range(request.headers.get("range"), found.size)
-    except ValueError:
-        return Response(status_code=416, headers={"Content-Range": f"bytes */{found.size}"})
-    start, end = wanted or (0, found.size - 1)
-    headers = {"Content-Length": str(end - start + 1), "Accept-Ranges": "bytes"}
-    if wanted:
-        headers["Content-Range"] = f"bytes {start}-{end}/{found.size}"
-    return StreamingResponse(store.read_range(found.sha256, start, end, kind="firmware"),
-                             status_code=206 if wanted else 200, media_type="application/octet-stream", headers=headers)
+    session.close()  # the stream may last minutes: its database connection goes back to the pool first
+    return stored_file(request, store, found.sha256, found.size, "firmware")
+
+
+@router.get("/api/v1/releases/{sha256}")
+def get_release(sha256: str, request: Request, session: Session = Depends(db), site: Site = Depends(box_site),
+                store: Storage = Depends(storage)) -> Response:
+    """The box software bundle a running rollout offers the box's site."""
+    found = rollouts.for_box(session, site, sha256)
+    session.close()  # as for firmware: a fleet fetching bundles must not hold the pool's connections
+    return stored_file(request, store, found.sha256, found.size, "releases")

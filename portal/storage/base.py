@@ -9,7 +9,7 @@ from typing import BinaryIO, Iterator, Protocol
 READ_CHUNK = 64 << 10
 
 
-KINDS = {"recordings": ".wav", "firmware": ".bin"}  # what is kept, by content hash: calls' audio, phones' firmware
+KINDS = {"recordings": ".wav", "firmware": ".bin", "releases": ".raucb"}  # by content hash: calls' audio, phones' firmware, box software
 
 
 def key_for(sha256: str, kind: str = "recordings") -> str:
