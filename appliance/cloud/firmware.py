@@ -5,7 +5,6 @@ or an outage; checked against its SHA-256 before phones are told of it; files no
 are deleted. The cache is bounded (MAX_CACHE_BYTES, and room left on the data partition)."""
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -16,10 +15,10 @@ from ..files import write_private_json
 from ..firmware_cache import PINS_FILE, UPGRADES_FILE, cache_dir
 from .answers import FirmwarePin
 from .client import PortalClient
+from .fetch import next_chunk, whole
 
 log = logging.getLogger("edgepbx.cloud")
 
-CHUNK = 4 << 20
 MAX_CACHE_BYTES = 2 << 30
 KEEP_FREE_BYTES = 256 << 20  # call records and recordings come first
 
@@ -65,15 +64,8 @@ class FirmwareFetcher:
             if not self._fits(pin):
                 continue
             part = final.with_name(final.name + ".part")
-            offset = part.stat().st_size if part.exists() else 0
-            if offset < pin.size:
-                end = min(offset + CHUNK, pin.size) - 1
-                data = client.download(f"/api/v1/firmware/{pin.sha256}", CHUNK, (offset, end))
-                with open(part, "ab") as fh:
-                    fh.write(data)
-                if offset + len(data) < pin.size:
-                    return True
-            self._finish(pin, part, final)
+            if next_chunk(client, f"/api/v1/firmware/{pin.sha256}", part, pin.size):
+                self._finish(pin, part, final)
             return True
         return False
 
@@ -88,12 +80,8 @@ class FirmwareFetcher:
         return False
 
     def _finish(self, pin: FirmwarePin, part: Path, final: Path) -> None:
-        digest = hashlib.sha256()
-        with open(part, "rb") as fh:
-            while chunk := fh.read(1 << 20):
-                digest.update(chunk)
-        if digest.hexdigest() != pin.sha256 or part.stat().st_size != pin.size:
-            log.error("firmware %s arrived damaged (SHA-256 %s); fetching it again", final.name, digest.hexdigest())
+        if not whole(part, pin.sha256, pin.size):
+            log.error("firmware %s arrived damaged (not its SHA-256); fetching it again", final.name)
             part.unlink()
             return
         os.replace(part, final)
