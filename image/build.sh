@@ -75,7 +75,8 @@ chroot "$rootfs" sh -ec '
   python3 -m compileall -q /opt/edgepbx/app >/dev/null
   useradd --system --home /data --shell /usr/sbin/nologin edgepbx
   mkdir -p /data
-  systemctl enable systemd-networkd edgepbx-firstboot.service edgepbx.service edgepbx-boot-check.service >/dev/null 2>&1
+  systemctl enable systemd-networkd edgepbx-firstboot.service edgepbx.service edgepbx-boot-check.service \
+    edgepbx-install.path >/dev/null 2>&1
   # edgepbx-boot-check confirms a slot after its own self-test, not unconditionally as rauc-mark-good does.
   systemctl mask rauc-mark-good.service >/dev/null 2>&1 || true
   # The network choice of the serial menu (on /data) wins over the DHCP default when it exists.

@@ -11,6 +11,7 @@ import functools
 import http.server
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -73,6 +74,61 @@ def bundle_server(bundles):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://10.0.2.2:{server.server_port}"
     server.shutdown()
+
+
+KEYRING = "/var/cache/edgepbx/signing/development.cert.pem"
+
+
+@pytest.fixture(scope="module")
+def fleet(bundles, tmp_path_factory):
+    """The provider's portal on the host (PostgreSQL, alarms told through aiosmtpd and a webhook
+    receiver), with the good and the broken bundle as releases; the box reaches it at 10.0.2.2."""
+    from test_alarms import HOOK_SECRET, alarm_portal
+
+    with alarm_portal(tmp_path_factory.mktemp("portal")) as (portal, inbox, hooks):
+        versions = {name: portal.cli("release", "add", str(bundles / f"{name}.raucb"), "--keyring", KEYRING)
+                    .stdout.strip().splitlines()[-1] for name in ("good", "broken")}
+        portal.cli("add-contact", "--email", "noc@provider.example", "--severity", "critical")
+        portal.cli("add-contact", "--webhook", f"http://127.0.0.1:{hooks.server_address[1]}/hook", "--secret", HOOK_SECRET)
+        yield portal, inbox, hooks, versions
+
+
+@pytest.fixture(scope="module")
+def enrolled(box, fleet):
+    """The booted box enrolled to the portal as site vm-office, its agent beating every 3 s."""
+    portal = fleet[0]
+    code = portal.add_site("Acme", "vm-office")
+    box.check("echo 'cloud: {heartbeat_seconds: 3, retry_max_seconds: 3, allow_http: true}' >> /data/office.yaml")
+    box.check(f"runuser -u edgepbx -- {BOX} enroll {OFFICE} http://10.0.2.2:{portal.port} {code}", timeout=120)
+    box.check("systemctl restart edgepbx.service", timeout=180)
+    wait_until(lambda: site_row(portal).get("slot") == "A", 240, "the box's first heartbeat")
+    return fleet
+
+
+def site_row(portal) -> dict:
+    return next((s for s in json.loads(portal.cli("sites", "--json").stdout) if s["site"] == "vm-office"), {})
+
+
+def rollout_status(portal) -> dict:
+    return json.loads(portal.cli("rollout", "status", "--json").stdout)[0]
+
+
+def wait_until(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(1)
+    raise AssertionError(f"{what} did not happen within {timeout:.0f} s")
+
+
+def window_around_now(zone: str) -> str:
+    """A maintenance window that is open now on the office's clock."""
+    from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    now = datetime.now(ZoneInfo(zone))
+    return f"{now - timedelta(minutes=30):%H:%M}-{now + timedelta(hours=3):%H:%M}"
 
 
 @pytest.fixture(scope="module")
@@ -168,27 +224,51 @@ def booted_slot(vm: Vm) -> str:
     return vm.check("rauc status --output-format=shell | sed -n 's/^RAUC_SYSTEM_BOOTED_BOOTNAME=//p'").strip().strip("'")
 
 
-def test_an_update_refused_while_a_call_is_up_and_a_broken_update_rolls_back_to_slot_a(box, bundle_server):
+OPEN_CALL = """runuser -u edgepbx -- /opt/edgepbx/venv/bin/python -c "
+from pathlib import Path; from appliance.cdr import CdrStore
+CdrStore(Path('/data/var/cdr.sqlite')).start(direction='inbound', src='+74951234567', dst='100')" """
+END_OPEN_CALLS = """runuser -u edgepbx -- /opt/edgepbx/venv/bin/python -c "
+import sqlite3; db = sqlite3.connect('/data/var/cdr.sqlite'); db.execute(\\"DELETE FROM cdr WHERE ended_at IS NULL\\"); db.commit()" """
+
+
+def test_a_rollout_waits_for_the_call_then_a_broken_release_rolls_back_and_halts_with_an_alarm(
+        box, bundle_server, enrolled):
+    """The portal's rollout to the enrolled box: fetched, held while a call is up, installed by
+    the root unit when it ends; the broken slot fails its self-test and the box goes back to slot
+    A, says so, and the rollout halts with an alarm by e-mail and webhook. (`edgepbx update` on
+    site refuses too while the call is up.)"""
+    portal, inbox, hooks, versions = enrolled
     box.check(SEED_OFFICE_DATA)
     before = box.check(DATA_FINGERPRINT)
-    # A call still up (a call record not ended): the update waits, and says why.
-    box.check("""runuser -u edgepbx -- /opt/edgepbx/venv/bin/python -c "
-from pathlib import Path; from appliance.cdr import CdrStore
-CdrStore(Path('/data/var/cdr.sqlite')).start(direction='inbound', src='+74951234567', dst='100')" """)
+    box.check(OPEN_CALL)  # a call still up (a call record not ended)
     code, refused = box.run(f"{BOX} update {OFFICE} {bundle_server}/broken.raucb")
     assert code == 1 and "1 call(s) up" in refused, refused
-    box.check("""runuser -u edgepbx -- /opt/edgepbx/venv/bin/python -c "
-import sqlite3; db = sqlite3.connect('/data/var/cdr.sqlite'); db.execute(\\"DELETE FROM cdr WHERE ended_at IS NULL\\"); db.commit()" """)
     since = box.mark()
     started = time.monotonic()
-    box.begin(f"{BOX} update {OFFICE} {bundle_server}/broken.raucb")  # it reboots before the shell returns
+    portal.cli("rollout", "start", "--release", versions["broken"], "--sites", "vm-office",
+               "--window", window_around_now("Europe/Moscow"))
+    wait_until(lambda: rollout_status(portal)["sites"][0]["state"] == "ready", 600, "the bundle fetched")
+    figure(f"x86: rollout: {time.monotonic() - started:.0f} s from start to the "
+           f"bundle fetched and checked on the box")
+    time.sleep(8)  # two heartbeats: still held by the call
+    assert rollout_status(portal)["sites"][0]["state"] == "ready"
+    assert "installing box software" not in box.text(since)
+    box.check(END_OPEN_CALLS)
+    box.wait_for(rf"edgepbx: installing box software {re.escape(versions['broken'])} into slot B", 120, since)
     box.wait_for(r"edgepbx: booting slot B", 600, since)
     box.wait_for(r"edgepbx: slot B failed its self-test.*edgepbx: marking slot B bad and going back to slot A", 400, since)
     box.wait_for(r"edgepbx: booting slot A.*edgepbx ready", 400, since)
-    figure(f"x86: broken update: install, failed boot and rollback to ready in {time.monotonic() - started:.0f} s")
+    wait_until(lambda: rollout_status(portal)["state"] == "halted", 240, "the rollout to halt")
+    figure(f"x86: broken release: rollout start to halted, the box back on slot A, in {time.monotonic() - started:.0f} s")
+    shown = rollout_status(portal)
+    assert shown["sites"][0]["state"] == "failed" and "vm-office" in shown["reason"], shown
+    wait_until(lambda: any("vm-office" in s and "rollout" in s for s in inbox.subjects()), 60, "the alarm's e-mail")
+    wait_until(lambda: any(e["key"] == "rollout_halted" and e["site"] == "vm-office" for e in hooks.events()), 60,
+               "the alarm's webhook")
     box.wait_for(r"edgepbx: slot A confirmed good", 120, since)
     assert booted_slot(box) == "A"  # (the next test's power cut boots it once more)
     assert box.check(DATA_FINGERPRINT) == before
+    portal.cli("rollout", "abort")
 
 
 def test_a_power_cut_while_a_bundle_installs_leaves_slot_a_and_clean_data(box, bundle_server):
@@ -206,13 +286,16 @@ def test_a_power_cut_while_a_bundle_installs_leaves_slot_a_and_clean_data(box, b
     assert integrity.strip() == "ok"
 
 
-def test_an_update_boots_slot_b_confirms_it_and_keeps_the_office_data(box, bundle_server):
+def test_a_rollout_boots_slot_b_confirms_it_keeps_the_office_data_and_the_portal_sees_it(box, enrolled):
+    portal, _, _, versions = enrolled
     before = box.check(DATA_FINGERPRINT)
     since = box.mark()
     started = time.monotonic()
-    box.begin(f"{BOX} update {OFFICE} {bundle_server}/good.raucb")
+    portal.cli("rollout", "start", "--release", versions["good"], "--sites", "vm-office")
     box.wait_for(r"edgepbx: booting slot B.*edgepbx ready.*edgepbx: slot B confirmed good", 900, since)
-    figure(f"x86: update: install, reboot and slot B confirmed in {time.monotonic() - started:.0f} s")
+    wait_until(lambda: rollout_status(portal)["state"] == "done", 120, "the rollout to be done")
+    figure(f"x86: rollout: fetch, install, reboot, slot B confirmed and the portal told in {time.monotonic() - started:.0f} s")
+    assert site_row(portal)["version"] == versions["good"] and site_row(portal)["slot"] == "B"
     power_cycle(box, expect_slot="B")
     assert booted_slot(box) == "B"
     assert box.check(DATA_FINGERPRINT) == before

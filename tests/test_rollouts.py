@@ -11,15 +11,22 @@ import json
 import os
 import subprocess
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 import requests
 
+from appliance.cdr import CdrStore
+from appliance.cloud import answers
+from appliance.cloud.client import PortalClient, Trust
+from appliance.cloud.software import BUNDLE, REQUEST, RESULT, SoftwareUpdater
+from appliance.config import load
+from conftest import write_office
 from fleet_client import Connection, enrol_fleet
 from portal import rollouts
 from portal.db import open_database
 from portal.models import utcnow
+from portal_lab import Portal, close_portal, new_database
 from rollout_fleet import OLD, SimBox, rounds
 from test_alarms import HOOK_SECRET, alarm_portal, wait
 
@@ -33,11 +40,11 @@ def signing_pair(folder, name: str):
     return cert, key
 
 
-def bundle(folder, cert, key, version: str, compatible: str = "edgepbx-x86"):
+def bundle(folder, cert, key, version: str, compatible: str = "edgepbx-x86", size: int = 300_000):
     """A RAUC bundle (verity format, as image/bundle.sh makes) of a small random root file system."""
     content = folder / f"content-{version}"
     content.mkdir()
-    (content / "rootfs.ext4").write_bytes(os.urandom(300_000))
+    (content / "rootfs.ext4").write_bytes(os.urandom(size))
     (content / "manifest.raucm").write_text(f"[update]\ncompatible={compatible}\nversion={version}\n\n"
                                             "[bundle]\nformat=verity\n\n[image.rootfs]\nfilename=rootfs.ext4\n")
     out = folder / f"{version}.raucb"
@@ -153,3 +160,92 @@ def test_a_box_not_back_within_the_deadline_halts_and_a_site_not_offered_gets_no
     assert boxes[2].offered_in is None
     portal.cli("rollout", "abort")
     assert json.loads(portal.cli("rollout", "status", "--json").stdout)[0]["state"] == "aborted"
+
+
+def test_the_box_fetches_resumes_waits_for_its_window_and_the_call_then_asks_the_system(tmp_path):
+    """The agent's side (appliance/cloud/software.py) against a real portal: a 5 MB release
+    fetched 4 MiB at a time and resumed by a restarted agent; not installed outside the window
+    nor while a call is up; "installing" is on the portal before the system is asked; RAUC's
+    refusal (the root unit's result file) halts the rollout; a later rollout's release that boots
+    is done. The root unit and the reboot are the image's (test_image.py boots them)."""
+    portal = Portal(tmp_path / "portal", new_database())
+    portal.start()
+    try:
+        cert, key = signing_pair(tmp_path, "fleet")
+        release = bundle(tmp_path, cert, key, "2.0.0", size=5 << 20)
+        portal.cli("release", "add", str(release), "--keyring", str(cert))
+        credential = enrol_fleet(portal, 1)[0]
+        portal.cli("rollout", "start", "--release", "2.0.0", "--sites", "box-0000", "--window", "01:00-05:00")
+        cfg = load(write_office(tmp_path))
+        client = PortalClient(portal.url, credential, trust=Trust(allow_http=True))
+        updater = SoftwareUpdater(cfg)
+
+        def beat(version: str = OLD) -> None:
+            status = {"version": version, "slot": "A", "compatible": "edgepbx-x86",
+                      "update": updater.report(version)}
+            updater.follow(answers.heartbeat(client.request("POST", "/api/v1/heartbeat", status)).update)
+
+        def site_state() -> tuple[str, str]:
+            shown = json.loads(portal.cli("rollout", "status", "--rollout", str(rollout_id()), "--json").stdout)
+            return shown["sites"][0]["state"], shown["state"]
+
+        def rollout_id() -> int:
+            return json.loads(portal.cli("rollout", "status", "--json").stdout)[0]["id"]
+
+        beat()
+        assert updater.offer is not None and updater.offer.window == "01:00-05:00"
+        assert updater.step(client) and updater.state["state"] == "downloading"  # 4 of 5 MiB
+        updater = SoftwareUpdater(cfg)  # the agent restarted: it goes on from the bytes on disk
+        beat()
+        assert updater.step(client) and updater.state["state"] == "ready"
+        assert (cfg.data_dir / "update" / BUNDLE).read_bytes() == release.read_bytes()
+        assert not updater.due(datetime(2026, 12, 3, 12, 0))  # outside the window
+        night = datetime(2026, 12, 3, 2, 30)
+        calls = CdrStore(cfg.data_dir / "cdr.sqlite")
+        call = calls.start(direction="inbound", src="+74951234567", dst="101")
+        assert not updater.due(night)  # a call is up: it waits
+        calls.ended(call, "answered")
+        assert updater.due(night)
+        updater.mark_installing()
+        beat()
+        assert site_state() == ("installing", "running")
+        updater.ask_system()
+        assert json.loads((cfg.data_dir / "update" / REQUEST).read_text()) == {"version": "2.0.0"}
+        # The root unit: RAUC refused the bundle.
+        (cfg.data_dir / "update" / RESULT).write_text('{"ok": false, "detail": "signature verification failed"}')
+        beat()
+        assert site_state() == ("failed", "halted")
+        shown = json.loads(portal.cli("rollout", "status", "--json").stdout)[0]
+        assert "signature verification failed" in shown["reason"]
+        assert updater.offer is None and not (cfg.data_dir / "update" / BUNDLE).exists()  # nothing left behind
+        portal.cli("rollout", "abort")
+
+        portal.cli("rollout", "start", "--release", "2.0.0", "--sites", "box-0000")
+        beat()
+        while updater.step(client):
+            pass
+        assert updater.due(night)
+        updater.mark_installing()
+        beat()
+        updater.ask_system()
+        beat("2.0.0")  # rebooted into the release
+        assert site_state() == ("done", "done")
+        assert not (cfg.data_dir / "update" / "rollout.json").exists()
+    finally:
+        close_portal(portal)
+
+
+def test_the_box_acts_on_no_release_offer_it_cannot_check():
+    """A portal (or whatever answers in its place) offering nonsense: the agent refuses the whole
+    answer before anything acts on it, and logs why (PortalAnswerInvalid)."""
+    from appliance.cloud.client import PortalAnswerInvalid
+
+    good = {"rollout": 3, "version": "1.0.0+3f2a", "sha256": "ab" * 32, "size": 316 << 20, "window": "01:00-05:00"}
+    base = {"config_version": None, "phone_actions": [], "callbacks": []}
+    offer = answers.heartbeat({**base, "update": good}).update
+    assert (offer.version, offer.size, offer.window) == ("1.0.0+3f2a", 316 << 20, "01:00-05:00")
+    assert answers.heartbeat({**base, "update": None}).update is None
+    for bad in ({"sha256": "../../etc/passwd"}, {"size": -1}, {"size": 8 << 30}, {"window": "25:00-03:00"},
+                {"version": "1.0/../../x"}, {"rollout": "3"}):
+        with pytest.raises(PortalAnswerInvalid):
+            answers.heartbeat({**base, "update": {**good, **bad}})

@@ -26,6 +26,7 @@ from . import diagnostics
 from .answers import CallBackRequest, CaptureRequest, PhoneAction
 from .backups import BackupKeeper
 from .firmware import FirmwareFetcher
+from .software import SoftwareUpdater
 from .upgrades import PhoneUpgrades
 from .callback import request_call_back
 from .client import PortalClient, PortalRefused, PortalUnreachable, PortalUrlRefused, Trust
@@ -88,6 +89,7 @@ class Agent:
         self.capture_job: diagnostics.CaptureJob | None = None
         self.firmware = FirmwareFetcher(cfg.data_dir)
         self.upgrades = PhoneUpgrades(cfg)
+        self.software = SoftwareUpdater(cfg)
 
     # --- the loop -------------------------------------------------------------------------
     def run(self) -> None:
@@ -201,9 +203,10 @@ class Agent:
             self.heartbeat()
         self.back_up()
         self.finish_capture()
+        self.install_software()
         if self.send_cdrs():
             return True
-        return self.send_one_recording() or self.firmware.step(self.client)
+        return self.send_one_recording() or self.firmware.step(self.client) or self.software.step(self.client)
 
     # --- what is sent ---------------------------------------------------------------------
     def heartbeat(self) -> None:
@@ -215,6 +218,7 @@ class Agent:
         self.upgrades.cfg = running  # its window, wave and deadline as the office has them now
         status["firmware_upgrades"] = self.upgrades.tick(status["phones"])
         status["settings"] = settings_summary(running)
+        status["update"] = self.software.report(status["version"])
         answer = answers.heartbeat(self.client.request("POST", "/api/v1/heartbeat", status))
         self.next_heartbeat = time.monotonic() + self.cfg.cloud.heartbeat_seconds
         for action in answer.phone_actions:
@@ -225,8 +229,22 @@ class Agent:
             self.start_capture(wanted)
         if answer.firmware is not None:
             self.firmware.want(answer.firmware)
+        self.software.follow(answer.update)
         self.follow_config(answer.config_version)
         self.send_own_config()
+
+    def install_software(self) -> None:
+        """A fetched release, installed when its window is open and no call is up: the portal is
+        told "installing" first, then the system's root unit installs it and reboots."""
+        if not self.software.due(datetime.now()):  # the agent runs on the office's clock (TZ)
+            return
+        self.software.mark_installing()
+        try:
+            self.heartbeat()
+        except Exception:
+            self.software.mark_ready()  # the portal did not hear it: tried again next round
+            raise
+        self.software.ask_system()
 
     def back_up(self) -> None:
         """A new backup on the portal within seconds of a change to what makes the box itself."""

@@ -4,6 +4,7 @@ on a lab's http link) gets a logged, retried PortalAnswerInvalid, never a crash 
 library only: the box carries no validation library."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,12 +105,36 @@ def _firmware_pin(item: dict, where: str) -> FirmwarePin:
 
 
 @dataclass(frozen=True)
+class ReleaseOffer:
+    """Box software a rollout offers this box."""
+    rollout: int
+    version: str
+    sha256: str
+    size: int
+    window: str | None  # HH:MM-HH:MM on the office's clock, or any time
+
+
+@dataclass(frozen=True)
 class HeartbeatAnswer:
     config_version: int | None
     phone_actions: list[PhoneAction]
     callbacks: list[CallBackRequest]
     captures: list[CaptureRequest]
     firmware: list[FirmwarePin] | None  # None from a portal older than phone firmware: the cache stays
+    update: ReleaseOffer | None = None  # box software a rollout offers
+
+
+def _release_offer(item: dict | None, where: str) -> ReleaseOffer | None:
+    if item is None:
+        return None
+    sha, size = _field(item, "sha256", str, where), _field(item, "size", int, where)
+    version, window = _field(item, "version", str, where), _field(item, "window", str, where, optional=True)
+    if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha) or not 0 < size <= 2 << 30:
+        raise PortalAnswerInvalid(f"the portal's answer to {where}: the release's sha256 or size is not one")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+~-]{0,63}", version) or window is not None and not re.fullmatch(
+            r"([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d", window):
+        raise PortalAnswerInvalid(f"the portal's answer to {where}: the release's version or window is not one")
+    return ReleaseOffer(_field(item, "rollout", int, where), version, sha, size, window)
 
 
 def heartbeat(answer: dict) -> HeartbeatAnswer:
@@ -123,7 +148,8 @@ def heartbeat(answer: dict) -> HeartbeatAnswer:
                    for c in _items(answer, "callbacks", where)],
         captures=[CaptureRequest(_field(c, "id", int, where), max(1, min(120, _field(c, "seconds", int, where))))
                   for c in _items(answer, "captures", where)],
-        firmware=[_firmware_pin(f, where) for f in _items(answer, "firmware", where)] if "firmware" in answer else None)
+        firmware=[_firmware_pin(f, where) for f in _items(answer, "firmware", where)] if "firmware" in answer else None,
+        update=_release_offer(_field(answer, "update", dict, where, optional=True), where))
 
 
 @dataclass(frozen=True)
