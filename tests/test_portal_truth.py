@@ -175,7 +175,7 @@ def test_who_answered_in_the_offices_clock_in_russian_in_excel_and_on_a_phone(of
         browser = driver.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
         try:
             for who, pages in (("anna", ["/calls?preset=today", "/stats?preset=today", "/settings", "/no-such-page"]),
-                               ("olga", ["/fleet", f"/fleet/{SITE}"])):
+                               ("olga", ["/fleet", f"/fleet/{SITE}", "/rollouts"])):
                 for width, height in ((1280, 900), (390, 844)):
                     context = browser.new_context(locale="ru-RU", viewport={"width": width, "height": height},
                                                   extra_http_headers={"Accept-Language": "ru-RU,ru;q=0.9"})

@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import subprocess
-import time
 from datetime import datetime, timedelta
 
 import pytest
@@ -29,6 +28,7 @@ from portal.models import utcnow
 from portal_lab import Portal, close_portal, new_database
 from rollout_fleet import OLD, SimBox, rounds
 from test_alarms import HOOK_SECRET, alarm_portal, wait
+from test_portal_web import PASSWORD, signed_in
 
 BOXES = 40
 
@@ -156,10 +156,33 @@ def test_a_box_not_back_within_the_deadline_halts_and_a_site_not_offered_gets_no
     assert shown["state"] == "halted" and "box-0000: not back within 1 min" in shown["reason"]
     states = {s["site"]: s["state"] for s in shown["sites"]}
     assert states == {"box-0000": "failed", "box-0001": "skipped", "box-0002": "waiting"}
-    time.sleep(0.1)
     assert boxes[2].offered_in is None
-    portal.cli("rollout", "abort")
-    assert json.loads(portal.cli("rollout", "status", "--json").stdout)[0]["state"] == "aborted"
+
+    # The same on the page, for operators only.
+    portal.cli("add-user", "--user", "olga", "--password", PASSWORD, "--role", "operator")
+    portal.cli("add-user", "--org", "Org 0", "--user", "vera", "--password", PASSWORD, "--role", "viewer")
+    olga, vera = signed_in(portal, "olga")[0], signed_in(portal, "vera")[0]
+    page = olga.get(f"{portal.url}/rollouts", timeout=10).text
+    assert 'data-release="1.1.0"' in page and 'data-release="1.1.0-pi"' in page
+    assert 'data-rollout="1" data-rollout-state="halted"' in page and "not back within 1 min" in page
+    assert 'data-rollout-site="box-0000" data-rollout-site-state="failed"' in page
+    csrf = page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    assert vera.get(f"{portal.url}/rollouts", timeout=10).status_code == 403
+    assert vera.post(f"{portal.url}/rollouts/1/resume", data={"csrf": csrf}, timeout=10).status_code == 403
+    start = {"csrf": csrf, "release": "1.1.0", "sites": "box-0003", "canary": "1", "wave_percent": "25",
+             "window": "02:00-25:00", "deadline_minutes": "30"}
+    refused = olga.post(f"{portal.url}/rollouts", data=start, timeout=10)
+    assert refused.status_code == 422 and "HH:MM-HH:MM" in refused.text and 'value="box-0003"' in refused.text
+    started = olga.post(f"{portal.url}/rollouts", data={**start, "window": "02:00-05:00"}, timeout=10,
+                        allow_redirects=False)
+    assert started.status_code == 303
+    page = olga.get(f"{portal.url}/rollouts", timeout=10).text
+    assert 'data-rollout="2" data-rollout-state="running"' in page and 'data-rollout-site="box-0003"' in page
+    for rollout in (1, 2):
+        aborted = olga.post(f"{portal.url}/rollouts/{rollout}/abort", data={"csrf": csrf}, timeout=10,
+                            allow_redirects=False)
+        assert aborted.status_code == 303
+    assert {r["state"] for r in json.loads(portal.cli("rollout", "status", "--json").stdout)} == {"aborted"}
 
 
 def test_the_box_fetches_resumes_waits_for_its_window_and_the_call_then_asks_the_system(tmp_path):

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 
-from .. import alarms, backups, captures, firmware, quality, users
+from .. import alarms, backups, captures, firmware, quality, rollouts, users
 from ..configs import MAX_CONFIG_BYTES, push_config, version_diffs
 from ..deps import db, operator, read_form, signed_form
 from ..bodies import RowId
@@ -23,6 +23,49 @@ router = APIRouter(include_in_schema=False)
 @router.get("/fleet")
 def fleet_page(request: Request, me: users.SignedIn = Depends(operator), session: Session = Depends(db)) -> Response:
     return render(request, "fleet.html", me=me, sites=site_rows(session))
+
+
+def rollouts_view(request: Request, session: Session, me: users.SignedIn, status: int = 200, error: str | None = None,
+                  form: dict[str, str] | None = None) -> Response:
+    return render(request, "rollouts.html", status, me=me, releases=rollouts.releases(session),
+                  rollouts=rollouts.status(session), error=error, form=form or {})
+
+
+@router.get("/rollouts")
+def rollouts_page(request: Request, me: users.SignedIn = Depends(operator), session: Session = Depends(db)) -> Response:
+    """Box software: the releases, the rollouts with each site's state, and their controls."""
+    return rollouts_view(request, session, me)
+
+
+@router.post("/rollouts")
+def rollouts_start(request: Request, posted=Depends(signed_form(operator)),  # noqa: ANN001
+                   session: Session = Depends(db)) -> Response:
+    fields, me = posted
+    names = None if fields.get("all") else [n.strip() for n in fields.get("sites", "").split(",") if n.strip()]
+    try:
+        rollouts.start(session, fields.get("release", ""), names, me.username,
+                       canary=int(fields.get("canary") or 1), wave_percent=int(fields.get("wave_percent") or 25),
+                       window=fields.get("window", "").strip() or None,
+                       deadline_seconds=int(fields.get("deadline_minutes") or 30) * 60)
+    except ValueError:
+        return rollouts_view(request, session, me, 422, "canaries, wave and minutes: whole numbers", fields)
+    except FleetError as exc:
+        session.rollback()
+        return rollouts_view(request, session, me, exc.status, exc.message, fields)
+    return RedirectResponse("/rollouts", status_code=303)
+
+
+@router.post("/rollouts/{rollout_id}/{action}")
+def rollouts_control(rollout_id: RowId, action: str, request: Request, posted=Depends(signed_form(operator)),  # noqa: ANN001
+                     session: Session = Depends(db)) -> Response:
+    """Pause, resume (also after a halt) or abort."""
+    _, me = posted
+    try:
+        rollouts.control(session, rollout_id, action)
+    except FleetError as exc:
+        session.rollback()
+        return rollouts_view(request, session, me, exc.status, exc.message)
+    return RedirectResponse("/rollouts", status_code=303)
 
 
 def site_page(request: Request, session: Session, me: users.SignedIn, name: str, status: int = 200,
