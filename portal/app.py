@@ -61,6 +61,7 @@ def create_app(sessions: sessionmaker[Session], storage: Storage) -> FastAPI:
     app.add_middleware(InFlightLimit, limit=pool_connections(sessions))
     app.state.sessions = sessions
     app.state.storage = storage
+    app.state.release_keyring = None  # `run --release-keyring`: the /rollouts page's uploads are checked with it
     app.state.waker = Waker(sessions.kw["bind"]) if sessions is not None else None
 
     @app.exception_handler(FleetError)

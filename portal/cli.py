@@ -34,6 +34,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     sessions = _sessions(args)
     remember_url(data_dir, args.database_url)
     app = create_app(sessions, open_storage(args.storage, data_dir))
+    app.state.release_keyring = Path(args.release_keyring) if args.release_keyring else None
     watch = AlarmWatch(sessions, Notifier(mail_server(args)), args.alarm_interval)
     watch.start()
 
@@ -403,6 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--trusted-proxy", action="append", metavar="ADDRESS",
                      help="a reverse proxy or load balancer (address or CIDR; repeat for more) whose "
                           "X-Forwarded-For and X-Forwarded-Proto are believed; without it they are ignored")
+    run.add_argument("--release-keyring", default=os.environ.get("EDGEPBX_RELEASE_KEYRING"),
+                     help="the certificate box software bundles must be signed with, for the /rollouts page's "
+                          "uploads (default $EDGEPBX_RELEASE_KEYRING)")
     run.add_argument("--smtp", metavar="HOST:PORT", help="the mail server alarms are e-mailed through")
     run.add_argument("--smtp-tls", choices=("starttls", "none"), default="starttls")
     run.add_argument("--smtp-user", help="the SMTP login (its password from EDGEPBX_SMTP_PASSWORD)")

@@ -191,12 +191,25 @@ def test_the_box_fetches_resumes_waits_for_its_window_and_the_call_then_asks_the
     nor while a call is up; "installing" is on the portal before the system is asked; RAUC's
     refusal (the root unit's result file) halts the rollout; a later rollout's release that boots
     is done. The root unit and the reboot are the image's (test_image.py boots them)."""
-    portal = Portal(tmp_path / "portal", new_database())
+    cert, key = signing_pair(tmp_path, "fleet")
+    portal = Portal(tmp_path / "portal", new_database(), run_args=["--release-keyring", str(cert)])
     portal.start()
     try:
-        cert, key = signing_pair(tmp_path, "fleet")
         release = bundle(tmp_path, cert, key, "2.0.0", size=5 << 20)
-        portal.cli("release", "add", str(release), "--keyring", str(cert))
+        # Added on the page (as `release add` does): the page says the version; a stranger's is refused.
+        portal.cli("add-user", "--user", "olga", "--password", PASSWORD, "--role", "operator")
+        olga = signed_in(portal, "olga")[0]
+        csrf = olga.get(f"{portal.url}/rollouts", timeout=10).text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        other_cert, other_key = signing_pair(tmp_path, "stranger")
+        forged = bundle(tmp_path, other_cert, other_key, "2.0.1")
+        refused = olga.post(f"{portal.url}/rollouts/releases", data={"csrf": csrf},
+                            files={"bundle": ("forged.raucb", forged.read_bytes())}, timeout=30)
+        assert refused.status_code == 422 and "not a bundle signed for this fleet" in refused.text
+        added = olga.post(f"{portal.url}/rollouts/releases", data={"csrf": csrf},
+                          files={"bundle": ("edgepbx-x86.raucb", release.read_bytes())}, timeout=60)
+        assert added.status_code == 200 and 'data-release-added="2.0.0"' in added.text
+        without_token = olga.post(f"{portal.url}/rollouts/releases", files={"bundle": ("x.raucb", b"x")}, timeout=10)
+        assert without_token.status_code == 403
         credential = enrol_fleet(portal, 1)[0]
         portal.cli("rollout", "start", "--release", "2.0.0", "--sites", "box-0000", "--window", "01:00-05:00")
         cfg = load(write_office(tmp_path))

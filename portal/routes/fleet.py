@@ -2,20 +2,25 @@
 versions, and an operator's edited config pushed to its box."""
 from __future__ import annotations
 
+import shutil
+import tempfile
+from pathlib import Path
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Request
+from starlette.datastructures import UploadFile
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 
 from .. import alarms, backups, captures, firmware, quality, rollouts, users
 from ..configs import MAX_CONFIG_BYTES, push_config, version_diffs
-from ..deps import db, operator, read_form, signed_form
+from ..deps import db, operator, read_form, signed_form, storage
 from ..bodies import RowId
 from ..fleet import FleetError, add_site, heartbeat_history, site_by_name, site_rows
 from ..models import Organisation
 from ..pages import message, render
 from ..phones import site_phones
+from ..storage import Storage
 
 router = APIRouter(include_in_schema=False)
 
@@ -26,9 +31,47 @@ def fleet_page(request: Request, me: users.SignedIn = Depends(operator), session
 
 
 def rollouts_view(request: Request, session: Session, me: users.SignedIn, status: int = 200, error: str | None = None,
-                  form: dict[str, str] | None = None) -> Response:
+                  form: dict[str, str] | None = None, added: str | None = None) -> Response:
     return render(request, "rollouts.html", status, me=me, releases=rollouts.releases(session),
-                  rollouts=rollouts.status(session), error=error, form=form or {})
+                  rollouts=rollouts.status(session), error=error, form=form or {}, added=added,
+                  can_upload=request.app.state.release_keyring is not None)
+
+
+async def release_form(request: Request) -> dict[str, str]:
+    """The upload form's fields; its bundle, spooled to disk by the multipart parser, waits on
+    request.state for the endpoint (which runs in a worker thread: the copy does not stall others)."""
+    try:
+        parsed = await request.form(max_files=1, max_fields=4)
+    except Exception as exc:  # noqa: BLE001 - the parser's errors (not multipart, too many parts) are the client's
+        raise FleetError(400, f"the upload is not a form with one bundle: {exc}") from None
+    request.state.bundle = next((v for v in parsed.values() if isinstance(v, UploadFile)), None)
+    return {k: v for k, v in parsed.items() if isinstance(v, str)}
+
+
+@router.post("/rollouts/releases", max_body_size=rollouts.MAX_BUNDLE_BYTES + (1 << 20))
+def rollouts_release(request: Request, posted=Depends(signed_form(operator, release_form)),  # noqa: ANN001
+                     session: Session = Depends(db), store: Storage = Depends(storage)) -> Response:
+    """An uploaded bundle, checked with RAUC against the provider's keyring, becomes a release;
+    the page says its version, as `edgepbx-portal release add` prints it."""
+    _, me = posted
+    bundle: UploadFile | None = request.state.bundle
+    keyring = request.app.state.release_keyring
+    if keyring is None:
+        return rollouts_view(request, session, me, 409, "this portal was started without --release-keyring: "
+                                                        "it cannot check bundles")
+    if bundle is None:
+        return rollouts_view(request, session, me, 422, "choose the bundle (.raucb) to upload")
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "upload.raucb"
+        with open(path, "wb") as out:
+            shutil.copyfileobj(bundle.file, out, 1 << 20)
+        bundle.file.close()
+        try:
+            release = rollouts.add_release(session, store, path, keyring, by=me.username)
+        except FleetError as exc:
+            session.rollback()
+            return rollouts_view(request, session, me, exc.status, exc.message)
+    return rollouts_view(request, session, me, added=release.version)
 
 
 @router.get("/rollouts")
