@@ -8,7 +8,6 @@ The bytes go to the store (local directory or S3) by content hash, streamed: a f
 megabytes never sits in the portal's memory."""
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from sqlalchemy.orm import Session
 from .db import as_utc
 from .fleet import FleetError, site_by_name
 from .models import FirmwarePin, PhoneFirmware, Site, utcnow
-from .storage import Storage, staged_file
+from .storage import Storage, put_copy
 
 MAX_FIRMWARE_BYTES = 1 << 30
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
@@ -41,15 +40,9 @@ def add(session: Session, store: Storage, vendor: str, model: str, version: str,
     size = source.stat().st_size
     if not 0 < size <= MAX_FIRMWARE_BYTES:
         raise FleetError(413 if size else 422, f"a firmware file holds 1 byte to {MAX_FIRMWARE_BYTES >> 20} MB")
-    digest = hashlib.sha256()
-    out, staged = staged_file(store)
-    with out, open(source, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-            out.write(chunk)
-    store.put_file(digest.hexdigest(), staged, kind="firmware")
+    sha256 = put_copy(store, source, "firmware")
     row = PhoneFirmware(vendor=vendor, model=model, version=version, filename=_filename(source.name),
-                        sha256=digest.hexdigest(), size=size, uploaded_by=by, uploaded_at=utcnow())
+                        sha256=sha256, size=size, uploaded_by=by, uploaded_at=utcnow())
     session.add(row)
     session.commit()
     return row

@@ -12,7 +12,6 @@ provider's certificate, its compatible string and its version. RAUC on the box c
 and its payload (dm-verity), before it writes a slot."""
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -26,7 +25,7 @@ from sqlalchemy.orm import Session
 from .db import as_utc
 from .fleet import FleetError, site_by_name
 from .models import Release, Rollout, RolloutSite, Site, utcnow
-from .storage import Storage, staged_file
+from .storage import Storage, put_copy
 
 MAX_BUNDLE_BYTES = 2 << 30
 COMPATIBLE = re.compile(r"edgepbx-[a-z0-9]{1,32}")
@@ -68,14 +67,8 @@ def add_release(session: Session, store: Storage, source: Path, keyring: Path, b
         raise FleetError(422, f"{source.name}: version {version!r} (letters, digits, '.', '_', '+', '~', '-')")
     if session.scalar(select(Release.id).where(Release.version == version)) is not None:
         raise FleetError(409, f"release {version} is there already")
-    digest = hashlib.sha256()
-    out, staged = staged_file(store)
-    with out, open(source, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-            out.write(chunk)
-    store.put_file(digest.hexdigest(), staged, kind="releases")
-    row = Release(version=version, compatible=compatible, sha256=digest.hexdigest(), size=size,
+    sha256 = put_copy(store, source, "releases")
+    row = Release(version=version, compatible=compatible, sha256=sha256, size=size,
                   signer=info["signer"][:200], uploaded_by=by, uploaded_at=utcnow())
     session.add(row)
     session.commit()

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import Storage, key_for, staged_file
+from .base import Storage, key_for, put_copy, staged_file
 from .local import LocalStorage
 
-__all__ = ["Storage", "LocalStorage", "key_for", "open_storage", "staged_file"]
+__all__ = ["Storage", "LocalStorage", "key_for", "open_storage", "put_copy", "staged_file"]
 
 
 def open_storage(spec: str | None, data_dir: Path) -> Storage:

@@ -1,6 +1,7 @@
 """What every store offers (Storage), and the key a recording's or a firmware file's bytes have there."""
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -28,3 +29,16 @@ def staged_file(storage: Storage) -> tuple[BinaryIO, Path]:
     """A temporary file beside the store (same file system, so put_file is a rename)."""
     fd, name = tempfile.mkstemp(dir=storage.staging_dir(), suffix=".part")
     return os.fdopen(fd, "wb"), Path(name)
+
+
+def put_copy(storage: Storage, source: Path, kind: str) -> str:
+    """Copies a file into the store under its SHA-256, hashing as it streams (a file of hundreds
+    of megabytes never sits in memory); returns the hash."""
+    digest = hashlib.sha256()
+    out, staged = staged_file(storage)
+    with out, open(source, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+            out.write(chunk)
+    storage.put_file(digest.hexdigest(), staged, kind=kind)
+    return digest.hexdigest()
