@@ -37,6 +37,7 @@ class Agent:
         self.lab = PhoneLab(tmp=Path(workdir), host=local)
         self.lab.start()
         self.phones: dict[str, Phone] = {}
+        self.ended: list[TestCall] = []  # finished calls, kept (op_hangup)
 
     def phone(self, number: str, password: str = "") -> Phone:
         phone = self.lab.phone(number, password, TONE_OF.get(number, 1000.0), register=False)
@@ -91,8 +92,16 @@ class Agent:
         return {"hears": bool(has_tone(path, hz)), "up": call.state == pj.PJSIP_INV_STATE_CONFIRMED}
 
     def op_hangup(self) -> dict:
+        """Every call ends; their objects stay referenced for the life of the process: a pjsua2
+        call freed while its media was still being torn down crashed this process in the media
+        thread once (a segfault under load, 2026-12-03)."""
         self.lab.ep.hangupAllCalls()
-        self.lab.poll(0.5)
+        calls = [call for phone in self.phones.values() for call in phone.calls]
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(c.state != pj.PJSIP_INV_STATE_DISCONNECTED for c in calls):
+            self.lab.poll(0.1)
+        self.lab.poll(0.2)
+        self.ended.extend(calls)
         for phone in self.phones.values():
             phone.calls.clear()
         return {"hung_up": True}
