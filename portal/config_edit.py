@@ -48,6 +48,7 @@ def _yaml(text: str = "") -> YAML:
     yaml = YAML()  # round trip: comments, order, flow or block style and quotes are kept
     yaml.preserve_quotes = True
     yaml.width = 4096  # never fold a long line the office wrote on one
+    yaml.brace_single_entry_mapping_in_flow_sequence = True  # [{ring: [...]}], not the terse [ring: [...]]
     sequence, offset = _indent(text)
     yaml.indent(mapping=2, sequence=sequence, offset=offset)
     return yaml
@@ -163,3 +164,35 @@ def set_section(text: str, key: str, values: dict[str, object]) -> str:
         else:
             section[name] = DoubleQuotedScalarString(value) if isinstance(value, str) else value
     return _dump(doc, text, key)
+
+
+def _flow(value: object) -> object:
+    """Lists and mappings written on one line (`[{ring: ["101"], timeout: 20}]`), text quoted."""
+    if isinstance(value, dict):
+        out = CommentedMap((k, _flow(v)) for k, v in value.items())
+        out.fa.set_flow_style()
+        return out
+    if isinstance(value, list):
+        seq = CommentedSeq(_flow(v) for v in value)
+        seq.fa.set_flow_style()
+        return seq
+    return DoubleQuotedScalarString(value) if isinstance(value, str) else value
+
+
+def set_structure(text: str, key: str, values: dict[str, object]) -> str:
+    """set_section for values that are lists and mappings too (the incoming calls' scenario)."""
+    return set_section(text, key, {name: None if value is None else _flow(value) for name, value in values.items()})
+
+
+def section(text: str, key: str) -> dict:
+    """A mapping section as plain data (what a form shows); {} when the file has none."""
+    found = _load(text).get(key)
+    return _plain(found) if isinstance(found, CommentedMap) else {}
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value

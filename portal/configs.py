@@ -80,7 +80,8 @@ def change_words(change: dict, words: dict[str, str]) -> str:
     said = words.get("change_" + change["do"], words["change_text"])
     return said.format(number=change.get("number", ""), name=change.get("name", ""), version=change.get("version", ""),
                        pickup=on(change.get("pickup")), recording=on(change.get("recording")),
-                       keep_days=change.get("keep_days", ""))
+                       keep_days=change.get("keep_days", ""), slot=words.get(f"slot_{change.get('slot')}", ""),
+                       hours=change.get("hours", ""), holidays=change.get("holidays", ""))
 
 
 def latest_version(session: Session, site: Site) -> int:

@@ -15,6 +15,8 @@ from typing import Callable
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from . import incoming
+from .config_edit import EditRefused
 from .configs import change_of, desired_config, push_config
 from .db import as_utc
 from .fleet import FleetError, site_by_name
@@ -31,6 +33,7 @@ class Workspace:
     extensions: list[dict]
     features: dict = field(default_factory=dict)  # pickup, its codes, the transfer key, recording and its retention
     phones: dict[str, dict] = field(default_factory=dict)  # extension -> what the last heartbeat said of its phone
+    incoming: dict = field(default_factory=dict)  # the incoming-calls page's view (portal/incoming.py)
 
 
 def workspace(session: Session, site: Site) -> Workspace | None:
@@ -42,8 +45,12 @@ def workspace(session: Session, site: Site) -> Workspace | None:
     status = json.loads(site.last_status) if site.last_status else {}
     phones = {p.get("extension"): p for p in status.get("phones", []) if isinstance(p, dict) and p.get("extension")}
     extensions, features = _settings(newest.text)
+    try:
+        inbound = incoming.read(newest.text)
+    except EditRefused:
+        inbound = {}  # not a mapping: edited as text on the site page
     return Workspace(site, newest.version, newest.state, json.loads(newest.errors) if newest.errors else [],
-                     extensions, features, phones)
+                     extensions, features, phones, inbound)
 
 
 def _settings(text: str) -> tuple[list[dict], dict]:

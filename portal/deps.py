@@ -14,6 +14,8 @@ from typing import Iterator
 from urllib.parse import parse_qs
 
 from fastapi import Depends, Request
+from fastapi.responses import Response, StreamingResponse
+from starlette.datastructures import UploadFile
 from sqlalchemy.orm import Session
 
 from . import clock, reports, users
@@ -86,6 +88,18 @@ async def form(request: Request) -> dict[str, str]:
     return await read_form(request)
 
 
+async def upload_form(request: Request) -> dict[str, str]:
+    """A multipart form with one file (a release bundle, a greeting): its text fields; the file,
+    spooled to disk by the parser, waits on request.state.upload for the endpoint (which runs in a
+    worker thread, so copying it does not stall other requests)."""
+    try:
+        parsed = await request.form(max_files=1, max_fields=8)
+    except Exception as exc:  # noqa: BLE001 - the parser's errors (not multipart, too many parts) are the client's
+        raise FleetError(400, f"the upload is not a form with one file: {exc}") from None
+    request.state.upload = next((v for v in parsed.values() if isinstance(v, UploadFile)), None)
+    return {k: v for k, v in parsed.items() if isinstance(v, str)}
+
+
 def csrf_checked(fields: dict[str, str], me: users.SignedIn) -> dict[str, str]:
     """The form, if it carries the token of the session that posts it (else another site made
     the browser post it)."""
@@ -140,3 +154,18 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if start >= size or start > end:
         raise ValueError("unsatisfiable range")
     return start, end
+
+
+def stored_file(request: Request, store: Storage, sha256: str, size: int, kind: str,
+                media_type: str = "application/octet-stream") -> Response:
+    """A file of the store, streamed; a Range resumes a download."""
+    try:
+        wanted = parse_range(request.headers.get("range"), size)
+    except ValueError:
+        return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
+    start, end = wanted or (0, size - 1)
+    headers = {"Content-Length": str(end - start + 1), "Accept-Ranges": "bytes"}
+    if wanted:
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    return StreamingResponse(store.read_range(sha256, start, end, kind=kind),
+                             status_code=206 if wanted else 200, media_type=media_type, headers=headers)

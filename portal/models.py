@@ -200,6 +200,22 @@ class PhoneFirmware(Base):
     uploaded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class Sound(Base):
+    """A greeting or music an office uploaded, converted to what the box plays (16 kHz mono WAV);
+    its bytes live in the store (kind "sounds") by content hash, which is how the site's config
+    names it ("sha256:<hash>") and what the box checks when it fetches it."""
+    __tablename__ = "sound"
+    __table_args__ = (UniqueConstraint("site_id", "sha256"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("site.id"), index=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    seconds: Mapped[float] = mapped_column(Float)
+    filename: Mapped[str] = mapped_column(String(200))  # as uploaded, shown beside the player
+    uploaded_by: Mapped[str] = mapped_column(String(120))
+    uploaded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class FirmwarePin(Base):
     """The firmware a model runs: for the whole fleet (site_id NULL) or one site, which wins."""
     __tablename__ = "firmware_pin"

@@ -134,6 +134,34 @@ def test_the_checks_without_the_box_disk_accept_files_only_the_box_has(tmp_path)
     assert cfg.inbound.greeting == tmp_path / "sounds" / "hello.wav"
 
 
+def test_a_sound_from_the_portal_is_named_by_its_hash_and_must_have_that_content(tmp_path):
+    """The portal names an uploaded greeting "sha256:<hash>"; the box keeps it under data_dir and
+    runs a config naming it only when the file is there with exactly that content."""
+    import hashlib
+
+    from appliance.config import InvalidConfig, load
+    sound = (ROOT / "appliance" / "sounds" / "greeting.wav").read_bytes()
+    sha = hashlib.sha256(sound).hexdigest()
+    path = write(tmp_path, GOOD + f"inbound: {{greeting: \"sha256:{sha}\", night_greeting: \"sha256:{'0' * 63}\"}}\n")
+    with pytest.raises(InvalidConfig) as short:
+        load(path)
+    assert (11, "inbound.night_greeting: a sound from the portal is named sha256: and 64 lowercase hex digits") \
+        in [(e.line, e.message) for e in short.value.errors]
+    path.write_text(path.read_text().replace(", night_greeting: \"sha256:" + "0" * 63 + '"', ""))
+    with pytest.raises(InvalidConfig) as missing:
+        load(path)
+    stored = tmp_path / "var" / "assets" / f"{sha}.wav"
+    assert missing.value.errors[0].message == f"inbound.greeting: no such WAV file {stored}"
+    stored.parent.mkdir(parents=True)
+    stored.write_bytes(sound[:-1] + b"x")
+    with pytest.raises(InvalidConfig) as changed:
+        load(path)
+    assert "is not the sound the portal sent" in changed.value.errors[0].message
+    stored.write_bytes(sound)
+    cfg = load(path)
+    assert cfg.inbound.greeting == stored and cfg.assets == {sha}
+
+
 @pytest.mark.parametrize("hostile, line, words", [
     # a domain that would close Kamailio's quoted string and load a module of the attacker's
     (GOOD.replace("  bind: 127.0.0.1\n", '  bind: 127.0.0.1\n  sip_domain: "pbx.example\\"\\nloadmodule \\"evil.so"\n'), 5,

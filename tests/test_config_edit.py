@@ -74,3 +74,53 @@ def test_passwords_are_random_and_acceptable_to_the_box():
     for i, password in enumerate(sorted(made)[:20]):
         text = config_edit.add_extension(text, f"2{i:02d}", f"P{i}", password)
     assert {extensions(text)[f"2{i:02d}"][1] for i in range(20)} == set(sorted(made)[:20])
+
+
+def incoming_form(**fields: str) -> dict[str, str]:
+    return {"digit_timeout": "4"} | fields
+
+
+def test_the_incoming_calls_form_writes_hours_holidays_and_ring_groups_the_box_reads():
+    """Ticked extensions become ring groups in order, an outside number ends the scenario, hours
+    and holidays are written as the box reads them; the lines before stay as they were."""
+    from portal import incoming
+
+    numbers = ["101", "102", "103", "104", "105"]
+    edit, _ = incoming.edit_from_form(incoming_form(**{
+        "hours-mon": "09:00-18:00", "hours-fri": " 09:00 - 17:00 ", "holidays": "2027-01-07\n2027-01-01, 2027-01-07",
+        "day-0-ring-101": "on", "day-0-ring-102": "on", "day-0-timeout": "15",
+        "day-2-ring-104": "on", "day-2-strategy": "order", "day-forward": "+7 (916) 123-45-67",
+        "night-0-ring-105": "on", "day-0-ring-999": "on"}), numbers)
+    text = edit(DEMO)
+    assert text.startswith(DEMO.split("\nextensions:")[0])
+    cfg = parse(text, Path("config"), on_box=False)
+    assert cfg.inbound.digit_timeout == 4
+    assert cfg.inbound.hours == {"mon": ("09:00", "18:00"), "fri": ("09:00", "17:00")}
+    assert cfg.inbound.holidays == {"2027-01-01", "2027-01-07"}
+    assert [(s.kind, s.targets, s.timeout) for s in cfg.inbound.day] == [
+        ("ring", ["101", "102"], 15), ("ring", ["104"], 30), ("external", ["+79161234567"], 30)]
+    assert [s.targets for s in cfg.inbound.night] == [["105"]]
+    view = incoming.read(text)  # the page shows what it saved
+    assert view["day"][0] == {"ring": ["101", "102"], "strategy": "all", "timeout": "15"}
+    assert view["day_forward"] == "+79161234567" and view["hours"]["fri"] == "09:00-17:00"
+    # Nobody ticked and no hours: the keys go, and the box's defaults apply again.
+    cleared, _ = incoming.edit_from_form(incoming_form(), numbers)
+    cfg = parse(cleared(text), Path("config"), on_box=False)
+    assert cfg.inbound.day is None and cfg.inbound.hours is None and not cfg.inbound.holidays
+
+
+@pytest.mark.parametrize("fields, field", [
+    ({"digit_timeout": "0"}, "digit_timeout"),
+    ({"hours-tue": "18:00-09:00"}, "hours-tue"),
+    ({"hours-wed": "9-18"}, "hours-wed"),
+    ({"holidays": "2027-02-30"}, "holidays"),
+    ({"day-1-ring-101": "on", "day-1-timeout": "-5"}, "day-1-timeout"),
+    ({"night-forward": "101; rm -rf"}, "night-forward"),
+    ({"day-forward": '"}, {ring: [101]'}, "day-forward"),
+])
+def test_a_wrong_incoming_field_is_refused_with_its_name(fields, field):
+    from portal import incoming
+
+    with pytest.raises(EditRefused) as refused:
+        incoming.edit_from_form(incoming_form(**fields), ["101"])
+    assert refused.value.field == field

@@ -4,16 +4,20 @@ PostgreSQL, the pages in headless Chromium in Russian, pjsua2 phones registering
 page showed."""
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import subprocess
 import time
 
 import pjsua2 as pj
 import pytest
 
-from audio import has_tone
+from audio import has_tone, lacks_tone
 from conftest import ROOT, TONES, start_pbx
 from portal_lab import close_portal, enrolled_box, start_portal
+from sipp import free_udp_port
+from test_inbound import DID, OutsideCaller
 from test_portal_truth import english_words
 
 PASSWORD = "correct horse battery"
@@ -56,7 +60,10 @@ def sign_in(browser, portal, user: str):
 @pytest.fixture
 def office(tmp_path, lab):
     portal = start_portal(tmp_path, "postgresql")
+    provider_port = free_udp_port()  # where the "provider" of the trunk sends from
     config = enrolled_box(tmp_path, portal, extra=f"""{SLOW_CLOUD}
+trunks:
+  - {{name: main, host: 127.0.0.1, port: {provider_port}, register: false, dids: ["{DID}"]}}
 inbound: {{day: [{{ring: ["101"]}}]}}""", extensions='  - {number: "101", name: "Reception", password: "pw-101-secret"}\n'
                                                        '  - {number: "102", name: "Sales", password: "pw-102-secret"}')
     pbx = start_pbx(config)
@@ -64,7 +71,7 @@ inbound: {{day: [{{ring: ["101"]}}]}}""", extensions='  - {number: "101", name: 
     for user, role in (("anna", "admin"), ("boris", "admin"), ("vera", "viewer")):
         portal.cli("add-user", "--org", "Acme", "--user", user, "--password", PASSWORD, "--role", role)
     try:
-        yield portal, pbx, config
+        yield portal, pbx, config, provider_port
     finally:
         lab.release_phones()
         pbx.stop()
@@ -74,7 +81,7 @@ inbound: {{day: [{{ring: ["101"]}}]}}""", extensions='  - {number: "101", name: 
 def test_an_admin_adds_an_extension_in_russian_and_a_phone_registers_with_the_shown_password_within_seconds(office, lab):
     from playwright.sync_api import sync_playwright
 
-    portal, pbx, config = office
+    portal, pbx, config, _ = office
     SHOTS.mkdir(parents=True, exist_ok=True)
     # The box sends the config it runs at its first heartbeat: the configurator edits that.
     wait_until(lambda: versions(portal).get(1, {}).get("author") == "box", 20, "the box's own config", lab)
@@ -211,3 +218,105 @@ def test_an_admin_adds_an_extension_in_russian_and_a_phone_registers_with_the_sh
             vera.screenshot(path=str(SHOTS / "extensions-viewer-ru.png"), full_page=True)
         finally:
             browser.close()
+
+
+GREETING_HZ = 2900.0  # the office's own greeting: a tone the box's standard spoken one lacks
+
+
+def test_an_admin_uploads_an_mp3_greeting_and_a_ring_group_and_a_trunk_caller_hears_them(office, lab, tmp_path):
+    """Incoming calls in Russian: an MP3 greeting converted by the portal, fetched by the box by its
+    hash; a wrong hour shown beside its field; the day's ring group changed; then a call from the
+    trunk hears that greeting and rings the new group."""
+    from playwright.sync_api import sync_playwright
+
+    portal, pbx, config, provider_port = office
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    assert lacks_tone(ROOT / "appliance" / "sounds" / "greeting.wav", GREETING_HZ)
+    mp3 = tmp_path / "приветствие.mp3"
+    subprocess.run(["sox", "-n", "-r", "44100", "-c", "2", str(mp3), "synth", "2", "sine", str(GREETING_HZ),
+                    "gain", "-8"], check=True)
+    not_sound = tmp_path / "greeting.mp3"
+    not_sound.write_text("#!/bin/sh\necho this is a script, not a sound\n")
+    wait_until(lambda: versions(portal).get(1, {}).get("author") == "box", 20, "the box's own config", lab)
+    with sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        try:
+            anna = sign_in(browser, portal, "anna")
+            anna.goto(f"{portal.url}/settings/extensions?site=acme-hq")
+            anna.get_by_role("navigation", name="Конфигуратор").get_by_role("link", name="Входящие звонки").click()
+            anna.wait_for_url("**/settings/incoming?site=acme-hq")
+            upload = anna.locator("form[data-form=sound][data-slot=greeting]")
+            upload.locator('input[name="sound"]').set_input_files(str(not_sound))
+            upload.get_by_role("button", name="Загрузить").click()
+            anna.wait_for_load_state()
+            assert "Это не файл WAV, MP3 или OGG." in anna.locator("#greeting-error").inner_text()
+            assert set(versions(portal)) == {1}
+
+            upload = anna.locator("form[data-form=sound][data-slot=greeting]")
+            upload.locator('input[name="sound"]').set_input_files(str(mp3))
+            upload.get_by_role("button", name="Загрузить").click()
+            anna.wait_for_load_state()
+            assert anna.locator("[data-saved]").get_attribute("data-saved") == "2"
+            row = anna.locator('tr[data-sound-slot="greeting"]')
+            sha = row.get_attribute("data-sound")
+            played = anna.request.get(portal.url + row.locator("audio").get_attribute("src"))
+            assert played.status == 200 and played.headers["content-type"] == "audio/wav"
+            assert hashlib.sha256(played.body()).hexdigest() == sha and played.body()[:4] == b"RIFF"
+            assert "приветствие.mp3" in row.inner_text()
+            wait_until(lambda: versions(portal)[2]["state"] == "applied", 15, "the greeting applied on the box", lab)
+            assert f'greeting: "sha256:{sha}"' in config.read_text()
+            stored = config.parent / "var" / "assets" / f"{sha}.wav"
+            assert hashlib.sha256(stored.read_bytes()).hexdigest() == sha
+
+            # A wrong hour is shown beside its field, in Russian, and nothing is saved.
+            anna.goto(f"{portal.url}/settings/incoming?site=acme-hq")
+            anna.locator('input[name="hours-mon"]').fill("9-18")
+            anna.locator("form[data-form=incoming]").get_by_role("button", name="Сохранить").click()
+            anna.wait_for_load_state()
+            assert "Запишите часы как 09:00-18:00" in anna.locator("#hours-mon-error").inner_text()
+            assert anna.locator('input[name="hours-mon"]').input_value() == "9-18" and set(versions(portal)) == {1, 2}
+
+            # By day, 102 answers instead of 101; one second to dial an extension after the greeting.
+            anna.locator('input[name="hours-mon"]').fill("")
+            anna.locator('input[name="digit_timeout"]').fill("1")
+            anna.locator('input[name="day-0-ring-101"]').uncheck()
+            anna.locator('input[name="day-0-ring-102"]').check()
+            anna.locator("form[data-form=incoming]").get_by_role("button", name="Сохранить").click()
+            anna.wait_for_load_state()
+            assert anna.locator("[data-saved]").get_attribute("data-saved") == "3"
+            assert not english_words(russian_text(anna)), sorted(english_words(russian_text(anna)))
+            anna.screenshot(path=str(SHOTS / "incoming-ru.png"), full_page=True)
+            wait_until(lambda: versions(portal)[3]["state"] == "applied", 15, "the scenario applied on the box", lab)
+            assert versions(portal)[2]["change"]["do"] == "sound"
+
+            # A viewer hears the greeting but is offered no upload, and a posted one is refused.
+            vera = sign_in(browser, portal, "vera")
+            vera.goto(f"{portal.url}/settings/incoming")
+            assert vera.locator("form[data-form=sound]").count() == 0
+            assert vera.locator('tr[data-sound-slot="greeting"] audio').count() == 1
+            csrf = vera.locator('header input[name="csrf"]').get_attribute("value")
+            posted = vera.request.post(f"{portal.url}/settings/incoming/sound", multipart={
+                "csrf": csrf, "base": "3", "slot": "greeting",
+                "sound": {"name": "x.mp3", "mimeType": "audio/mpeg", "buffer": mp3.read_bytes()}})
+            assert posted.status == 403 and set(versions(portal)) == {1, 2, 3}
+        finally:
+            browser.close()
+
+    answering = lab.phone("102", "pw-102-secret", TONES["102"])
+    transport_config = pj.TransportConfig()
+    transport_config.port, transport_config.boundAddress = provider_port, "127.0.0.1"
+    transport = lab.ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, transport_config)
+    try:
+        caller = OutsideCaller(lab, transport)
+        lab.phones.append(caller)
+        call = caller.dial(DID)
+        lab.wait_for(lambda: answering.calls and answering.last_call.state == pj.PJSIP_INV_STATE_CONFIRMED, 20,
+                     "102 to answer after the office's greeting")
+        lab.poll(2.0)
+        call.hangup_now()
+        lab.wait_for(lambda: answering.last_call.state == pj.PJSIP_INV_STATE_DISCONNECTED, 5, "hang-up")
+        assert has_tone(call.record_path, GREETING_HZ), "the caller did not hear the uploaded greeting"
+        assert has_tone(call.record_path, TONES["102"])
+    finally:
+        lab.release_phones()
+        lab.ep.transportClose(transport)

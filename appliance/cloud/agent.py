@@ -22,6 +22,7 @@ from ..recordings import free_mb, low_on_space, prune
 from ..reserve import keep_reserve, reserve_path
 from ..config import Config, InvalidConfig, load
 from . import answers
+from .assets import drop_unused_sounds, fetch_sounds
 from . import diagnostics
 from .answers import CallBackRequest, CaptureRequest, PhoneAction
 from .backups import BackupKeeper
@@ -33,7 +34,7 @@ from .client import PortalClient, PortalRefused, PortalUnreachable, PortalUrlRef
 from .link import CloudLink, load_link, save_link
 from .outbox import Entry, Outbox
 from .phones import ACTIONS, notify_event, phone_list, send_notify
-from .remote_config import check, install, remote_state, running_state, set_remote_state, sha256_text
+from .remote_config import check, install, previous_path, remote_state, running_state, set_remote_state, sha256_text
 from .settings import settings_summary
 from .status import collect_status, write_state
 from .wakeup import WakeUp
@@ -342,7 +343,7 @@ class Agent:
             return
         pushed = answers.pushed_config(self.client.request("GET", "/api/v1/config"))
         version, text = pushed.version, pushed.text
-        errors = check(self.cfg, version, text)
+        errors = fetch_sounds(self.client, self.cfg, text) or check(self.cfg, version, text)
         if errors:
             log.error("config version %d from the portal refused:\n%s", version, "\n".join(errors))
             set_remote_state(self.cfg, version=version, sha256=sha256_text(text), state="rejected", errors=errors)
@@ -350,6 +351,10 @@ class Agent:
             return
         log.info("config version %d from the portal installed; it applies when no call is up", version)
         install(self.cfg, version, text)
+        try:
+            drop_unused_sounds(self.cfg, text, previous_path(self.cfg.path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError):
+            pass  # no previous file to keep sounds for: they stay until the next install
 
     def send_own_config(self) -> None:
         """The config file as the box runs it, when it is not the one last pulled or sent: an

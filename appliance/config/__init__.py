@@ -15,12 +15,12 @@ from .schema import (EXTENSION_NUMBER, MAX_CONCURRENT_CALLS, DEFAULT_CONCURRENT_
                      RTP_PORTS_SPARE, CALL_CLASSES, MAX_TRUNKS, TOP_LEVEL_KEYS, VENDORS, KEY_TYPES, PhoneKey,
                      Phone, PERMISSIONS, DEFAULT_PERMISSIONS, Extension, Trunk, SOUNDS, WEEKDAYS, Step,
                      Inbound, DialRule, Features, Dhcp, Provisioning, Network, OutsideCallLimit, Security,
-                     Cloud, Config)
+                     Cloud, Config, ASSETS_DIR)
 
 __all__ = [
     "ConfigError", "InvalidConfig", "load", "parse", "EXTENSION_NUMBER", "MAX_CONCURRENT_CALLS",
     "DEFAULT_CONCURRENT_CALLS", "RTP_PORTS_PER_CALL", "RTP_PORTS_SPARE", "CALL_CLASSES", "MAX_TRUNKS",
     "TOP_LEVEL_KEYS", "VENDORS", "KEY_TYPES", "PhoneKey", "Phone", "PERMISSIONS", "DEFAULT_PERMISSIONS",
     "Extension", "Trunk", "SOUNDS", "WEEKDAYS", "Step", "Inbound", "DialRule", "Features", "Dhcp",
-    "Provisioning", "Network", "OutsideCallLimit", "Security", "Cloud", "Config",
+    "Provisioning", "Network", "OutsideCallLimit", "Security", "Cloud", "Config", "ASSETS_DIR",
 ]

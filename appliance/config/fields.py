@@ -128,3 +128,4 @@ class FileRef:
     kind: str           # "wav" or "pem"
     target: object
     attr: str
+    sha256: str | None = None  # a sound the portal sent: the file must have exactly this content

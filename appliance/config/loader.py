@@ -36,14 +36,15 @@ def parse(text: str, path: Path, on_box: bool = True) -> Config:
     files: list[FileRef] = []
     cfg = Config(path=path.resolve())
     top = r.mapping(root, TOP_LEVEL_KEYS, "config")
+    data_dir = r.text(top["data_dir"][1], "data_dir") if "data_dir" in top else "./var"
+    # Relative to the config file, so the same file works whatever the current directory (first:
+    # the sounds the portal sent live under it).
+    cfg.data_dir = (path.resolve().parent / (data_dir or "./var")).resolve()
     if "site" in top:
         sections.read_site(r, top["site"][1], cfg)
     if "features" in top:
         sections.read_features(r, top["features"][1], cfg, files)
     firmware_dir = sections.read_provisioning(r, top["provisioning"][1], cfg) if "provisioning" in top else None
-    data_dir = r.text(top["data_dir"][1], "data_dir") if "data_dir" in top else "./var"
-    # Relative to the config file, so the same file works whatever the current directory.
-    cfg.data_dir = (path.resolve().parent / (data_dir or "./var")).resolve()
     if "network" in top:
         sections.read_network(r, top["network"][1], cfg.network)
     if "recording" in top:

@@ -80,6 +80,9 @@ class Step:
     timeout: int
 
 
+ASSETS_DIR = "assets"  # under data_dir: the sounds the portal sent, each named <sha256>.wav
+
+
 @dataclass
 class Inbound:
     greeting: Path = SOUNDS / "greeting.wav"
@@ -214,6 +217,7 @@ class Config:
     cloud: Cloud = field(default_factory=Cloud)
     extensions: list[Extension] = field(default_factory=list)
     log_level: str = "info"
+    assets: set[str] = field(default_factory=set)  # SHA-256 of each sound named as "sha256:..." (from the portal)
 
     def extension(self, number: str) -> Extension | None:
         return next((e for e in self.extensions if e.number == number), None)

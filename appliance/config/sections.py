@@ -16,7 +16,7 @@ from provisioning.macs import normalise_mac
 from ..countryplans import COUNTRIES
 from .fields import Bool, Code, FileRef, Host, Int, Secret, Text, dotted, is_host, read_fields
 from .nodes import Reader
-from .schema import (CALL_CLASSES, DEFAULT_PERMISSIONS, EXTENSION_NUMBER, KEY_TYPES, MAX_CONCURRENT_CALLS,
+from .schema import (ASSETS_DIR, CALL_CLASSES, DEFAULT_PERMISSIONS, EXTENSION_NUMBER, KEY_TYPES, MAX_CONCURRENT_CALLS,
                      MAX_TRUNKS, PERMISSIONS, VENDORS, WEEKDAYS, Config, DialRule, Dhcp, Extension, Network,
                      OutsideCallLimit, Phone, PhoneKey, Step, Trunk)
 
@@ -47,9 +47,29 @@ FIRMWARE_UPGRADES = {"firmware_window": Code(r"([01]\d|2[0-3]):[0-5]\d-([01]\d|2
                      "firmware_wave": Int(1, 1000), "firmware_deadline_seconds": Int(10, 86400)}
 
 
+ASSET_NAME = re.compile(r"sha256:([0-9a-f]{64})")
+
+
 def relative(cfg: Config, name: str | None) -> Path:
     """A file the config names, relative to the config's own folder."""
     return (cfg.path.parent / (name or "")).resolve()
+
+
+def read_sound(r: Reader, node: Node, label: str, cfg: Config, target: object, attr: str, files: list[FileRef]) -> None:
+    """A WAV the config names (added to `files` for the disk checks): a file beside the config, or a
+    sound the portal sent, named by its content ("sha256:" and 64 hex digits; the box keeps it as
+    data_dir/assets/<hash>.wav)."""
+    name = r.text(node, label) or ""
+    asset = ASSET_NAME.fullmatch(name)
+    if asset is None:
+        if name.startswith("sha256:"):
+            r.error(node, f"{label}: a sound from the portal is named sha256: and 64 lowercase hex digits")
+        else:
+            files.append(FileRef(node, label, relative(cfg, name), "wav", target, attr))
+        return
+    cfg.assets.add(asset.group(1))
+    files.append(FileRef(node, label, cfg.data_dir / ASSETS_DIR / f"{asset.group(1)}.wav", "wav", target, attr,
+                         asset.group(1)))
 
 
 def read_site(r: Reader, node: Node, cfg: Config) -> None:
@@ -84,9 +104,7 @@ def read_features(r: Reader, node: Node, cfg: Config, files: list[FileRef]) -> N
         r.error(node, "features.transfer_key and features.transfer_cancel_key must differ")
     read_fields(r, feat, cfg.features, FEATURES, dotted("features"))
     if "music_on_hold" in feat:
-        name = r.text(feat["music_on_hold"][1], "features.music_on_hold")
-        files.append(FileRef(feat["music_on_hold"][1], "features.music_on_hold", relative(cfg, name), "wav",
-                             cfg.features, "music_on_hold"))
+        read_sound(r, feat["music_on_hold"][1], "features.music_on_hold", cfg, cfg.features, "music_on_hold", files)
 
 
 def read_network(r: Reader, node: Node, net: Network) -> None:
@@ -306,8 +324,7 @@ def read_inbound(r: Reader, node: Node, cfg: Config, files: list[FileRef]) -> No
                          "day", "night"}, "inbound")
     for key in ("greeting", "night_greeting", "invalid_prompt"):
         if key in f:
-            name = r.text(f[key][1], f"inbound.{key}")
-            files.append(FileRef(f[key][1], f"inbound.{key}", relative(cfg, name), "wav", inbound, key))
+            read_sound(r, f[key][1], f"inbound.{key}", cfg, inbound, key, files)
     read_fields(r, f, inbound, {"digit_timeout": Int(1, 60)}, dotted("inbound"))
     if "hours" in f:
         hours = {}

@@ -9,15 +9,15 @@ import asyncio
 import logging
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
-from .. import backups, callbacks, captures, configs, firmware, fleet, phones, rollouts, sync
+from .. import backups, callbacks, captures, configs, firmware, fleet, phones, rollouts, sounds, sync
 from ..bodies import (Accepted, BackupKey, BackupStored, BoxConfig, ByteOffset, CallBatch, CallbackResult, CaptureResult,
                       ConfigResult,
                       ConfigVersion, Count, Done, Enrolled, Enrolment, Heartbeat, HeartbeatAnswer, PhoneActionResult, PushedConfig, RecordingOffer,
                       RecordingState, RowId, WaitSeconds, WaitVersion, WakeAnswer)
-from ..deps import box_site, db, parse_range, storage
+from ..deps import box_site, db, storage, stored_file
 from ..fleet import FleetError, authenticate
 from ..models import Site
 from ..storage import Storage
@@ -207,20 +207,6 @@ def capture_result(capture_id: RowId, body: CaptureResult, session: Session = De
     return Done(ok=True)
 
 
-def stored_file(request: Request, store: Storage, sha256: str, size: int, kind: str) -> Response:
-    """A file of the store, streamed; a Range resumes a download."""
-    try:
-        wanted = parse_range(request.headers.get("range"), size)
-    except ValueError:
-        return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
-    start, end = wanted or (0, size - 1)
-    headers = {"Content-Length": str(end - start + 1), "Accept-Ranges": "bytes"}
-    if wanted:
-        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-    return StreamingResponse(store.read_range(sha256, start, end, kind=kind),
-                             status_code=206 if wanted else 200, media_type="application/octet-stream", headers=headers)
-
-
 @router.get("/api/v1/firmware/{sha256}")
 def get_firmware(sha256: str, request: Request, session: Session = Depends(db), site: Site = Depends(box_site),
                  store: Storage = Depends(storage)) -> Response:
@@ -237,3 +223,12 @@ def get_release(sha256: str, request: Request, session: Session = Depends(db), s
     found = rollouts.for_box(session, site, sha256)
     session.close()  # as for firmware: a fleet fetching bundles must not hold the pool's connections
     return stored_file(request, store, found.sha256, found.size, "releases")
+
+
+@router.get("/api/v1/assets/{sha256}")
+def get_sound(sha256: str, request: Request, session: Session = Depends(db), site: Site = Depends(box_site),
+              store: Storage = Depends(storage)) -> Response:
+    """A greeting or music the site's config names by hash (uploaded for this site only)."""
+    found = sounds.of_site(session, site, sha256)
+    session.close()
+    return stored_file(request, store, found.sha256, found.size, "sounds", "audio/wav")

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from .. import alarms, backups, captures, firmware, quality, rollouts, users
 from ..configs import MAX_CONFIG_BYTES, push_config, version_diffs
-from ..deps import db, operator, read_form, signed_form, storage
+from ..deps import db, operator, read_form, signed_form, storage, upload_form
 from ..bodies import RowId
 from ..fleet import FleetError, add_site, heartbeat_history, site_by_name, site_rows
 from ..models import Organisation
@@ -37,24 +37,13 @@ def rollouts_view(request: Request, session: Session, me: users.SignedIn, status
                   can_upload=request.app.state.release_keyring is not None)
 
 
-async def release_form(request: Request) -> dict[str, str]:
-    """The upload form's fields; its bundle, spooled to disk by the multipart parser, waits on
-    request.state for the endpoint (which runs in a worker thread: the copy does not stall others)."""
-    try:
-        parsed = await request.form(max_files=1, max_fields=4)
-    except Exception as exc:  # noqa: BLE001 - the parser's errors (not multipart, too many parts) are the client's
-        raise FleetError(400, f"the upload is not a form with one bundle: {exc}") from None
-    request.state.bundle = next((v for v in parsed.values() if isinstance(v, UploadFile)), None)
-    return {k: v for k, v in parsed.items() if isinstance(v, str)}
-
-
 @router.post("/rollouts/releases", max_body_size=rollouts.MAX_BUNDLE_BYTES + (1 << 20))
-def rollouts_release(request: Request, posted=Depends(signed_form(operator, release_form)),  # noqa: ANN001
+def rollouts_release(request: Request, posted=Depends(signed_form(operator, upload_form)),  # noqa: ANN001
                      session: Session = Depends(db), store: Storage = Depends(storage)) -> Response:
     """An uploaded bundle, checked with RAUC against the provider's keyring, becomes a release;
     the page says its version, as `edgepbx-portal release add` prints it."""
     _, me = posted
-    bundle: UploadFile | None = request.state.bundle
+    bundle: UploadFile | None = request.state.upload
     keyring = request.app.state.release_keyring
     if keyring is None:
         return rollouts_view(request, session, me, 409, "this portal was started without --release-keyring: "

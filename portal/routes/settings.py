@@ -1,24 +1,31 @@
 """The configurator's pages: an office's extensions listed, added, renamed, given a new password
-and removed, and any earlier version restored. The same pages serve an organisation's admin
+and removed; its features; its incoming calls (greetings and music uploaded, hours, holidays, ring
+groups); its dial plan tested; and any earlier version restored. The same pages serve an organisation's admin
 (`/settings/...`, their own sites; a viewer reads them) and the provider's operator
 (`/fleet/SITE/...`, any site). Every change is a new config version (portal/configurator.py)."""
 from __future__ import annotations
 
+import shutil
+import tempfile
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Callable
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
+from starlette.datastructures import UploadFile
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .. import config_edit, configurator, dialwords, users
+from .. import config_edit, configurator, dialwords, incoming, sounds, users
 from ..configs import change_said, change_words, config_rows, restore
-from ..deps import PageRefused, db, operator, org_user, signed_form
+from ..deps import PageRefused, db, operator, org_user, signed_form, storage, stored_file, upload_form
 from ..fleet import FleetError, site_by_name
 from ..models import Site
 from ..pages import message, render
+from ..storage import Storage
 
 router = APIRouter(include_in_schema=False)
 
@@ -32,7 +39,7 @@ class Place:
     site_field: str | None = None  # a customer's pages name the site in a hidden field
 
     def page_url(self, page: str) -> str:
-        return f"{self.prefix}/{page}" + (f"?site={self.site_field}" if self.site_field else "")
+        return f"{self.prefix}/{page}" + (f"?site={quote(self.site_field)}" if self.site_field else "")
 
 
 def customer_place(session: Session, me: users.SignedIn, name: str | None) -> Place:
@@ -52,7 +59,7 @@ def operator_place(session: Session, me: users.SignedIn, name: str) -> Place:
     return Place(site, f"/fleet/{site.name}", True)
 
 
-PAGES = ("extensions", "features", "dialplan")
+PAGES = ("extensions", "features", "incoming", "dialplan")
 
 
 def show(request: Request, session: Session, me: users.SignedIn, place: Place, status: int = 200,
@@ -62,8 +69,10 @@ def show(request: Request, session: Session, me: users.SignedIn, place: Place, s
     tested = None
     if page == "dialplan" and (number := request.query_params.get("number", "").strip()):
         tested = configurator.dialplan_test(session, place.site, number, request.query_params.get("from", "").strip())
+    named = sounds.named(session, place.site) if page == "incoming" else {}
     return render(request, f"{page}.html", status, me=me, place=place, space=space, versions=versions,
-                  said=said, page=page, change_words=change_words, tested=tested, dial_shape=dialwords.shape)
+                  said=said, page=page, change_words=change_words, tested=tested, dial_shape=dialwords.shape,
+                  sounds=named)
 
 
 @router.get("/settings/{page}")
@@ -93,7 +102,7 @@ def admin_form(posted: tuple[dict[str, str], users.SignedIn] = Depends(signed_fo
 def change(request: Request, session: Session, me: users.SignedIn, place: Place, fields: dict[str, str],
            action: str, number: str | None) -> Response:
     """One form's change saved as a version; the page again, saying what happened."""
-    page = "features" if action == "features" or fields.get("page") == "features" else "extensions"
+    page = fields["page"] if fields.get("page") in PAGES else "features" if action == "features" else "extensions"
     show_page = partial(show, request, session, me, place, page=page)
     try:
         base = int(fields.get("base", ""))
@@ -126,6 +135,14 @@ def change(request: Request, session: Session, me: users.SignedIn, place: Place,
             session.rollback()
             return refused(show_page, session, place, exc, fields, base)
         return show_page(saved=version)
+    return save_change(show_page, session, me, place, fields, base, edit, summary, action, number=number,
+                       password=password)
+
+
+def save_change(show_page: Callable[..., Response], session: Session, me: users.SignedIn, place: Place,
+                fields: dict[str, str], base: int, edit: Callable[[str], str], summary: str, action: str,
+                **shown: object) -> Response:
+    """An edit saved as the next version, and the page saying so; or why not, beside the form."""
     try:
         version = configurator.save(session, place.site.name, base, edit, me.username, summary)
     except config_edit.EditRefused as exc:
@@ -133,7 +150,7 @@ def change(request: Request, session: Session, me: users.SignedIn, place: Place,
     except FleetError as exc:
         session.rollback()
         return refused(show_page, session, place, exc, fields, base, action)
-    return show_page(saved=version, number=number, password=password)
+    return show_page(saved=version, **shown)
 
 
 def features_edit(fields: dict[str, str]) -> tuple[Callable[[str], str], str]:
@@ -224,3 +241,109 @@ def operator_restore(name: str, version: str, request: Request, posted=Depends(s
                      session: Session = Depends(db)) -> Response:
     fields, me = posted
     return change(request, session, me, operator_place(session, me, name), fields, "restore", version)
+
+
+# --- incoming calls: the scenario form, greetings and music ---------------------------------------
+
+def incoming_change(request: Request, session: Session, me: users.SignedIn, place: Place,
+                    fields: dict[str, str]) -> Response:
+    show_page = partial(show, request, session, me, place, page="incoming")
+    space = configurator.workspace(session, place.site)
+    try:
+        base = int(fields.get("base", ""))
+        edit, summary = incoming.edit_from_form(fields, [e["number"] for e in space.extensions] if space else [])
+    except ValueError:
+        return show_page(400, error_key="form_incomplete")
+    except config_edit.EditRefused as exc:
+        return show_page(422, error_key=exc.key, field=exc.field, form=fields, action="incoming")
+    return save_change(show_page, session, me, place, fields, base, edit, summary, "incoming")
+
+
+def sound_change(request: Request, session: Session, store: Storage, me: users.SignedIn, place: Place,
+                 fields: dict[str, str]) -> Response:
+    """An uploaded greeting or music converted and named in the config by its hash; or, with
+    `reset`, the box's own sound again."""
+    show_page = partial(show, request, session, me, place, page="incoming")
+    upload: UploadFile | None = getattr(request.state, "upload", None)
+    slot = fields.get("slot", "")
+    try:
+        base = int(fields.get("base", ""))
+    except ValueError:
+        base = -1
+    if slot not in sounds.SLOTS or base < 0:
+        return show_page(400, error_key="form_incomplete")
+    if fields.get("reset") == "1":
+        value, summary = None, change_said("sound_reset", slot=slot)
+    elif upload is None or not upload.filename:
+        return show_page(422, error_key="sound_choose", field=slot)
+    else:
+        try:
+            with tempfile.TemporaryDirectory() as folder:
+                path = Path(folder) / "upload"
+                with open(path, "wb") as out:
+                    shutil.copyfileobj(upload.file, out, 1 << 20)
+                sound = sounds.add(session, store, place.site, path, upload.filename, me.username)
+        except sounds.SoundRefused as exc:
+            session.rollback()
+            return show_page(422, error_key=exc.key, field=slot, detail=exc.detail)
+        finally:
+            upload.file.close()
+        value = f"sha256:{sound.sha256}"
+        summary = change_said("sound", slot=slot, name=sound.filename[:64])
+    edit = partial(config_edit.set_section, key=incoming.sound_section(slot), values={slot: value})
+    return save_change(show_page, session, me, place, fields, base, edit, summary, "sound")
+
+
+def admin_upload(posted: tuple[dict[str, str], users.SignedIn] = Depends(signed_form(org_user, upload_form))) \
+        -> tuple[dict[str, str], users.SignedIn]:
+    return admin_form(posted)
+
+
+@router.post("/settings/incoming")
+def customer_incoming(request: Request, posted=Depends(admin_form), session: Session = Depends(db)) -> Response:  # noqa: ANN001
+    fields, me = posted
+    return incoming_change(request, session, me, customer_place(session, me, fields.get("site")), fields)
+
+
+@router.post("/fleet/{name}/incoming")
+def operator_incoming(name: str, request: Request, posted=Depends(signed_form(operator)),  # noqa: ANN001
+                      session: Session = Depends(db)) -> Response:
+    fields, me = posted
+    return incoming_change(request, session, me, operator_place(session, me, name), fields)
+
+
+@router.post("/settings/incoming/sound", max_body_size=sounds.MAX_UPLOAD_BYTES + (64 << 10))
+def customer_sound(request: Request, posted=Depends(admin_upload), session: Session = Depends(db),  # noqa: ANN001
+                   store: Storage = Depends(storage)) -> Response:
+    fields, me = posted
+    return sound_change(request, session, store, me, customer_place(session, me, fields.get("site")), fields)
+
+
+@router.post("/fleet/{name}/incoming/sound", max_body_size=sounds.MAX_UPLOAD_BYTES + (64 << 10))
+def operator_sound(name: str, request: Request, posted=Depends(signed_form(operator, upload_form)),  # noqa: ANN001
+                   session: Session = Depends(db), store: Storage = Depends(storage)) -> Response:
+    fields, me = posted
+    return sound_change(request, session, store, me, operator_place(session, me, name), fields)
+
+
+@router.get("/settings/sounds/{sha256}")
+def customer_sound_file(sha256: str, request: Request, site: str | None = None, me: users.SignedIn = Depends(org_user),
+                        session: Session = Depends(db), store: Storage = Depends(storage)) -> Response:
+    """A sound of the organisation's site, for the page's player."""
+    return sound_file(request, session, store, customer_place(session, me, site).site, sha256, me)
+
+
+@router.get("/fleet/{name}/sounds/{sha256}")
+def operator_sound_file(name: str, sha256: str, request: Request, me: users.SignedIn = Depends(operator),
+                        session: Session = Depends(db), store: Storage = Depends(storage)) -> Response:
+    return sound_file(request, session, store, operator_place(session, me, name).site, sha256, me)
+
+
+def sound_file(request: Request, session: Session, store: Storage, site: Site, sha256: str,
+               me: users.SignedIn) -> Response:
+    try:
+        found = sounds.of_site(session, site, sha256)
+    except FleetError:
+        return message(request, 404, me, "page_not_found")
+    session.close()
+    return stored_file(request, store, found.sha256, found.size, "sounds", "audio/wav")

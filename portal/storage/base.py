@@ -10,7 +10,8 @@ from typing import BinaryIO, Iterator, Protocol
 READ_CHUNK = 64 << 10
 
 
-KINDS = {"recordings": ".wav", "firmware": ".bin", "releases": ".raucb"}  # by content hash: calls' audio, phones' firmware, box software
+# by content hash: calls' audio, phones' firmware, box software, offices' greetings and music
+KINDS = {"recordings": ".wav", "firmware": ".bin", "releases": ".raucb", "sounds": ".wav"}
 
 
 def key_for(sha256: str, kind: str = "recordings") -> str:
