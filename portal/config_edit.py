@@ -101,7 +101,7 @@ def _find(doc: CommentedMap, number: str) -> CommentedMap:
     raise EditRefused("extension_unknown", "number")
 
 
-def _clean_name(name: str) -> str:
+def clean_name(name: str) -> str:
     name = " ".join(name.split())
     if not name:
         raise EditRefused("name_needed", "name")
@@ -119,7 +119,7 @@ def add_extension(text: str, number: str, name: str, password: str) -> str:
     extensions = _extensions(doc)
     if any(isinstance(e, CommentedMap) and str(e.get("number")) == number for e in extensions):
         raise EditRefused("number_taken", "number")
-    entry = CommentedMap([("number", DoubleQuotedScalarString(number)), ("name", DoubleQuotedScalarString(_clean_name(name))),
+    entry = CommentedMap([("number", DoubleQuotedScalarString(number)), ("name", DoubleQuotedScalarString(clean_name(name))),
                           ("password", password)])
     before = next((e for e in reversed(extensions) if isinstance(e, CommentedMap)), None)
     if before is not None and before.fa.flow_style():
@@ -130,7 +130,7 @@ def add_extension(text: str, number: str, name: str, password: str) -> str:
 
 def rename_extension(text: str, number: str, name: str) -> str:
     doc = _load(text)
-    _find(doc, number)["name"] = DoubleQuotedScalarString(_clean_name(name))
+    _find(doc, number)["name"] = DoubleQuotedScalarString(clean_name(name))
     return _dump(doc, text)
 
 
@@ -196,3 +196,59 @@ def _plain(value: object) -> object:
     if isinstance(value, list):
         return [_plain(v) for v in value]
     return value
+
+
+def set_extension(text: str, number: str, values: dict[str, object]) -> str:
+    """Sets keys of one extension (its name, permissions, pickup group, recording, phone) as the
+    extension page says; None removes a key (the box's default applies)."""
+    doc = _load(text)
+    entry = _find(doc, number)
+    for name, value in values.items():
+        if value is None:
+            entry.pop(name, None)
+        else:
+            entry[name] = _flow(value)
+    return _dump(doc, text)
+
+
+def _trunks(doc: CommentedMap) -> CommentedSeq:
+    trunks = doc.get("trunks")
+    if trunks is None:
+        trunks = doc["trunks"] = CommentedSeq()
+    if not isinstance(trunks, CommentedSeq):
+        raise EditRefused("config_section_not_mapping")
+    return trunks
+
+
+def _trunk(doc: CommentedMap, name: str) -> CommentedMap:
+    for item in _trunks(doc):
+        if isinstance(item, CommentedMap) and str(item.get("name")) == name:
+            return item
+    raise EditRefused("trunk_gone", "name")
+
+
+def set_trunk(text: str, name: str, values: dict[str, object]) -> str:
+    """Sets keys of trunk `name`; None removes a key; a key left out (a password not retyped) stays."""
+    doc = _load(text)
+    entry = _trunk(doc, name)
+    for key, value in values.items():
+        if value is None:
+            entry.pop(key, None)
+        else:
+            entry[key] = _flow(value)
+    return _dump(doc, text, "trunks")
+
+
+def add_trunk(text: str, name: str, values: dict[str, object]) -> str:
+    doc = _load(text)
+    trunks = _trunks(doc)
+    if any(isinstance(t, CommentedMap) and str(t.get("name")) == name for t in trunks):
+        raise EditRefused("trunk_name_taken", "name")
+    trunks.append(_flow({"name": name} | {k: v for k, v in values.items() if v is not None}))  # one line
+    return _dump(doc, text, "trunks")
+
+
+def remove_trunk(text: str, name: str) -> str:
+    doc = _load(text)
+    _trunks(doc).remove(_trunk(doc, name))
+    return _dump(doc, text, "trunks")

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import yaml
+from markupsafe import Markup, escape
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
@@ -74,11 +75,15 @@ def change_of(summary: str | None) -> dict:
     return said if isinstance(said, dict) and isinstance(said.get("do"), str) else {"do": "text"}
 
 
-def change_words(change: dict, words: dict[str, str]) -> str:
-    """A version's change (change_of) said in the words of one language (portal/i18n.py)."""
+def change_words(change: dict, words: dict[str, str], html: bool = False) -> str:
+    """A version's change (change_of) said in the words of one language (portal/i18n.py); `html`:
+    as markup for a page, in which the names people typed are marked translate="no"."""
     on = lambda flag: words["word_on"] if flag else words["word_off"]  # noqa: E731
     said = words.get("change_" + change["do"], words["change_text"])
-    return said.format(number=change.get("number", ""), name=change.get("name", ""), version=change.get("version", ""),
+    name = str(change.get("name", ""))
+    if html:
+        said, name = Markup(escape(said)), Markup('<span translate="no">{}</span>').format(name)
+    return said.format(number=change.get("number", ""), name=name, version=change.get("version", ""),
                        pickup=on(change.get("pickup")), recording=on(change.get("recording")),
                        keep_days=change.get("keep_days", ""), slot=words.get(f"slot_{change.get('slot')}", ""),
                        hours=change.get("hours", ""), holidays=change.get("holidays", ""))

@@ -34,6 +34,8 @@ class Workspace:
     features: dict = field(default_factory=dict)  # pickup, its codes, the transfer key, recording and its retention
     phones: dict[str, dict] = field(default_factory=dict)  # extension -> what the last heartbeat said of its phone
     incoming: dict = field(default_factory=dict)  # the incoming-calls page's view (portal/incoming.py)
+    trunks: list[dict] = field(default_factory=list)  # without their passwords
+    area: dict = field(default_factory=dict)  # the dial plan's country and area code
 
 
 def workspace(session: Session, site: Site) -> Workspace | None:
@@ -44,33 +46,39 @@ def workspace(session: Session, site: Site) -> Workspace | None:
         return None
     status = json.loads(site.last_status) if site.last_status else {}
     phones = {p.get("extension"): p for p in status.get("phones", []) if isinstance(p, dict) and p.get("extension")}
-    extensions, features = _settings(newest.text)
+    extensions, features, trunks, area = _settings(newest.text)
     try:
         inbound = incoming.read(newest.text)
     except EditRefused:
         inbound = {}  # not a mapping: edited as text on the site page
     return Workspace(site, newest.version, newest.state, json.loads(newest.errors) if newest.errors else [],
-                     extensions, features, phones, inbound)
+                     extensions, features, phones, inbound, trunks, area)
 
 
-def _settings(text: str) -> tuple[list[dict], dict]:
-    """The extensions (without their passwords) and the features as the box reads them (its own
-    parser, defaults included)."""
+def _settings(text: str) -> tuple[list[dict], dict, list[dict], dict]:
+    """The extensions and trunks (without their passwords), the features and the dialling area as
+    the box reads them (its own parser, defaults included)."""
     from appliance.config import InvalidConfig, parse
 
     try:
         cfg = parse(text, Path("config"), on_box=False)
     except InvalidConfig:
-        return [], {}  # a version only a newer box understands: edited as text on the site page
+        return [], {}, [], {}  # a version only a newer box understands: edited as text on the site page
     extensions = [{"number": e.number, "name": e.name, "permissions": e.permissions, "pickup_group": e.pickup_group,
-                   "has_password": e.password is not None,
-                   "phone": {"mac": e.phone.mac, "vendor": e.phone.vendor, "model": e.phone.model} if e.phone else None}
+                   "has_password": e.password is not None, "record": e.record,
+                   "phone": {"mac": ":".join(e.phone.mac[i:i + 2] for i in range(0, 12, 2)).upper(),
+                             "vendor": e.phone.vendor, "model": e.phone.model,
+                             "keys": [{"type": k.type, "value": k.value, "label": k.label} for k in e.phone.keys or []]}
+                   if e.phone else None}
                   for e in cfg.extensions]
     f = cfg.features
     features = {"pickup": f.pickup, "pickup_code": f.pickup_code, "directed_pickup_prefix": f.directed_pickup_prefix,
                 "transfer_key": f.transfer_key, "recording": cfg.recording_enabled,
                 "keep_days": cfg.recording_keep_days}
-    return extensions, features
+    trunks = [{"name": t.name, "host": t.host, "port": t.port, "transport": t.transport, "username": t.username,
+               "has_password": bool(t.password), "register": t.register, "caller_id": t.caller_id,
+               "number_format": t.number_format, "dids": t.dids} for t in cfg.trunks]
+    return extensions, features, trunks, {"country": cfg.country, "area_code": cfg.area_code}
 
 
 def dialplan_test(session: Session, site: Site, number: str, caller: str | None) -> dict | None:

@@ -99,6 +99,23 @@ def test_pickup_code_takes_the_call_from_the_ringing_phone(office):
     assert record["answered_by"] == "103" and record["rang"] == ["102"]  # who answered, and whose phone rang
 
 
+def test_an_extension_with_recording_off_is_never_recorded_whoever_calls_or_picks_up(tmp_path):
+    """The director's calls stay off the recordings: dialled, dialling, or picking up a colleague's
+    call; the others' calls are recorded as before."""
+    office = make_office(tmp_path, OFFICE.replace('name: "Store", password: "pw-103-secret"',
+                                                  'name: "Store", password: "pw-103-secret", recording: false'))
+    for caller, callee in (("101", "102"), ("101", "103"), ("103", "102")):
+        phone, ringing = answered_call(office, caller, callee)
+        ringing.ends(200)
+    office.invite("101", "102", name="Reception")
+    office.legs.to("102").rings()
+    picker = office.invite("103", "0")
+    picker.media_up()
+    recorded = [(r["src"], r["dst"], r["picked_up_by"] or "", bool(r["recording"])) for r in office.records()]
+    assert sorted(recorded) == [("101", "102", "", True), ("101", "102", "103", False), ("101", "103", "", False),
+                                ("103", "102", "", False)]
+
+
 def test_pickup_with_nothing_ringing_plays_a_tone_and_writes_no_record(office):
     picker = office.invite("103", "0")
     assert picker.answers == [200]

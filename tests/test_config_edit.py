@@ -124,3 +124,81 @@ def test_a_wrong_incoming_field_is_refused_with_its_name(fields, field):
     with pytest.raises(EditRefused) as refused:
         incoming.edit_from_form(incoming_form(**fields), ["101"])
     assert refused.value.field == field
+
+
+def test_the_extension_page_writes_permissions_pickup_group_recording_and_a_phone_with_keys():
+    from portal import extension_form
+
+    edit, _ = extension_form.edit_from_form({
+        "name": " Склад  ", "permissions": "international", "pickup_group": "store", "phone_mac": "80-5e-c0-11-22-33",
+        "phone_model": "yealink:T46U", "key-0-type": "blf", "key-0-value": "101", "key-0-label": "Ресепшн",
+        "key-1-type": "", "key-2-type": "pickup"}, "105")
+    text = edit(DEMO)
+    before, after = DEMO.splitlines(), text.splitlines()
+    assert after[:-1] == before[:-1]  # only 105's own line changes
+    cfg = parse(text, Path("config"), on_box=False)
+    e = cfg.extension("105")
+    assert (e.name, e.permissions, e.pickup_group, e.record) == ("Склад", "international", "store", False)
+    assert (e.phone.mac, e.phone.vendor, e.phone.model) == ("805ec0112233", "yealink", "T46U")
+    assert [(k.type, k.value, k.label) for k in e.phone.keys] == [("blf", "101", "Ресепшн"), ("pickup", "", "pickup")]
+    # Defaults again: recording on, the office's group, no phone: those keys leave the line.
+    again, _ = extension_form.edit_from_form({"name": "Склад", "permissions": "long_distance", "recording": "on",
+                                              "pickup_group": "office"}, "105")
+    assert again(text).splitlines()[-1] == '  - {number: "105", name: "Склад", permissions: "long_distance"}'
+
+
+@pytest.mark.parametrize("fields, field", [
+    ({"permissions": "everything"}, "permissions"),
+    ({"pickup_group": "a b"}, "pickup_group"),
+    ({"phone_mac": "80:5e:c0:11:22"}, "phone_mac"),
+    ({"phone_mac": "805ec0112233", "phone_model": "yealink:T99"}, "phone_model"),
+    ({"phone_mac": "805ec0112233", "phone_model": "yealink:T46U", "key-3-type": "blf"}, "key-3-value"),
+    ({"phone_mac": "805ec0112233", "phone_model": "yealink:T46U", "key-0-type": "speed_dial", "key-0-value": "1; x"},
+     "key-0-value"),
+    ({"phone_mac": "805ec0112233", "phone_model": "yealink:T46U", "key-0-type": "reboot"}, "key-0-type"),
+])
+def test_a_wrong_extension_field_is_refused_with_its_name(fields, field):
+    from portal import extension_form
+
+    with pytest.raises(EditRefused) as refused:
+        extension_form.edit_from_form({"name": "X", "permissions": "internal"} | fields, "105")
+    assert refused.value.field == field
+
+
+def test_the_trunks_page_adds_changes_and_removes_a_trunk_and_keeps_an_untyped_password():
+    from portal import trunk_form
+
+    add, _ = trunk_form.add_trunk({"name": "main", "host": "sip.provider.example", "port": "5060", "register": "on",
+                                   "username": "8312000000", "password": "Pw-1!x", "caller_id": "+7 831 200-00-00",
+                                   "dids": "78312000000\n78312000001"}, 0)
+    text = add(DEMO)
+    assert text.startswith(DEMO)  # the new trunk is added at the end; nothing before it changes
+    changed, _ = trunk_form.edit_trunk({"host": "sip2.provider.example", "port": "5080", "transport": "tcp",
+                                        "username": "8312000000", "password": "", "number_format": "national",
+                                        "dids": "78312000000"}, "main")
+    cfg = parse(changed(text), Path("config"), on_box=False)
+    (trunk,) = cfg.trunks
+    assert (trunk.host, trunk.port, trunk.transport, trunk.register, trunk.number_format) == (
+        "sip2.provider.example", 5080, "tcp", False, "national")
+    assert trunk.password == "Pw-1!x" and trunk.caller_id == "" and trunk.dids == ["78312000000"]
+    area, _ = trunk_form.edit_area({"country": "RU", "area_code": " 831 "}, ("RU",))
+    assert parse(area(text), Path("config"), on_box=False).area_code == "831"
+    removed, _ = trunk_form.remove_trunk("main")
+    assert parse(removed(text), Path("config"), on_box=False).trunks == []
+
+
+@pytest.mark.parametrize("fields, field", [
+    ({"host": "sip.example\"; rm"}, "host"),
+    ({"port": "70000"}, "port"),
+    ({"password": "with space"}, "password"),
+    ({"username": "o'brien"}, "username"),
+    ({"caller_id": "8312000000"}, "caller_id"),
+    ({"dids": "7831200000x"}, "dids"),
+    ({"name": "a b"}, "name"),
+])
+def test_a_wrong_trunk_field_is_refused_with_its_name(fields, field):
+    from portal import trunk_form
+
+    with pytest.raises(EditRefused) as refused:
+        trunk_form.add_trunk({"name": "main", "host": "sip.example"} | fields, 0)
+    assert refused.value.field == field

@@ -46,14 +46,22 @@ def russian_text(page) -> str:
         return copy.innerText; }""")
 
 
-def sign_in(browser, portal, user: str):
+def fresh(page):
+    """The same person's new tab, the old one closed: a page showing a pending version refreshes
+    itself every 3 s, which would abort a navigation started in it."""
+    new = page.context.new_page()
+    page.close()
+    return new
+
+
+def sign_in(browser, portal, user: str, landing: str = "**/calls"):
     page = browser.new_context(locale="ru-RU", viewport={"width": 1280, "height": 900},
                                extra_http_headers={"Accept-Language": "ru-RU,ru;q=0.9"}).new_page()
     page.goto(f"{portal.url}/login")
     page.get_by_label("Имя пользователя").fill(user)
     page.get_by_label("Пароль").fill(PASSWORD)
     page.get_by_role("button", name="Войти").click()
-    page.wait_for_url("**/calls")
+    page.wait_for_url(landing)
     return page
 
 
@@ -224,9 +232,10 @@ GREETING_HZ = 2900.0  # the office's own greeting: a tone the box's standard spo
 
 
 def test_an_admin_uploads_an_mp3_greeting_and_a_ring_group_and_a_trunk_caller_hears_them(office, lab, tmp_path):
-    """Incoming calls in Russian: an MP3 greeting converted by the portal, fetched by the box by its
-    hash; a wrong hour shown beside its field; the day's ring group changed; then a call from the
-    trunk hears that greeting and rings the new group."""
+    """Incoming calls and one extension's page in Russian: an MP3 greeting converted by the portal,
+    fetched by the box by its hash; a wrong hour shown beside its field; the day's ring group
+    changed; 102's recording switched off and a desk phone with a key; then a call from the trunk
+    hears that greeting, rings the new group and is not recorded."""
     from playwright.sync_api import sync_playwright
 
     portal, pbx, config, provider_port = office
@@ -269,6 +278,7 @@ def test_an_admin_uploads_an_mp3_greeting_and_a_ring_group_and_a_trunk_caller_he
             assert hashlib.sha256(stored.read_bytes()).hexdigest() == sha
 
             # A wrong hour is shown beside its field, in Russian, and nothing is saved.
+            anna = fresh(anna)
             anna.goto(f"{portal.url}/settings/incoming?site=acme-hq")
             anna.locator('input[name="hours-mon"]').fill("9-18")
             anna.locator("form[data-form=incoming]").get_by_role("button", name="Сохранить").click()
@@ -289,6 +299,36 @@ def test_an_admin_uploads_an_mp3_greeting_and_a_ring_group_and_a_trunk_caller_he
             wait_until(lambda: versions(portal)[3]["state"] == "applied", 15, "the scenario applied on the box", lab)
             assert versions(portal)[2]["change"]["do"] == "sound"
 
+            # 102's own page: its calls are not recorded, it calls only extensions, it has a Yealink
+            # whose first key shows 101's line.
+            anna.get_by_role("navigation", name="Конфигуратор").get_by_role("link", name="Добавочные").click()
+            anna.locator('[data-edit-extension="102"]').click()
+            anna.wait_for_url("**/settings/extensions/102?site=acme-hq")
+            form = anna.locator('form[data-form=extension]')
+            form.locator('input[name="recording"]').uncheck()
+            form.locator('select[name="permissions"]').select_option("internal")
+            form.locator('input[name="phone_mac"]').fill("80:5E:C0:12:34:56")
+            form.locator('select[name="phone_model"]').select_option("yealink:T46U")
+            form.get_by_role("button", name="Сохранить").click()
+            anna.wait_for_load_state()
+            assert anna.locator("[data-saved]").get_attribute("data-saved") == "4"
+            wait_until(lambda: versions(portal)[4]["state"] == "applied", 15, "102's settings applied", lab)
+            anna = fresh(anna)
+            anna.goto(f"{portal.url}/settings/extensions/102?site=acme-hq")
+            assert "(у этой модели их 27)" in anna.locator("caption").inner_text()
+            anna.locator('select[name="key-0-type"]').select_option("blf")
+            anna.locator('input[name="key-0-value"]').fill("101")
+            anna.locator('input[name="key-0-label"]').fill("Ресепшн")
+            anna.locator("form[data-form=extension]").get_by_role("button", name="Сохранить").click()
+            anna.wait_for_load_state()
+            assert anna.locator("[data-saved]").get_attribute("data-saved") == "5"
+            assert anna.locator('input[name="key-0-value"]').input_value() == "101"
+            assert not english_words(russian_text(anna)), sorted(english_words(russian_text(anna)))
+            anna.screenshot(path=str(SHOTS / "extension-ru.png"), full_page=True)
+            wait_until(lambda: versions(portal)[5]["state"] == "applied", 15, "102's phone key applied", lab)
+            line = next(x for x in config.read_text().splitlines() if 'number: "102"' in x)
+            assert "recording: false" in line and 'permissions: "internal"' in line and '"blf"' in line, line
+
             # A viewer hears the greeting but is offered no upload, and a posted one is refused.
             vera = sign_in(browser, portal, "vera")
             vera.goto(f"{portal.url}/settings/incoming")
@@ -296,9 +336,31 @@ def test_an_admin_uploads_an_mp3_greeting_and_a_ring_group_and_a_trunk_caller_he
             assert vera.locator('tr[data-sound-slot="greeting"] audio').count() == 1
             csrf = vera.locator('header input[name="csrf"]').get_attribute("value")
             posted = vera.request.post(f"{portal.url}/settings/incoming/sound", multipart={
-                "csrf": csrf, "base": "3", "slot": "greeting",
+                "csrf": csrf, "base": "5", "slot": "greeting",
                 "sound": {"name": "x.mp3", "mimeType": "audio/mpeg", "buffer": mp3.read_bytes()}})
-            assert posted.status == 403 and set(versions(portal)) == {1, 2, 3}
+            assert posted.status == 403 and set(versions(portal)) == {1, 2, 3, 4, 5}
+
+            # The provider's operator changes the trunk; the office reads it without its password.
+            portal.cli("add-user", "--user", "olga", "--password", PASSWORD, "--role", "operator")
+            olga = sign_in(browser, portal, "olga", "**/fleet")
+            olga.goto(f"{portal.url}/fleet/acme-hq/trunks")
+            trunk = olga.locator('form[data-form=trunk][data-trunk="main"]')
+            trunk.locator('input[name="caller_id"]').fill("+7 831 200-00-00")
+            trunk.locator('input[name="password"]').fill("Pw-provider-1")
+            trunk.locator('textarea[name="dids"]').fill(f"{DID}\n78312000001")
+            trunk.get_by_role("button", name="Сохранить").click()
+            olga.wait_for_load_state()
+            assert olga.locator("[data-saved]").get_attribute("data-saved") == "6"
+            assert "Pw-provider-1" not in olga.content()
+            assert not english_words(russian_text(olga)), sorted(english_words(russian_text(olga)))
+            olga.screenshot(path=str(SHOTS / "trunks-ru.png"), full_page=True)
+            wait_until(lambda: versions(portal)[6]["state"] == "applied", 15, "the trunk applied on the box", lab)
+            line = next(x for x in config.read_text().splitlines() if "name: main" in x)
+            assert 'caller_id: "+78312000000"' in line and '"78312000001"' in line and "Pw-provider-1" in line
+            anna = fresh(anna)
+            anna.goto(f"{portal.url}/settings/trunks?site=acme-hq")
+            assert anna.locator('form[data-form=trunk][data-trunk="main"] input[name="host"]').is_disabled()
+            assert "Pw-provider-1" not in anna.content() and anna.locator("form[data-form=add-trunk]").count() == 0
         finally:
             browser.close()
 
@@ -317,6 +379,8 @@ def test_an_admin_uploads_an_mp3_greeting_and_a_ring_group_and_a_trunk_caller_he
         lab.wait_for(lambda: answering.last_call.state == pj.PJSIP_INV_STATE_DISCONNECTED, 5, "hang-up")
         assert has_tone(call.record_path, GREETING_HZ), "the caller did not hear the uploaded greeting"
         assert has_tone(call.record_path, TONES["102"])
+        record = pbx.wait_cdr(lambda r: r["direction"] == "inbound" and r["ended_at"])
+        assert record["answered_by"] == "102" and not record["recording"]  # 102's calls are not recorded
     finally:
         lab.release_phones()
         lab.ep.transportClose(transport)

@@ -10,6 +10,7 @@ FILE:LINE: message.
     loader.py    load(path) on the box, parse(text, path, on_box=False) anywhere
 """
 from .loader import load, parse
+from .sections import phone_models
 from .nodes import ConfigError, InvalidConfig
 from .schema import (EXTENSION_NUMBER, MAX_CONCURRENT_CALLS, DEFAULT_CONCURRENT_CALLS, RTP_PORTS_PER_CALL,
                      RTP_PORTS_SPARE, CALL_CLASSES, MAX_TRUNKS, TOP_LEVEL_KEYS, VENDORS, KEY_TYPES, PhoneKey,
@@ -18,7 +19,7 @@ from .schema import (EXTENSION_NUMBER, MAX_CONCURRENT_CALLS, DEFAULT_CONCURRENT_
                      Cloud, Config, ASSETS_DIR)
 
 __all__ = [
-    "ConfigError", "InvalidConfig", "load", "parse", "EXTENSION_NUMBER", "MAX_CONCURRENT_CALLS",
+    "ConfigError", "InvalidConfig", "load", "parse", "phone_models", "EXTENSION_NUMBER", "MAX_CONCURRENT_CALLS",
     "DEFAULT_CONCURRENT_CALLS", "RTP_PORTS_PER_CALL", "RTP_PORTS_SPARE", "CALL_CLASSES", "MAX_TRUNKS",
     "TOP_LEVEL_KEYS", "VENDORS", "KEY_TYPES", "PhoneKey", "Phone", "PERMISSIONS", "DEFAULT_PERMISSIONS",
     "Extension", "Trunk", "SOUNDS", "WEEKDAYS", "Step", "Inbound", "DialRule", "Features", "Dhcp",

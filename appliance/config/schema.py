@@ -52,6 +52,7 @@ class Extension:
     phone: Phone | None = None
     permissions: str = "long_distance"  # DEFAULT_PERMISSIONS
     pickup_group: str = "office"  # "0" picks up calls ringing on the phones of the same group
+    record: bool = True  # false: no call this extension makes, answers or picks up is recorded
 
 
 @dataclass

@@ -72,6 +72,11 @@ def read_sound(r: Reader, node: Node, label: str, cfg: Config, target: object, a
                          asset.group(1)))
 
 
+def phone_models() -> dict[str, dict[str, int]]:
+    """Each vendor's desk phone models and their programmable keys (what a config may name)."""
+    return {vendor: {model: meta["keys"] for model, meta in v.models.items()} for vendor, v in catalog().items()}
+
+
 def read_site(r: Reader, node: Node, cfg: Config) -> None:
     site = r.mapping(node, {"name", "timezone", "language", "country", "area_code"}, "site")
     if "country" in site:
@@ -207,7 +212,8 @@ def read_extensions(r: Reader, node: Node) -> list[Extension]:
     macs: dict[str, int] = {}
     out: list[Extension] = []
     for item in r.sequence(node, "extensions"):
-        f = r.mapping(item, {"number", "name", "password", "phone", "permissions", "pickup_group"}, "extension")
+        f = r.mapping(item, {"number", "name", "password", "phone", "permissions", "pickup_group", "recording"},
+                      "extension")
         if "number" not in f:
             r.error(item, "extension needs a number")
             continue
@@ -235,8 +241,9 @@ def read_extensions(r: Reader, node: Node) -> list[Extension]:
             r.error(f["permissions"][1], f"extension {number}: permissions must be one of {', '.join(PERMISSIONS)}")
             permissions = "internal"
         group = (r.text(f["pickup_group"][1], "pickup_group") if "pickup_group" in f else None) or "office"
+        record = r.boolean(f["recording"][1], f"extension {number}: recording") if "recording" in f else True
         out.append(Extension(number=number, name=name or f"Extension {number}", password=password, line=line,
-                             phone=phone, permissions=permissions, pickup_group=group))
+                             phone=phone, permissions=permissions, pickup_group=group, record=record is not False))
     return out
 
 

@@ -65,11 +65,17 @@ class CallRecords:
         self._write(lambda: self.store.ended(cdr_id, disposition, code, quality), "end update")
         self.recording_now.discard(cdr_id)
 
-    def new_recording(self, media: Media, cdr_id: str, src: str, dst: str) -> tuple[object, str] | None:
-        """(recorder, path) of a new recording of call `cdr_id`, or None: recording is off, the disk
-        is short of recording.min_free_mb, or the file cannot be created (the call goes on
-        unrecorded, and the log says why)."""
+    def new_recording(self, media: Media, cdr_id: str, src: str, dst: str,
+                      answerer: str | None = None) -> tuple[object, str] | None:
+        """(recorder, path) of a new recording of call `cdr_id`, or None: recording is off (for the
+        office, or for an extension in the call: caller, dialled or `answerer`), the disk is short
+        of recording.min_free_mb, or the file cannot be created (the call goes on unrecorded, and
+        the log says why)."""
         if not self.cfg.recording_enabled or not room_to_record(self.cfg):
+            return None
+        private = [n for n in (src, dst, answerer) if n and (e := self.cfg.extension(n)) and not e.record]
+        if private:
+            log.info("call %s not recorded: extension %s has recording off", cdr_id, private[0])
             return None
         path = recording_path(self.cfg.data_dir, cdr_id, src, dst)
         try:

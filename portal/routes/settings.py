@@ -19,7 +19,10 @@ from starlette.datastructures import UploadFile
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .. import config_edit, configurator, dialwords, incoming, sounds, users
+from appliance.config import KEY_TYPES, PERMISSIONS
+from appliance.countryplans import COUNTRIES
+
+from .. import config_edit, configurator, dialwords, extension_form, incoming, sounds, trunk_form, users
 from ..configs import change_said, change_words, config_rows, restore
 from ..deps import PageRefused, db, operator, org_user, signed_form, storage, stored_file, upload_form
 from ..fleet import FleetError, site_by_name
@@ -59,20 +62,28 @@ def operator_place(session: Session, me: users.SignedIn, name: str) -> Place:
     return Place(site, f"/fleet/{site.name}", True)
 
 
-PAGES = ("extensions", "features", "incoming", "dialplan")
+PAGES = ("extensions", "features", "incoming", "trunks", "dialplan")
 
 
 def show(request: Request, session: Session, me: users.SignedIn, place: Place, status: int = 200,
-         page: str = "extensions", **said: object) -> Response:
+         page: str = "extensions", extension: str | None = None, **said: object) -> Response:
+    """A configurator page (`extension`: the page of that one extension) with what was just said."""
     space = configurator.workspace(session, place.site)
     versions = config_rows(session, place.site.name)[:20]
     tested = None
     if page == "dialplan" and (number := request.query_params.get("number", "").strip()):
         tested = configurator.dialplan_test(session, place.site, number, request.query_params.get("from", "").strip())
     named = sounds.named(session, place.site) if page == "incoming" else {}
-    return render(request, f"{page}.html", status, me=me, place=place, space=space, versions=versions,
-                  said=said, page=page, change_words=change_words, tested=tested, dial_shape=dialwords.shape,
-                  sounds=named)
+    chosen = next((e for e in space.extensions if e["number"] == extension), None) if space and extension else None
+    models = extension_form.models()
+    if extension and space and chosen is None:
+        return message(request, 404, me, "page_not_found")
+    return render(request, "extension.html" if chosen else f"{page}.html", status, me=me, place=place, space=space,
+                  versions=versions, said=said, page=page, change_words=change_words, tested=tested,
+                  dial_shape=dialwords.shape, sounds=named, extension=chosen, models=models,
+                  model_keys={f"{vendor}:{model}": keys for vendor, model, keys in models},
+                  key_types=KEY_TYPES, permissions=PERMISSIONS, countries=COUNTRIES,
+                  trunks_editable=place.can_edit and place.prefix.startswith("/fleet/"))
 
 
 @router.get("/settings/{page}")
@@ -81,6 +92,18 @@ def customer_page(page: str, request: Request, site: str | None = None, me: user
     if page not in PAGES:
         return message(request, 404, me, "page_not_found")
     return show(request, session, me, customer_place(session, me, site), page=page)
+
+
+@router.get("/settings/extensions/{number}")
+def customer_extension(number: str, request: Request, site: str | None = None, me: users.SignedIn = Depends(org_user),
+                       session: Session = Depends(db)) -> Response:
+    return show(request, session, me, customer_place(session, me, site), extension=number)
+
+
+@router.get("/fleet/{name}/extensions/{number}")
+def operator_extension(name: str, number: str, request: Request, me: users.SignedIn = Depends(operator),
+                       session: Session = Depends(db)) -> Response:
+    return show(request, session, me, operator_place(session, me, name), extension=number)
 
 
 @router.get("/fleet/{name}/{page}")
@@ -126,6 +149,12 @@ def change(request: Request, session: Session, me: users.SignedIn, place: Place,
     elif action == "features":
         try:
             edit, summary = features_edit(fields)
+        except config_edit.EditRefused as exc:
+            return show_page(422, error_key=exc.key, field=exc.field, form=fields, action=action)
+    elif action == "details":
+        show_page = partial(show_page, extension=number)
+        try:
+            edit, summary = extension_form.edit_from_form(fields, number or "")
         except config_edit.EditRefused as exc:
             return show_page(422, error_key=exc.key, field=exc.field, form=fields, action=action)
     else:  # restore
@@ -181,7 +210,7 @@ def refused(show_page: Callable[..., Response], session: Session, place: Place, 
     return show_page(404 if isinstance(exc, FleetError) and exc.status == 404 else 400, error_key="form_incomplete")
 
 
-ACTIONS = ("rename", "password", "remove")
+ACTIONS = ("rename", "password", "remove", "details")
 
 
 @router.post("/settings/features")
@@ -347,3 +376,53 @@ def sound_file(request: Request, session: Session, store: Storage, site: Site, s
         return message(request, 404, me, "page_not_found")
     session.close()
     return stored_file(request, store, found.sha256, found.size, "sounds", "audio/wav")
+
+
+# --- trunks and the dialling area: the provider's (operators edit; the office reads) -------------
+
+TRUNK_ACTIONS = ("save", "remove")
+
+
+def trunk_change(request: Request, session: Session, me: users.SignedIn, place: Place, fields: dict[str, str],
+                 what: str, trunk: str | None = None) -> Response:
+    """A trunk added, changed or removed, or the dialling area set."""
+    show_page = partial(show, request, session, me, place, page="trunks")
+    space = configurator.workspace(session, place.site)
+    try:
+        base = int(fields.get("base", ""))
+        if what == "add":
+            edit, summary = trunk_form.add_trunk(fields, len(space.trunks) if space else 0)
+        elif what == "save":
+            edit, summary = trunk_form.edit_trunk(fields, trunk or "")
+        elif what == "remove":
+            edit, summary = trunk_form.remove_trunk(trunk or "")
+        else:
+            edit, summary = trunk_form.edit_area(fields, COUNTRIES)
+    except ValueError:
+        return show_page(400, error_key="form_incomplete")
+    except config_edit.EditRefused as exc:
+        return show_page(422, error_key=exc.key, field=exc.field, form=fields, action=what, trunk=trunk)
+    return save_change(show_page, session, me, place, fields, base, edit, summary, what, trunk=trunk)
+
+
+@router.post("/fleet/{name}/trunks")
+def operator_add_trunk(name: str, request: Request, posted=Depends(signed_form(operator)),  # noqa: ANN001
+                       session: Session = Depends(db)) -> Response:
+    fields, me = posted
+    return trunk_change(request, session, me, operator_place(session, me, name), fields, "add")
+
+
+@router.post("/fleet/{name}/trunks/{trunk}/{action}")
+def operator_trunk(name: str, trunk: str, action: str, request: Request, posted=Depends(signed_form(operator)),  # noqa: ANN001
+                   session: Session = Depends(db)) -> Response:
+    fields, me = posted
+    if action not in TRUNK_ACTIONS:
+        return message(request, 404, me, "page_not_found")
+    return trunk_change(request, session, me, operator_place(session, me, name), fields, action, trunk)
+
+
+@router.post("/fleet/{name}/dialling-area")
+def operator_area(name: str, request: Request, posted=Depends(signed_form(operator)),  # noqa: ANN001
+                  session: Session = Depends(db)) -> Response:
+    fields, me = posted
+    return trunk_change(request, session, me, operator_place(session, me, name), fields, "area")

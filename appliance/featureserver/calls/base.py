@@ -133,7 +133,7 @@ class Call:
         if error:
             log.error("call %s: answering the pickup of %s failed: %s", self.cdr_id, picker, error)
         self.answer_caller(200)
-        self.start_recording()
+        self.start_recording(picker)
         self.services.records.answered(self.cdr_id, self.recording_path, by=picker)
         self.services.records.picked_up(self.cdr_id, picker)
         log.info("call %s %s -> %s picked up by %s", self.cdr_id, self.src, self.dst, picker)
@@ -173,8 +173,8 @@ class Call:
 
     # -- media ------------------------------------------------------------------------------
 
-    def start_recording(self) -> None:
-        made = self.services.records.new_recording(self.services.media, self.cdr_id, self.src, self.dst)
+    def start_recording(self, answerer: str | None = None) -> None:
+        made = self.services.records.new_recording(self.services.media, self.cdr_id, self.src, self.dst, answerer)
         if made is not None:
             self.recorder, self.recording_path = made
 

@@ -134,7 +134,7 @@ class BridgedCall(Call):
             self.ringback = None
             self.answer_caller(200)
             if self.recorder is None:
-                self.start_recording()
+                self.start_recording(leg.number if leg.office else None)
             self.services.records.answered(self.cdr_id, self.recording_path, by=leg.number if leg.office else None)
             self.connect_media()
         elif info.state == DISCONNECTED:

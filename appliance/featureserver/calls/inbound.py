@@ -217,7 +217,7 @@ class InboundCall(Call):
             self.prompt = None
             target = leg.target
             self.answered_by = (target.number or target.uri) if target and target.trunk else info.remote_uri
-            self.start_recording()
+            self.start_recording(leg.number if leg.office else None)
             self.services.records.answered(self.cdr_id, self.recording_path, by=leg.number if leg.office else None)
             self.connect_media()
         elif disconnected:
