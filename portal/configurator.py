@@ -7,6 +7,7 @@ older one is refused (409) and the person is told who saved in between, so nobod
 silently overwritten."""
 from __future__ import annotations
 
+import difflib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from . import incoming
 from .config_edit import EditRefused
-from .configs import change_of, desired_config, push_config
+from .configs import change_of, desired_config, masked, push_config, validation_errors
 from .db import as_utc
 from .fleet import FleetError, site_by_name
 from .models import Site, SiteConfig
@@ -97,6 +98,21 @@ def dialplan_test(session: Session, site: Site, number: str, caller: str | None)
     if caller and cfg.extension(caller) is None:
         caller = None
     return DialPlan(cfg).route(number[:40], caller).as_dict() | {"from": caller}
+
+
+def preview(session: Session, site_name: str, base: int, edit: Callable[[str], str]) -> str:
+    """What saving the edit would change in version `base`: a unified diff with secrets masked
+    ("" for nothing), after the box's own checks; refused as `save` would refuse it."""
+    site = site_by_name(session, site_name)
+    current = desired_config(session, site)
+    if current is None or current.version != base:
+        raise FleetError(409, f"version {current.version if current else 0} is not the one this change started "
+                              f"from ({base})")
+    text = edit(current.text)
+    if errors := validation_errors(text):
+        raise FleetError(422, "the config does not validate:\n" + "\n".join(errors))
+    return "".join(difflib.unified_diff(masked(current.text).splitlines(keepends=True),
+                                        masked(text).splitlines(keepends=True), f"v{base}", f"v{base + 1}"))
 
 
 def save(session: Session, site_name: str, base: int, edit: Callable[[str], str], author: str, summary: str) -> int:

@@ -291,7 +291,13 @@ def test_an_admin_uploads_an_mp3_greeting_and_a_ring_group_and_a_trunk_caller_he
             anna.locator('input[name="digit_timeout"]').fill("1")
             anna.locator('input[name="day-0-ring-101"]').uncheck()
             anna.locator('input[name="day-0-ring-102"]').check()
-            anna.locator("form[data-form=incoming]").get_by_role("button", name="Сохранить").click()
+            anna.locator("form[data-form=incoming]").get_by_role("button", name="Сначала показать изменения").click()
+            anna.wait_for_load_state()
+            diff = anna.locator("[data-preview] pre").inner_text()  # reviewed first: nothing saved yet
+            assert '-inbound: {day: [{ring: ["101"]}], greeting' in diff and "digit_timeout: 1}" in diff, diff
+            assert '{ring: ["102"]}' in diff and set(versions(portal)) == {1, 2}
+            anna.screenshot(path=str(SHOTS / "incoming-review-ru.png"), full_page=True)
+            anna.locator("[data-confirm]").click()
             anna.wait_for_load_state()
             assert anna.locator("[data-saved]").get_attribute("data-saved") == "3"
             assert not english_words(russian_text(anna)), sorted(english_words(russian_text(anna)))

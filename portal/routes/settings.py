@@ -164,15 +164,20 @@ def change(request: Request, session: Session, me: users.SignedIn, place: Place,
             session.rollback()
             return refused(show_page, session, place, exc, fields, base)
         return show_page(saved=version)
-    return save_change(show_page, session, me, place, fields, base, edit, summary, action, number=number,
+    return save_change(request, show_page, session, me, place, fields, base, edit, summary, action, number=number,
                        password=password)
 
 
-def save_change(show_page: Callable[..., Response], session: Session, me: users.SignedIn, place: Place,
-                fields: dict[str, str], base: int, edit: Callable[[str], str], summary: str, action: str,
-                **shown: object) -> Response:
-    """An edit saved as the next version, and the page saying so; or why not, beside the form."""
+def save_change(request: Request, show_page: Callable[..., Response], session: Session, me: users.SignedIn,
+                place: Place, fields: dict[str, str], base: int, edit: Callable[[str], str], summary: str,
+                action: str, **shown: object) -> Response:
+    """An edit saved as the next version, and the page saying so; or why not, beside the form. A
+    form sent with `preview` is not saved: the page shows the change as a diff to review, with a
+    button that sends the same form again to save it."""
     try:
+        if fields.get("preview") == "1":
+            diff = configurator.preview(session, place.site.name, base, edit)
+            return show_page(preview=diff, form=fields, action=action, posted_to=request.url.path, **shown)
         version = configurator.save(session, place.site.name, base, edit, me.username, summary)
     except config_edit.EditRefused as exc:
         return show_page(422, error_key=exc.key, field=exc.field, form=fields, action=action)
@@ -285,7 +290,7 @@ def incoming_change(request: Request, session: Session, me: users.SignedIn, plac
         return show_page(400, error_key="form_incomplete")
     except config_edit.EditRefused as exc:
         return show_page(422, error_key=exc.key, field=exc.field, form=fields, action="incoming")
-    return save_change(show_page, session, me, place, fields, base, edit, summary, "incoming")
+    return save_change(request, show_page, session, me, place, fields, base, edit, summary, "incoming")
 
 
 def sound_change(request: Request, session: Session, store: Storage, me: users.SignedIn, place: Place,
@@ -320,7 +325,7 @@ def sound_change(request: Request, session: Session, store: Storage, me: users.S
         value = f"sha256:{sound.sha256}"
         summary = change_said("sound", slot=slot, name=sound.filename[:64])
     edit = partial(config_edit.set_section, key=incoming.sound_section(slot), values={slot: value})
-    return save_change(show_page, session, me, place, fields, base, edit, summary, "sound")
+    return save_change(request, show_page, session, me, place, fields, base, edit, summary, "sound")
 
 
 def admin_upload(posted: tuple[dict[str, str], users.SignedIn] = Depends(signed_form(org_user, upload_form))) \
@@ -402,7 +407,7 @@ def trunk_change(request: Request, session: Session, me: users.SignedIn, place: 
         return show_page(400, error_key="form_incomplete")
     except config_edit.EditRefused as exc:
         return show_page(422, error_key=exc.key, field=exc.field, form=fields, action=what, trunk=trunk)
-    return save_change(show_page, session, me, place, fields, base, edit, summary, what, trunk=trunk)
+    return save_change(request, show_page, session, me, place, fields, base, edit, summary, what, trunk=trunk)
 
 
 @router.post("/fleet/{name}/trunks")
