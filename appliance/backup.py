@@ -30,7 +30,7 @@ from datetime import datetime
 from pathlib import Path
 
 from .config import Config, InvalidConfig, load, parse
-from .config.schema import SOUNDS
+from .config.schema import ASSETS_DIR, SOUNDS
 from .files import write_private
 
 MAGIC = b"EDGEPBX-BACKUP 1\n"
@@ -101,7 +101,9 @@ def named_files(cfg: Config) -> list[Path]:
     """The files the config names that do not ship with the software."""
     named = [cfg.inbound.greeting, cfg.inbound.night_greeting, cfg.inbound.invalid_prompt, cfg.features.music_on_hold,
              cfg.security.tls_certificate, cfg.security.tls_key, cfg.cloud.ca_file]
-    return [p for p in named if p is not None and SOUNDS not in p.resolve().parents and p.is_file()]
+    shipped_or_data = (SOUNDS, (cfg.data_dir / ASSETS_DIR).resolve())  # the portal's sounds travel as data
+    return [p for p in named if p is not None and not any(f in p.resolve().parents for f in shipped_or_data)
+            and p.is_file()]
 
 
 def collect(cfg: Config) -> Contents:
@@ -109,10 +111,11 @@ def collect(cfg: Config) -> Contents:
     for name in DATA_FILES:
         if (cfg.data_dir / name).is_file():
             data[name] = (cfg.data_dir / name).read_bytes()
-    tls = cfg.data_dir / "tls"
-    for path in sorted(tls.iterdir()) if tls.is_dir() else []:
-        if path.is_file():
-            data[f"tls/{path.name}"] = path.read_bytes()
+    for folder in ("tls", ASSETS_DIR):  # the box's certificate; the sounds the portal sent (by hash)
+        found = cfg.data_dir / folder
+        for path in sorted(found.iterdir()) if found.is_dir() else []:
+            if path.is_file() and not path.name.endswith(".tmp"):
+                data[f"{folder}/{path.name}"] = path.read_bytes()
     for name in DATABASES:
         if (cfg.data_dir / name).is_file():
             data[name] = _database_bytes(cfg.data_dir / name)

@@ -95,3 +95,26 @@ def test_a_box_restored_from_its_offline_backup_keeps_its_phones_passwords_and_i
     finally:
         lab.release_phones()
         pbx.stop()
+
+
+def test_a_greeting_the_portal_sent_travels_in_the_backup_to_a_box_in_another_folder(tmp_path):
+    """Sounds the portal sent live under data_dir by their hash: a backup carries them as the box's
+    data, so a replacement whose data_dir is elsewhere runs the config that names them."""
+    import hashlib
+
+    from appliance.backup import collect, restore
+    from appliance.config import load
+
+    (tmp_path / "old").mkdir()
+    (tmp_path / "new").mkdir()
+    sound = (ROOT / "appliance" / "sounds" / "greeting-closed.wav").read_bytes()
+    sha = hashlib.sha256(sound).hexdigest()
+    old = write_office(tmp_path / "old", extra=f'inbound: {{greeting: "sha256:{sha}"}}')
+    (tmp_path / "old" / "var" / "assets").mkdir(parents=True)
+    (tmp_path / "old" / "var" / "assets" / f"{sha}.wav").write_bytes(sound)
+    contents = collect(load(old))
+    assert f"assets/{sha}.wav" in contents.data and not contents.files
+    new = write_office(tmp_path / "new")
+    cfg = restore(contents, new)
+    assert cfg.inbound.greeting == tmp_path / "new" / "var" / "assets" / f"{sha}.wav"
+    assert hashlib.sha256(cfg.inbound.greeting.read_bytes()).hexdigest() == sha

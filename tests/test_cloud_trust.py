@@ -178,3 +178,44 @@ def test_a_plain_http_url_is_refused_before_any_connection():
         PortalClient("http://127.0.0.1:9/")
     with pytest.raises(PortalUnreachable):
         PortalClient("http://127.0.0.1:9/", trust=Trust(allow_http=True)).request("GET", "/healthz")
+
+
+class SoundHandler(BaseHTTPRequestHandler):
+    """A portal gone wrong for sounds: 404 for one, other bytes than the hash for another."""
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        sha = self.path.rsplit("/", 1)[-1]
+        served = self.server.sounds.get(sha)  # type: ignore[attr-defined]
+        self.send_response(200 if served is not None else 404)
+        body = served if served is not None else b'{"detail": "no such sound for this site"}'
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_a_sound_is_kept_only_when_its_bytes_hash_to_its_name(tmp_path):
+    """The box fetches the sounds a pulled config names before checking it; bytes that are not the
+    named sound, or a sound the portal does not give, keep that config off the box with a reason."""
+    from appliance.cloud.assets import fetch_sounds
+    from appliance.config import load
+
+    good = (Path(__file__).resolve().parent.parent / "appliance" / "sounds" / "greeting.wav").read_bytes()
+    good_sha, bad_sha, gone_sha = hashlib.sha256(good).hexdigest(), "b" * 64, "c" * 64
+    server = ThreadingHTTPServer(("127.0.0.1", 0), SoundHandler)
+    server.sounds = {good_sha: good, bad_sha: good}  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        cfg = load(box(tmp_path, "box", ", allow_http: true"))
+        client = PortalClient(f"http://127.0.0.1:{server.server_address[1]}", "epbx_x", trust=Trust(allow_http=True))
+        text = cfg.path.read_text() + f'inbound: {{greeting: "sha256:{good_sha}", night_greeting: "sha256:{bad_sha}", ' \
+                                      f'invalid_prompt: "sha256:{gone_sha}"}}\n'
+        errors = fetch_sounds(client, cfg, text)
+        assert len(errors) == 2 and f"sha256:{bad_sha}: the portal sent" in errors[0]
+        assert f"sha256:{gone_sha}: the portal does not give it (404" in errors[1]
+        assets = cfg.data_dir / "assets"
+        assert sorted(p.name for p in assets.iterdir()) == [f"{good_sha}.wav"]
+    finally:
+        server.shutdown()
