@@ -85,20 +85,43 @@ def new_password() -> str:
     return secrets.token_urlsafe(12)
 
 
+def _list(doc: CommentedMap, key: str, refusal: str) -> CommentedSeq:
+    """The config's list `key` (extensions, trunks), made when missing; refused when not a list."""
+    found = doc.get(key)
+    if found is None:
+        found = doc[key] = CommentedSeq()
+    if not isinstance(found, CommentedSeq):
+        raise EditRefused(refusal)
+    return found
+
+
 def _extensions(doc: CommentedMap) -> CommentedSeq:
-    extensions = doc.get("extensions")
-    if extensions is None:
-        extensions = doc["extensions"] = CommentedSeq()
-    if not isinstance(extensions, CommentedSeq):
-        raise EditRefused("config_extensions_not_list")
-    return extensions
+    return _list(doc, "extensions", "config_extensions_not_list")
+
+
+def _trunks(doc: CommentedMap) -> CommentedSeq:
+    return _list(doc, "trunks", "config_section_not_mapping")
+
+
+def _item(items: CommentedSeq, field: str, value: str, refusal: str) -> CommentedMap:
+    """The entry of a list whose `field` is `value` (an extension's number, a trunk's name)."""
+    for item in items:
+        if isinstance(item, CommentedMap) and str(item.get(field)) == value:
+            return item
+    raise EditRefused(refusal, field)
 
 
 def _find(doc: CommentedMap, number: str) -> CommentedMap:
-    for item in _extensions(doc):
-        if isinstance(item, CommentedMap) and str(item.get("number")) == number:
-            return item
-    raise EditRefused("extension_unknown", "number")
+    return _item(_extensions(doc), "number", number, "extension_unknown")
+
+
+def _set_keys(entry: CommentedMap, values: dict[str, object]) -> None:
+    """Each value written on one line (`_flow`); None removes the key (the box's default applies)."""
+    for key, value in values.items():
+        if value is None:
+            entry.pop(key, None)
+        else:
+            entry[key] = _flow(value)
 
 
 def clean_name(name: str) -> str:
@@ -148,9 +171,9 @@ def remove_extension(text: str, number: str) -> str:
 
 
 def set_section(text: str, key: str, values: dict[str, object]) -> str:
-    """Sets keys of a mapping section (`features`, `recording`) as the form says, leaving its other
-    keys and its style as they are; None removes a key (the box's default applies). Text is
-    written quoted, so a code like `0` stays the text "0"."""
+    """Sets keys of a mapping section (`features`, `recording`, `inbound`) as the form says, leaving
+    its other keys and its style as they are; None removes a key (the box's default applies). Text
+    is written quoted, so a code like `0` stays the text "0"; lists and mappings on one line."""
     doc = _load(text)
     section = doc.get(key)
     if section is None:
@@ -158,11 +181,7 @@ def set_section(text: str, key: str, values: dict[str, object]) -> str:
         section.fa.set_flow_style()
     if not isinstance(section, CommentedMap):
         raise EditRefused("config_section_not_mapping")
-    for name, value in values.items():
-        if value is None:
-            section.pop(name, None)
-        else:
-            section[name] = DoubleQuotedScalarString(value) if isinstance(value, str) else value
+    _set_keys(section, values)
     return _dump(doc, text, key)
 
 
@@ -177,11 +196,6 @@ def _flow(value: object) -> object:
         seq.fa.set_flow_style()
         return seq
     return DoubleQuotedScalarString(value) if isinstance(value, str) else value
-
-
-def set_structure(text: str, key: str, values: dict[str, object]) -> str:
-    """set_section for values that are lists and mappings too (the incoming calls' scenario)."""
-    return set_section(text, key, {name: None if value is None else _flow(value) for name, value in values.items()})
 
 
 def section(text: str, key: str) -> dict:
@@ -202,40 +216,18 @@ def set_extension(text: str, number: str, values: dict[str, object]) -> str:
     """Sets keys of one extension (its name, permissions, pickup group, recording, phone) as the
     extension page says; None removes a key (the box's default applies)."""
     doc = _load(text)
-    entry = _find(doc, number)
-    for name, value in values.items():
-        if value is None:
-            entry.pop(name, None)
-        else:
-            entry[name] = _flow(value)
+    _set_keys(_find(doc, number), values)
     return _dump(doc, text)
 
 
-def _trunks(doc: CommentedMap) -> CommentedSeq:
-    trunks = doc.get("trunks")
-    if trunks is None:
-        trunks = doc["trunks"] = CommentedSeq()
-    if not isinstance(trunks, CommentedSeq):
-        raise EditRefused("config_section_not_mapping")
-    return trunks
-
-
 def _trunk(doc: CommentedMap, name: str) -> CommentedMap:
-    for item in _trunks(doc):
-        if isinstance(item, CommentedMap) and str(item.get("name")) == name:
-            return item
-    raise EditRefused("trunk_gone", "name")
+    return _item(_trunks(doc), "name", name, "trunk_gone")
 
 
 def set_trunk(text: str, name: str, values: dict[str, object]) -> str:
     """Sets keys of trunk `name`; None removes a key; a key left out (a password not retyped) stays."""
     doc = _load(text)
-    entry = _trunk(doc, name)
-    for key, value in values.items():
-        if value is None:
-            entry.pop(key, None)
-        else:
-            entry[key] = _flow(value)
+    _set_keys(_trunk(doc, name), values)
     return _dump(doc, text, "trunks")
 
 

@@ -16,6 +16,7 @@ from .configs import change_said
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 SCENARIOS = ("day", "night")
+MENU_DIGITS = tuple("1234567890")  # "press 1 for sales": one ring group per digit on the page
 MAX_STEPS = 6  # ring groups a scenario may have on the page (a longer one is edited as text)
 HOURS = re.compile(r"([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-4]):[0-5]\d")
 OUTSIDE_NUMBER = re.compile(r"\+?[0-9]{3,20}")
@@ -40,6 +41,8 @@ def read(text: str) -> dict:
     for which in SCENARIOS:
         view[which], view[which + "_forward"] = _rows(inbound.get(which))
         view[which + "_set"] = which in inbound
+    menu = inbound.get("menu") if isinstance(inbound.get("menu"), dict) else {}
+    view["menu"] = {digit: (_rows(menu.get(digit))[0] or [{"ring": [], "strategy": "all"}])[0] for digit in MENU_DIGITS}
     return view
 
 
@@ -84,8 +87,15 @@ def edit_from_form(fields: dict[str, str], numbers: list[str]) -> tuple[Callable
                                  "holidays": sorted(set(holidays)) or None}
     for which in SCENARIOS:
         values[which] = _steps(fields, which, numbers) or None
+    menu = {}
+    for digit in MENU_DIGITS:
+        members = [n for n in numbers if fields.get(f"menu-{digit}-ring-{n}") == "on"]
+        if members:
+            menu[digit] = [{"ring": members} | ({"strategy": "order"} if fields.get(f"menu-{digit}-strategy") == "order"
+                                                else {})]
+    values["menu"] = menu or None
     summary = change_said("incoming", hours=len(hours), holidays=len(set(holidays)))
-    return (lambda text: config_edit.set_structure(text, "inbound", values)), summary
+    return (lambda text: config_edit.set_section(text, "inbound", values)), summary
 
 
 def _steps(fields: dict[str, str], which: str, numbers: list[str]) -> list[dict]:

@@ -256,6 +256,29 @@ def group_ringing(tmp_path):
     return office, caller
 
 
+MENU_OFFICE = GROUP_OFFICE.replace("inbound:\n", "inbound:\n  menu: {'2': [{ring: ['103']}], '1': [{ring: ['102']}]}\n")
+
+
+def test_a_digit_of_the_menu_rings_its_group_at_once_or_after_the_timeout_when_an_extension_begins_with_it(tmp_path):
+    """"Press 2 for the store": 2 begins no extension, so it rings 103 at once; 1 begins 101, so
+    the box waits for more digits, and the digit timeout then makes it the menu's 1."""
+    office = make_office(tmp_path, MENU_OFFICE)
+    caller = office.invite("+74951112233", "4951000000", trunk="main")
+    caller.media_up()
+    caller.presses("2")
+    office.tick()
+    assert [leg.number for leg in office.legs.made[1:]] == ["103"]
+    office.legs.to("103").answers_call()
+    caller.ends(200)
+    second = office.invite("+74951112233", "4951000000", trunk="main")
+    second.media_up()
+    second.presses("1")
+    office.tick()
+    assert [leg.number for leg in office.legs.made if leg.role != "caller"] == ["103"]  # 1 could still be 101
+    office.time_passes()
+    assert office.legs.made[-1].number == "102"
+
+
 def test_an_inbound_group_call_says_who_answered_and_whom_it_rang(tmp_path):
     office, _caller = group_ringing(tmp_path)
     reception, sales = office.legs.to("101"), office.legs.to("102")

@@ -90,7 +90,8 @@ def test_the_incoming_calls_form_writes_hours_holidays_and_ring_groups_the_box_r
         "hours-mon": "09:00-18:00", "hours-fri": " 09:00 - 17:00 ", "holidays": "2027-01-07\n2027-01-01, 2027-01-07",
         "day-0-ring-101": "on", "day-0-ring-102": "on", "day-0-timeout": "15",
         "day-2-ring-104": "on", "day-2-strategy": "order", "day-forward": "+7 (916) 123-45-67",
-        "night-0-ring-105": "on", "day-0-ring-999": "on"}), numbers)
+        "night-0-ring-105": "on", "day-0-ring-999": "on", "menu-2-ring-103": "on", "menu-2-ring-104": "on",
+        "menu-2-strategy": "order"}), numbers)
     text = edit(DEMO)
     assert text.startswith(DEMO.split("\nextensions:")[0])
     cfg = parse(text, Path("config"), on_box=False)
@@ -100,13 +101,15 @@ def test_the_incoming_calls_form_writes_hours_holidays_and_ring_groups_the_box_r
     assert [(s.kind, s.targets, s.timeout) for s in cfg.inbound.day] == [
         ("ring", ["101", "102"], 15), ("ring", ["104"], 30), ("external", ["+79161234567"], 30)]
     assert [s.targets for s in cfg.inbound.night] == [["105"]]
+    assert {d: [s.targets for s in steps] for d, steps in cfg.inbound.menu.items()} == {"2": [["103"], ["104"]]}
     view = incoming.read(text)  # the page shows what it saved
     assert view["day"][0] == {"ring": ["101", "102"], "strategy": "all", "timeout": "15"}
     assert view["day_forward"] == "+79161234567" and view["hours"]["fri"] == "09:00-17:00"
+    assert view["menu"]["2"] == {"ring": ["103", "104"], "strategy": "order", "timeout": ""}
     # Nobody ticked and no hours: the keys go, and the box's defaults apply again.
     cleared, _ = incoming.edit_from_form(incoming_form(), numbers)
     cfg = parse(cleared(text), Path("config"), on_box=False)
-    assert cfg.inbound.day is None and cfg.inbound.hours is None and not cfg.inbound.holidays
+    assert cfg.inbound.day is None and cfg.inbound.hours is None and not cfg.inbound.holidays and not cfg.inbound.menu
 
 
 @pytest.mark.parametrize("fields, field", [

@@ -83,6 +83,23 @@ def test_caller_dials_an_extension_during_the_greeting(inbound_office, lab):
     assert record["disposition"] == "answered" and record["recording"]
 
 
+def test_a_caller_who_presses_a_digit_of_the_menu_reaches_its_group(inbound_office, lab):
+    """"Press 2 for the store" (the configurator's menu): 2 begins no extension number, so 103
+    rings at once, not the day's 101."""
+    pbx, caller = inbound_office("  day: [{ring: ['101']}]\n  menu: {'2': [{ring: ['103']}]}")
+    store = lab.phone("103", "pw-103-secret", TONES["103"])
+    call = caller.dial(DID)
+    lab.wait_for(lambda: call.state == pj.PJSIP_INV_STATE_CONFIRMED and call.media_active, 10, "the office to answer")
+    lab.poll(0.5)
+    call.dialDtmf("2")
+    lab.wait_for(lambda: store.calls and store.last_call.state == pj.PJSIP_INV_STATE_CONFIRMED, 10, "103 to answer")
+    lab.poll(1.5)
+    call.hangup_now()
+    lab.wait_for(lambda: store.last_call.state == pj.PJSIP_INV_STATE_DISCONNECTED, 5, "hang-up")
+    assert has_tone(call.record_path, TONES["103"]) and "caller chose 2 in the menu" in pbx.log_text()
+    assert pbx.wait_cdr(lambda r: r["direction"] == "inbound")["answered_by"] == "103"
+
+
 def test_without_digits_the_ring_group_rings_and_one_answers(inbound_office, lab):
     pbx, caller = inbound_office("  day: [{ring: ['103', '104'], strategy: all, timeout: 10}]")
     silent = lab.phone("103", "pw-103-secret", TONES["103"])

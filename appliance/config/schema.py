@@ -94,6 +94,7 @@ class Inbound:
     holidays: set[str] = field(default_factory=set)  # "YYYY-MM-DD", closed all day
     day: list[Step] | None = None    # None: every extension in turn
     night: list[Step] = field(default_factory=list)  # default: the night greeting, then hang up
+    menu: dict[str, list[Step]] = field(default_factory=dict)  # one digit pressed in the greeting -> its steps
 
 
 @dataclass

@@ -328,7 +328,7 @@ def read_steps(r: Reader, node: Node, where: str, extensions: set[str], default_
 def read_inbound(r: Reader, node: Node, cfg: Config, files: list[FileRef]) -> None:
     inbound = cfg.inbound
     f = r.mapping(node, {"greeting", "night_greeting", "invalid_prompt", "digit_timeout", "hours", "holidays",
-                         "day", "night"}, "inbound")
+                         "day", "night", "menu"}, "inbound")
     for key in ("greeting", "night_greeting", "invalid_prompt"):
         if key in f:
             read_sound(r, f[key][1], f"inbound.{key}", cfg, inbound, key, files)
@@ -355,6 +355,9 @@ def read_inbound(r: Reader, node: Node, cfg: Config, files: list[FileRef]) -> No
         inbound.day = read_steps(r, f["day"][1], "inbound.day", numbers, cfg.no_answer_timeout)
     if "night" in f:
         inbound.night = read_steps(r, f["night"][1], "inbound.night", numbers, cfg.no_answer_timeout)
+    if "menu" in f:  # "press 1 for sales": a digit no extension number is, then its own steps
+        for digit, (_key, value) in r.mapping(f["menu"][1], set("0123456789"), "inbound.menu").items():
+            inbound.menu[digit] = read_steps(r, value, f"inbound.menu.{digit}", numbers, cfg.no_answer_timeout)
 
 
 def read_trunks(r: Reader, node: Node) -> list[Trunk]:

@@ -104,9 +104,16 @@ class InboundCall(Call):
         self.check_digits(final=False)
 
     def check_digits(self, final: bool) -> None:
+        """An extension dialled, or a digit of the office's menu ("press 1 for sales"): at once when
+        no extension number goes on from it, else after the digit timeout or #."""
         numbers = [e.number for e in self.cfg.extensions]
-        if self.digits in numbers and (final or not any(n != self.digits and n.startswith(self.digits)
-                                                          for n in numbers)):
+        menu = self.cfg.inbound.menu
+        if self.digits in menu and (final or not any(n.startswith(self.digits) for n in numbers)):
+            log.info("inbound %s: caller chose %s in the menu", self.cdr_id, self.digits)
+            self.steps = list(menu[self.digits])
+            self.next_step()
+        elif self.digits in numbers and (final or not any(n != self.digits and n.startswith(self.digits)
+                                                            for n in numbers)):
             log.info("inbound %s: caller dialled extension %s", self.cdr_id, self.digits)
             self.steps.insert(0, Step("ring", [self.digits], self.cfg.no_answer_timeout))
             self.next_step()
