@@ -352,7 +352,7 @@ def test_an_answered_call_records_what_each_leg_measured_and_its_mos(office):
 
 
 def test_an_unanswered_call_has_no_quality(office):
-    phone = office.invite("101", "102")
+    office.invite("101", "102")
     office.legs.to("102").ends(486)
     assert office.records()[0]["quality"] is None
 
