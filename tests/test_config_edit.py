@@ -205,3 +205,24 @@ def test_a_wrong_trunk_field_is_refused_with_its_name(fields, field):
     with pytest.raises(EditRefused) as refused:
         trunk_form.add_trunk({"name": "main", "host": "sip.example"} | fields, 0)
     assert refused.value.field == field
+
+
+def test_the_boxs_refusals_a_form_can_cause_are_said_in_the_readers_language():
+    """What the box's validator says when a form's change breaks the file, read from the box's own
+    message for each case, in Russian; the numbers and names stay as typed."""
+    from portal import boxwords, config_edit
+    from portal.configs import validation_errors
+    from portal.i18n import WORDS
+
+    scenario = DEMO + 'inbound: {day: [{ring: ["104"]}]}\n'
+    cases = [
+        (config_edit.remove_extension(scenario, "104"), "Сценарий входящих звонков звонит на 104, а такого добавочного нет."),
+        (config_edit.set_section(DEMO, "features", {"pickup_code": "0000#0"}), "Код: от 1 до 4 знаков из 0-9 * #."),
+        (config_edit.set_section(DEMO, "features", {"transfer_key": "*"}),
+         "Клавиша перевода не может совпадать с клавишей отмены перевода (*)."),
+    ]
+    for text, russian in cases:
+        (error,) = validation_errors(text)
+        assert str(boxwords.said(error, WORDS["ru"])).replace('<span translate="no">', "").replace("</span>", "") \
+            == russian, error
+    assert boxwords.said("config:3: something new the portal has not heard of", WORDS["ru"]) is None

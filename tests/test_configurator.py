@@ -139,6 +139,7 @@ def test_an_admin_adds_an_extension_in_russian_and_a_phone_registers_with_the_sh
             anna.wait_for_load_state()
             refusal = anna.locator("[data-box-errors]").inner_text()
             assert "inbound.day: not an extension: 101" in refusal and "Ничего не сохранено" in refusal
+            assert "Сценарий входящих звонков звонит на 101, а такого добавочного нет." in refusal
             assert set(versions(portal)) == {1, 2}
 
             # Two admins at once: Boris's page was made from version 2, Anna saves first; Boris is

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from appliance.config import KEY_TYPES, PERMISSIONS
 from appliance.countryplans import COUNTRIES
 
-from .. import config_edit, configurator, dialwords, extension_form, incoming, sounds, trunk_form, users
+from .. import boxwords, config_edit, configurator, dialwords, extension_form, incoming, sounds, trunk_form, users
 from ..configs import change_said, change_words, config_rows, restore
 from ..deps import PageRefused, db, operator, org_user, signed_form, storage, stored_file, upload_form
 from ..fleet import FleetError, site_by_name
@@ -80,7 +80,7 @@ def show(request: Request, session: Session, me: users.SignedIn, place: Place, s
         return message(request, 404, me, "page_not_found")
     return render(request, "extension.html" if chosen else f"{page}.html", status, me=me, place=place, space=space,
                   versions=versions, said=said, page=page, change_words=change_words, tested=tested,
-                  dial_shape=dialwords.shape, sounds=named, extension=chosen, models=models,
+                  dial_shape=dialwords.shape, box_words=boxwords.said, sounds=named, extension=chosen, models=models,
                   model_keys={f"{vendor}:{model}": keys for vendor, model, keys in models},
                   key_types=KEY_TYPES, permissions=PERMISSIONS, countries=COUNTRIES,
                   trunks_editable=place.can_edit and place.prefix.startswith("/fleet/"))
