@@ -42,8 +42,21 @@ def read(text: str) -> dict:
         view[which], view[which + "_forward"] = _rows(inbound.get(which))
         view[which + "_set"] = which in inbound
     menu = inbound.get("menu") if isinstance(inbound.get("menu"), dict) else {}
-    view["menu"] = {digit: (_rows(menu.get(digit))[0] or [{"ring": [], "strategy": "all"}])[0] for digit in MENU_DIGITS}
+    view["menu"] = {digit: _first_row(menu.get(digit)) for digit in MENU_DIGITS}
+    own = inbound.get("numbers") if isinstance(inbound.get("numbers"), dict) else {}
+    view["numbers"] = {str(number).lstrip("+"): _first_row(steps) for number, steps in own.items()}
     return view
+
+
+def _first_row(steps: object) -> dict:
+    """A menu digit's or a number's group as the page shows it: its first ring group."""
+    return (_rows(steps)[0] or [{"ring": [], "strategy": "all", "timeout": ""}])[0]
+
+
+def with_dids(view: dict, dids: list[str]) -> dict:
+    """The numbers the page offers a scenario for: the trunks' DIDs, and any the config names."""
+    rows = {did.lstrip("+"): _first_row(None) for did in dids}
+    return rows | view.get("numbers", {})
 
 
 def _rows(steps: object) -> tuple[list[dict], str]:
@@ -61,7 +74,8 @@ def _rows(steps: object) -> tuple[list[dict], str]:
     return rows, forward
 
 
-def edit_from_form(fields: dict[str, str], numbers: list[str]) -> tuple[Callable[[str], str], str]:
+def edit_from_form(fields: dict[str, str], numbers: list[str], dids: tuple[str, ...] = ()) \
+        -> tuple[Callable[[str], str], str]:
     """The scenario form as an edit of the config (EditRefused names the field that is wrong)."""
     try:
         digit_timeout = int(fields.get("digit_timeout", "").strip())
@@ -87,15 +101,21 @@ def edit_from_form(fields: dict[str, str], numbers: list[str]) -> tuple[Callable
                                  "holidays": sorted(set(holidays)) or None}
     for which in SCENARIOS:
         values[which] = _steps(fields, which, numbers) or None
-    menu = {}
-    for digit in MENU_DIGITS:
-        members = [n for n in numbers if fields.get(f"menu-{digit}-ring-{n}") == "on"]
-        if members:
-            menu[digit] = [{"ring": members} | ({"strategy": "order"} if fields.get(f"menu-{digit}-strategy") == "order"
-                                                else {})]
-    values["menu"] = menu or None
+    values["menu"] = _groups(fields, "menu", MENU_DIGITS, numbers) or None
+    values["numbers"] = _groups(fields, "number", tuple(d.lstrip("+") for d in dids), numbers) or None
     summary = change_said("incoming", hours=len(hours), holidays=len(set(holidays)))
     return (lambda text: config_edit.set_section(text, "inbound", values)), summary
+
+
+def _groups(fields: dict[str, str], prefix: str, keys: tuple[str, ...], numbers: list[str]) -> dict[str, list[dict]]:
+    """A menu digit's or a dialled number's one ring group (`menu-1-ring-102`, `number-7831…-ring-103`)."""
+    out = {}
+    for key in keys:
+        members = [n for n in numbers if fields.get(f"{prefix}-{key}-ring-{n}") == "on"]
+        if members:
+            order = {"strategy": "order"} if fields.get(f"{prefix}-{key}-strategy") == "order" else {}
+            out[key] = [{"ring": members} | order]
+    return out
 
 
 def _steps(fields: dict[str, str], which: str, numbers: list[str]) -> list[dict]:

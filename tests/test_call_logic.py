@@ -279,6 +279,19 @@ def test_a_digit_of_the_menu_rings_its_group_at_once_or_after_the_timeout_when_a
     assert office.legs.made[-1].number == "102"
 
 
+def test_a_number_with_its_own_scenario_rings_its_group_and_the_others_the_days(tmp_path):
+    """The office's second number goes to the store (103); its main number rings 101 and 102."""
+    office = make_office(tmp_path, GROUP_OFFICE.replace("inbound:\n", "inbound:\n  numbers: {'+74951000001': [{ring: ['103']}]}\n"))
+    for dialled in ("74951000001", "4951000000"):
+        caller = office.invite("+74951112233", dialled, trunk="main")
+        caller.media_up()
+        office.media.prompt_ends.pop()()
+        office.tick()
+        office.time_passes()
+    rang = [r["rang"] for r in sorted(office.records(), key=lambda r: r["dst"], reverse=True)]
+    assert rang == [["103"], ["101", "102"]]
+
+
 def test_an_inbound_group_call_says_who_answered_and_whom_it_rang(tmp_path):
     office, _caller = group_ringing(tmp_path)
     reception, sales = office.legs.to("101"), office.legs.to("102")

@@ -91,7 +91,7 @@ def test_the_incoming_calls_form_writes_hours_holidays_and_ring_groups_the_box_r
         "day-0-ring-101": "on", "day-0-ring-102": "on", "day-0-timeout": "15",
         "day-2-ring-104": "on", "day-2-strategy": "order", "day-forward": "+7 (916) 123-45-67",
         "night-0-ring-105": "on", "day-0-ring-999": "on", "menu-2-ring-103": "on", "menu-2-ring-104": "on",
-        "menu-2-strategy": "order"}), numbers)
+        "menu-2-strategy": "order", "number-78312000001-ring-103": "on"}), numbers, ("78312000001",))
     text = edit(DEMO)
     assert text.startswith(DEMO.split("\nextensions:")[0])
     cfg = parse(text, Path("config"), on_box=False)
@@ -102,10 +102,13 @@ def test_the_incoming_calls_form_writes_hours_holidays_and_ring_groups_the_box_r
         ("ring", ["101", "102"], 15), ("ring", ["104"], 30), ("external", ["+79161234567"], 30)]
     assert [s.targets for s in cfg.inbound.night] == [["105"]]
     assert {d: [s.targets for s in steps] for d, steps in cfg.inbound.menu.items()} == {"2": [["103"], ["104"]]}
+    assert {n: [s.targets for s in steps] for n, steps in cfg.inbound.numbers.items()} == {"78312000001": [["103"]]}
     view = incoming.read(text)  # the page shows what it saved
     assert view["day"][0] == {"ring": ["101", "102"], "strategy": "all", "timeout": "15"}
     assert view["day_forward"] == "+79161234567" and view["hours"]["fri"] == "09:00-17:00"
     assert view["menu"]["2"] == {"ring": ["103", "104"], "strategy": "order", "timeout": ""}
+    assert incoming.with_dids(view, ["+78312000000"]) == {"78312000000": {"ring": [], "strategy": "all", "timeout": ""},
+                                                          "78312000001": {"ring": ["103"], "strategy": "all", "timeout": ""}}
     # Nobody ticked and no hours: the keys go, and the box's defaults apply again.
     cleared, _ = incoming.edit_from_form(incoming_form(), numbers)
     cfg = parse(cleared(text), Path("config"), on_box=False)

@@ -100,6 +100,20 @@ def test_a_caller_who_presses_a_digit_of_the_menu_reaches_its_group(inbound_offi
     assert pbx.wait_cdr(lambda r: r["direction"] == "inbound")["answered_by"] == "103"
 
 
+def test_the_offices_second_number_rings_its_own_group(inbound_office, lab):
+    """A number with its own group (the configurator's "numbers"): 103 answers it, not the day's 101."""
+    pbx, caller = inbound_office("  day: [{ring: ['101']}]\n  numbers: {'+78312000001': [{ring: ['103']}]}")
+    store = lab.phone("103", "pw-103-secret", TONES["103"])
+    call = caller.dial("78312000001")
+    lab.wait_for(lambda: store.calls and store.last_call.state == pj.PJSIP_INV_STATE_CONFIRMED, 15,
+                 "103 to answer after the greeting and the digit timeout")
+    lab.poll(1.0)
+    call.hangup_now()
+    lab.wait_for(lambda: store.last_call.state == pj.PJSIP_INV_STATE_DISCONNECTED, 5, "hang-up")
+    record = pbx.wait_cdr(lambda r: r["direction"] == "inbound")
+    assert record["dst"] == "78312000001" and record["answered_by"] == "103" and record["rang"] == ["103"]
+
+
 def test_without_digits_the_ring_group_rings_and_one_answers(inbound_office, lab):
     pbx, caller = inbound_office("  day: [{ring: ['103', '104'], strategy: all, timeout: 10}]")
     silent = lab.phone("103", "pw-103-secret", TONES["103"])

@@ -95,6 +95,7 @@ class Inbound:
     day: list[Step] | None = None    # None: every extension in turn
     night: list[Step] = field(default_factory=list)  # default: the night greeting, then hang up
     menu: dict[str, list[Step]] = field(default_factory=dict)  # one digit pressed in the greeting -> its steps
+    numbers: dict[str, list[Step]] = field(default_factory=dict)  # a dialled number (digits) -> its own day steps
 
 
 @dataclass

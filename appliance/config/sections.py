@@ -8,7 +8,7 @@ import re
 import zoneinfo
 from pathlib import Path
 
-from yaml.nodes import Node, SequenceNode
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from provisioning.catalog import catalog  # the vendors' metadata (firmware_templates/)
 from provisioning.macs import normalise_mac
@@ -328,7 +328,7 @@ def read_steps(r: Reader, node: Node, where: str, extensions: set[str], default_
 def read_inbound(r: Reader, node: Node, cfg: Config, files: list[FileRef]) -> None:
     inbound = cfg.inbound
     f = r.mapping(node, {"greeting", "night_greeting", "invalid_prompt", "digit_timeout", "hours", "holidays",
-                         "day", "night", "menu"}, "inbound")
+                         "day", "night", "menu", "numbers"}, "inbound")
     for key in ("greeting", "night_greeting", "invalid_prompt"):
         if key in f:
             read_sound(r, f[key][1], f"inbound.{key}", cfg, inbound, key, files)
@@ -358,6 +358,22 @@ def read_inbound(r: Reader, node: Node, cfg: Config, files: list[FileRef]) -> No
     if "menu" in f:  # "press 1 for sales": a digit no extension number is, then its own steps
         for digit, (_key, value) in r.mapping(f["menu"][1], set("0123456789"), "inbound.menu").items():
             inbound.menu[digit] = read_steps(r, value, f"inbound.menu.{digit}", numbers, cfg.no_answer_timeout)
+    if "numbers" in f:  # the office's second number rings accounts: its own steps by day
+        for dialled, (key_node, value) in read_numbered(r, f["numbers"][1]).items():
+            if not re.fullmatch(r"\+?[0-9]{3,20}", dialled):
+                r.error(key_node, f"inbound.numbers: '{dialled}' is not a phone number (digits, + first allowed)")
+                continue
+            inbound.numbers[dialled.lstrip("+")] = read_steps(r, value, f"inbound.numbers.{dialled}", numbers,
+                                                              cfg.no_answer_timeout)
+
+
+def read_numbered(r: Reader, node: Node) -> dict:
+    """A mapping whose keys are phone numbers (any of them allowed; each checked by the caller)."""
+    if not isinstance(node, MappingNode):
+        r.error(node, "inbound.numbers must be a mapping of numbers to steps")
+        return {}
+    keys = {k.value for k, _ in node.value if isinstance(k, ScalarNode)}
+    return r.mapping(node, keys, "inbound.numbers")
 
 
 def read_trunks(r: Reader, node: Node) -> list[Trunk]:

@@ -80,7 +80,7 @@ def show(request: Request, session: Session, me: users.SignedIn, place: Place, s
         return message(request, 404, me, "page_not_found")
     return render(request, "extension.html" if chosen else f"{page}.html", status, me=me, place=place, space=space,
                   versions=versions, said=said, page=page, change_words=change_words, tested=tested,
-                  dial_shape=dialwords.shape, box_words=boxwords.said, sounds=named, extension=chosen, models=models,
+                  dial_shape=dialwords.shape, box_words=boxwords.said, sounds=named, with_dids=incoming.with_dids, extension=chosen, models=models,
                   model_keys={f"{vendor}:{model}": keys for vendor, model, keys in models},
                   key_types=KEY_TYPES, permissions=PERMISSIONS, countries=COUNTRIES,
                   trunks_editable=place.can_edit and place.prefix.startswith("/fleet/"))
@@ -285,7 +285,8 @@ def incoming_change(request: Request, session: Session, me: users.SignedIn, plac
     space = configurator.workspace(session, place.site)
     try:
         base = int(fields.get("base", ""))
-        edit, summary = incoming.edit_from_form(fields, [e["number"] for e in space.extensions] if space else [])
+        dids = tuple(incoming.with_dids(space.incoming, [d for t in space.trunks for d in t["dids"]])) if space else ()
+        edit, summary = incoming.edit_from_form(fields, [e["number"] for e in space.extensions] if space else [], dids)
     except ValueError:
         return show_page(400, error_key="form_incomplete")
     except config_edit.EditRefused as exc:

@@ -48,8 +48,8 @@ class InboundCall(Call):
         self.prompt: object | None = None
         self.open = office_open(self.cfg.inbound, self.cfg.timezone)
         self.failover: list[Target] = []  # the other trunks of a forward_external step still to try
-        self.steps = list((self.cfg.inbound.day if self.cfg.inbound.day is not None else default_day(self.cfg))
-                          if self.open else self.cfg.inbound.night)
+        day = self.cfg.inbound.numbers.get(did.lstrip("+"), self.cfg.inbound.day)  # the number's own, if it has
+        self.steps = list((day if day is not None else default_day(self.cfg)) if self.open else self.cfg.inbound.night)
         self.cdr_id = services.records.start(direction="inbound", src=src, src_name=src, dst=did,
                                              sip_call_id=sip_call_id)
         services.records.trunk(self.cdr_id, trunk)
