@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from sqlalchemy import (BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text,
                         UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.expression import false as sa_false
 
 from .sealing import SealedText
 
@@ -41,6 +42,8 @@ class Site(Base):
     timezone: Mapped[str] = mapped_column(String(64), default="UTC", server_default="UTC")
     # The key the site's box encrypts its backups with (base64), sealed with the portal's key
     backup_key: Mapped[str | None] = mapped_column(SealedText)
+    # The provider lets the office's admins change its trunks in the configurator (else operators only)
+    office_edits_trunks: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
 
 
 class EnrolmentCode(Base):

@@ -368,6 +368,24 @@ def test_an_admin_uploads_an_mp3_greeting_and_a_ring_group_and_a_trunk_caller_he
             anna.goto(f"{portal.url}/settings/trunks?site=acme-hq")
             assert anna.locator('form[data-form=trunk][data-trunk="main"] input[name="host"]').is_disabled()
             assert "Pw-provider-1" not in anna.content() and anna.locator("form[data-form=add-trunk]").count() == 0
+            csrf = anna.locator('header input[name="csrf"]').get_attribute("value")
+            posted = anna.request.post(f"{portal.url}/settings/dialling-area",
+                                       form={"csrf": csrf, "base": "6", "site": "acme-hq", "country": "RU", "area_code": "831"})
+            assert posted.status == 403 and set(versions(portal)) == {1, 2, 3, 4, 5, 6}
+
+            # Where the provider allows it, the office's admin sets the dialling area herself.
+            olga.goto(f"{portal.url}/fleet/acme-hq/trunks")
+            olga.locator('form[data-form=office-trunks] input[name="office_edits_trunks"]').check()
+            olga.locator("form[data-form=office-trunks]").get_by_role("button", name="Сохранить").click()
+            olga.wait_for_load_state()
+            assert olga.locator("[data-office-trunks-saved]").count() == 1
+            anna.goto(f"{portal.url}/settings/trunks?site=acme-hq")
+            anna.locator('form[data-form=dialling-area] input[name="area_code"]').fill("831")
+            anna.locator("form[data-form=dialling-area]").get_by_role("button", name="Сохранить").click()
+            anna.wait_for_load_state()
+            assert anna.locator("[data-saved]").get_attribute("data-saved") == "7"
+            assert versions(portal)[7]["author"] == "anna"
+            wait_until(lambda: versions(portal)[7]["state"] == "applied", 15, "the dialling area applied", lab)
         finally:
             browser.close()
 

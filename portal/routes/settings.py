@@ -83,7 +83,12 @@ def show(request: Request, session: Session, me: users.SignedIn, place: Place, s
                   dial_shape=dialwords.shape, box_words=boxwords.said, sounds=named, with_dids=incoming.with_dids, extension=chosen, models=models,
                   model_keys={f"{vendor}:{model}": keys for vendor, model, keys in models},
                   key_types=KEY_TYPES, permissions=PERMISSIONS, countries=COUNTRIES,
-                  trunks_editable=place.can_edit and place.prefix.startswith("/fleet/"))
+                  trunks_editable=trunks_editable(place), operator_page=place.prefix.startswith("/fleet/"))
+
+
+def trunks_editable(place: Place) -> bool:
+    """Trunks are the provider's: its operators edit them, an office's admins only where it allows."""
+    return place.can_edit and (place.prefix.startswith("/fleet/") or place.site.office_edits_trunks)
 
 
 @router.get("/settings/{page}")
@@ -409,6 +414,45 @@ def trunk_change(request: Request, session: Session, me: users.SignedIn, place: 
     except config_edit.EditRefused as exc:
         return show_page(422, error_key=exc.key, field=exc.field, form=fields, action=what, trunk=trunk)
     return save_change(request, show_page, session, me, place, fields, base, edit, summary, what, trunk=trunk)
+
+
+def customer_trunk_place(session: Session, me: users.SignedIn, fields: dict[str, str]) -> Place:
+    place = customer_place(session, me, fields.get("site"))
+    if not trunks_editable(place):
+        raise PageRefused(403, "trunks_by_provider", me)
+    return place
+
+
+@router.post("/settings/trunks")
+def customer_add_trunk(request: Request, posted=Depends(admin_form), session: Session = Depends(db)) -> Response:  # noqa: ANN001
+    fields, me = posted
+    return trunk_change(request, session, me, customer_trunk_place(session, me, fields), fields, "add")
+
+
+@router.post("/settings/trunks/{trunk}/{action}")
+def customer_trunk(trunk: str, action: str, request: Request, posted=Depends(admin_form),  # noqa: ANN001
+                   session: Session = Depends(db)) -> Response:
+    fields, me = posted
+    if action not in TRUNK_ACTIONS:
+        return message(request, 404, me, "page_not_found")
+    return trunk_change(request, session, me, customer_trunk_place(session, me, fields), fields, action, trunk)
+
+
+@router.post("/settings/dialling-area")
+def customer_area(request: Request, posted=Depends(admin_form), session: Session = Depends(db)) -> Response:  # noqa: ANN001
+    fields, me = posted
+    return trunk_change(request, session, me, customer_trunk_place(session, me, fields), fields, "area")
+
+
+@router.post("/fleet/{name}/office-trunks")
+def operator_office_trunks(name: str, request: Request, posted=Depends(signed_form(operator)),  # noqa: ANN001
+                           session: Session = Depends(db)) -> Response:
+    """Whether the office's admins may change its trunks and dialling area themselves."""
+    fields, me = posted
+    place = operator_place(session, me, name)
+    place.site.office_edits_trunks = fields.get("office_edits_trunks") == "on"
+    session.commit()
+    return show(request, session, me, place, page="trunks", office_trunks_saved=True)
 
 
 @router.post("/fleet/{name}/trunks")

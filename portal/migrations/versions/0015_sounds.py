@@ -1,4 +1,4 @@
-"""offices' greetings and music, uploaded in the configurator
+"""offices' greetings and music, uploaded in the configurator; whether an office edits its trunks
 
 Revision ID: 0015
 Revises: 0014
@@ -31,9 +31,13 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('sound', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_sound_site_id'), ['site_id'], unique=False)
+    with op.batch_alter_table('site', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('office_edits_trunks', sa.Boolean(), server_default=sa.false(), nullable=False))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('site', schema=None) as batch_op:
+        batch_op.drop_column('office_edits_trunks')
     with op.batch_alter_table('sound', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_sound_site_id'))
     op.drop_table('sound')
