@@ -264,6 +264,7 @@ def test_an_admin_uploads_an_mp3_greeting_and_a_ring_group_and_a_trunk_caller_he
 
             upload = anna.locator("form[data-form=sound][data-slot=greeting]")
             upload.locator('input[name="sound"]').set_input_files(str(mp3))
+            uploaded_at = time.monotonic()
             upload.get_by_role("button", name="Загрузить").click()
             anna.wait_for_load_state()
             assert anna.locator("[data-saved]").get_attribute("data-saved") == "2"
@@ -274,6 +275,8 @@ def test_an_admin_uploads_an_mp3_greeting_and_a_ring_group_and_a_trunk_caller_he
             assert hashlib.sha256(played.body()).hexdigest() == sha and played.body()[:4] == b"RIFF"
             assert "приветствие.mp3" in row.inner_text()
             wait_until(lambda: versions(portal)[2]["state"] == "applied", 15, "the greeting applied on the box", lab)
+            print(f"\nMP3 uploaded -> converted, fetched by the box, verified and applied: "
+                  f"{time.monotonic() - uploaded_at:.1f} s (heartbeat interval 60 s)")
             assert f'greeting: "sha256:{sha}"' in config.read_text()
             stored = config.parent / "var" / "assets" / f"{sha}.wav"
             assert hashlib.sha256(stored.read_bytes()).hexdigest() == sha
