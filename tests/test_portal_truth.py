@@ -174,8 +174,11 @@ def test_who_answered_in_the_offices_clock_in_russian_in_excel_and_on_a_phone(of
     with sync_playwright() as driver:
         browser = driver.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
         try:
-            for who, pages in (("anna", ["/calls?preset=today", "/stats?preset=today", "/settings", "/no-such-page"]),
-                               ("olga", ["/fleet", f"/fleet/{SITE}", "/rollouts"])):
+            for who, pages in (("anna", ["/calls?preset=today", "/stats?preset=today", "/settings", "/no-such-page",
+                                         "/settings/extensions", "/settings/extensions/101", "/settings/incoming",
+                                         "/settings/trunks"]),
+                               ("olga", ["/fleet", f"/fleet/{SITE}", "/rollouts", f"/fleet/{SITE}/incoming",
+                                         f"/fleet/{SITE}/trunks"])):
                 for width, height in ((1280, 900), (390, 844)):
                     context = browser.new_context(locale="ru-RU", viewport={"width": width, "height": height},
                                                   extra_http_headers={"Accept-Language": "ru-RU,ru;q=0.9"})
