@@ -235,6 +235,12 @@ class CdrStore:
                 seconds += row["billsec"] if row["ended_at"] else _seconds_between(row["answered_at"], moment.isoformat())
         return calls, seconds
 
+    def recording_encoded(self, cdr_id: str, before: str, after: str) -> bool:
+        """The call's recording is now `after` (its Opus file, appliance/opus.py); the record goes to
+        the portal again with it. False if the record no longer names `before`."""
+        self._change(cdr_id, "UPDATE cdr SET recording=? WHERE id=? AND recording=?", (after, cdr_id, before))
+        return self.db.execute("SELECT recording FROM cdr WHERE id=?", (cdr_id,)).fetchone()[0] == after
+
     def open_recordings(self) -> list[tuple[str, str]]:
         """(id, recording path) of records still open: the calls a crash may have cut."""
         return [(r["id"], r["recording"]) for r in

@@ -16,6 +16,7 @@ from .cdr import CdrStore, now
 from .config import Config
 
 MB = 1 << 20
+UNCLOSED_GRACE_SECONDS = 60  # a recording still open this long after its call ended lost its writer
 LOW_WATER_FACTOR = 1.25  # pruning for space frees up to this times recording.min_free_mb, not just past it
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,25 @@ def recover_after_crash(store: CdrStore) -> int:
     if orphans:
         log.warning("closed %d call record(s) left open by a crash as failed", len(orphans))
     return len(orphans)
+
+
+def finished_writing(path: Path, ended_at: str | None) -> bool:
+    """True once the feature server closed the call's WAV (a media tick after the call ends), or,
+    when it is still open a minute after the call ended, once its header was repaired: its writer
+    is gone. An Opus file is written whole."""
+    if path.suffix != ".wav" or wavfix.is_closed(path):
+        return True
+    if _seconds_since(ended_at) < UNCLOSED_GRACE_SECONDS:
+        return False
+    wavfix.repair(path)
+    log.warning("repaired recording %s left open by its writer", path)
+    return True
+
+
+def _seconds_since(moment: str | None) -> float:
+    if not moment:
+        return 0.0
+    return (datetime.now().astimezone() - datetime.fromisoformat(moment)).total_seconds()
 
 
 def free_mb(cfg: Config) -> float:

@@ -107,6 +107,8 @@ class Recording(Base):
     sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
     size: Mapped[int] = mapped_column(BigInteger)
     stored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # "opus" (Ogg Opus, what boxes send since issue 26) or "wav"; told from the bytes at upload
+    audio_format: Mapped[str] = mapped_column(String(8), default="wav", server_default="wav")
 
 
 class Upload(Base):

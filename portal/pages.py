@@ -63,10 +63,11 @@ def call_quality(call: Call) -> dict | None:
 
 
 def file_name(call: Call) -> str:
-    """The download's default name: when, who to whom, which way (safe on every file system)."""
+    """The download's default name, without its extension (the format chosen adds it): when, who
+    to whom, which way (safe on every file system)."""
     stamp = call.started_at[:16].replace("T", "_").replace(":", "")
     safe = lambda s: re.sub(r"[^0-9A-Za-z+]+", "", s or "") or "unknown"  # noqa: E731
-    return f"{stamp}_{safe(call.src)}_{safe(call.dst_number or call.dst)}_{call.direction}.wav"
+    return f"{stamp}_{safe(call.src)}_{safe(call.dst_number or call.dst)}_{call.direction}"
 
 
 def render(request: Request, name: str, status: int = 200, me: SignedIn | None = None,

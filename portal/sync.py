@@ -176,6 +176,7 @@ def put_chunk(session: Session, storage: Storage, site: Site, call_id: str, sha2
 def _complete(session: Session, storage: Storage, site: Site, upload: Upload, call_id: str) -> dict:
     """Joins the chunks, checks the hash, moves the file into storage, links the call."""
     digest = hashlib.sha256()
+    head = b""
     fh, staged = staged_file(storage)
     try:
         with fh:
@@ -186,6 +187,7 @@ def _complete(session: Session, storage: Storage, site: Site, upload: Upload, ca
                                                                      UploadChunk.offset == offset))
                 digest.update(data)
                 fh.write(data)
+                head = head or data[:4]
         if digest.hexdigest() != upload.sha256:
             _discard(session, upload)
             raise FleetError(422, f"sha256 mismatch: got {digest.hexdigest()}; upload discarded, send it again")
@@ -194,6 +196,7 @@ def _complete(session: Session, storage: Storage, site: Site, upload: Upload, ca
         staged.unlink(missing_ok=True)
     dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite
     session.execute(dialect.insert(Recording).values(site_id=site.id, sha256=upload.sha256, size=upload.size,
+                                                     audio_format="opus" if head == b"OggS" else "wav",
                                                      stored_at=utcnow()).on_conflict_do_nothing())
     _discard(session, upload)
     _link(session, site, call_id, upload.sha256)

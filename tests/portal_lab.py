@@ -8,6 +8,7 @@ import os
 import re
 import secrets
 import signal
+import sqlite3
 import socket
 import subprocess
 import sys
@@ -204,6 +205,16 @@ def seed_calls(data_dir: Path, count: int, recording_seconds: float = 0.0, src: 
         ids.append(cdr_id)
     store.close()
     return ids
+
+
+def box_recordings(data_dir: Path) -> dict[str, Path | None]:
+    """Each call's recording as the box's record names it now: its Opus file once the agent
+    encoded it (appliance/opus.py), its WAV before."""
+    db = sqlite3.connect(data_dir / "cdr.sqlite")
+    try:
+        return {i: Path(r) if r else None for i, r in db.execute("SELECT id, recording FROM cdr")}
+    finally:
+        db.close()
 
 
 class AgentProcess:

@@ -19,7 +19,7 @@ import pytest
 from conftest import ROOT, start_pbx, write_office
 from phones import background_calls, talk
 from portal_lab import (EDGEPBX, FAST_CLOUD, AgentProcess, Balancer, S3Server, Portal, close_portal, drop_database,
-                        enroll, enrolled_box, free_tcp_port, new_database, seed_calls, start_portal)
+                        box_recordings, enroll, enrolled_box, free_tcp_port, new_database, seed_calls, start_portal)
 
 def sha256_of(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
@@ -118,6 +118,8 @@ def test_a_recorded_call_arrives_in_the_portal_with_its_recording(portal, lab, t
         box = pbx.wait_cdr(lambda r: r["src"] == "101" and r["disposition"] == "answered")
         calls = portal.wait_calls("acme-hq", lambda cs: any(c["id"] == box["id"] and c["recording_sha256"] for c in cs))
         there = next(c for c in calls if c["id"] == box["id"])
+        box = next(r for r in pbx.cdrs() if r["id"] == box["id"])  # its recording is the Opus file now
+        assert box["recording"].endswith(".opus")
         assert {k: there[k] for k in box} == box  # every field as the box has it
         assert there["recording_sha256"] == sha256_of(box["recording"])
         assert sha256_of(portal.stored(there["recording_sha256"])) == there["recording_sha256"]
@@ -156,6 +158,7 @@ def test_fifty_calls_while_the_portal_is_down_all_arrive_once_when_it_is_back(la
         portal.start()  # same port, same database: the portal is back
         calls = portal.wait_calls("acme-hq", lambda cs: len(cs) >= 50 and all(c["recording_sha256"] for c in cs), 90)
         assert sorted(c["id"] for c in calls) == sorted(box)  # each once, none missing
+        box = {r["id"]: r for r in pbx.cdrs()}  # encoded as Opus meanwhile, portal or none
         for c in calls:
             assert c["recording_sha256"] == sha256_of(box[c["id"]]["recording"])
             assert c["disposition"] == box[c["id"]]["disposition"] == "answered"
@@ -210,7 +213,8 @@ def test_one_odd_call_record_is_set_aside_and_every_other_call_and_recording_sti
 
 
 def test_an_upload_killed_midway_resumes_where_it_stopped(sqlite_portal, tmp_path):
-    office = enrolled_box(tmp_path, sqlite_portal, extra="cloud: {heartbeat_seconds: 60, retry_max_seconds: 2, upload_kbps: 2000, allow_http: true}")
+    office = enrolled_box(tmp_path, sqlite_portal, extra="cloud: {heartbeat_seconds: 60, retry_max_seconds: 2, upload_kbps: 2000, "
+                          "allow_http: true}\nrecording: {format: wav}")  # a big file to cut: the box keeps WAV
     data_dir = office.parent / "var"
     [call_id] = seed_calls(data_dir, 1, recording_seconds=60)  # 1.9 MB at 250 KB/s: about 8 s
     recording = data_dir / "recordings" / f"{call_id}.wav"
@@ -311,17 +315,16 @@ def test_two_portal_instances_on_one_postgresql_behind_a_load_balancer(tmp_path)
         portal.start(port=second_port)
         balancer = Balancer(tmp_path, [portal.port, second_port], close_each_request=True)
         front = Portal(portal.data_dir, url, port=balancer.port)  # what boxes see: the balancer's address
-        expected = {}
+        boxes = {}
         for site in ("box-1", "box-2", "box-3"):
             office = enrolled_box(tmp_path, portal, name=site, org="Fleet", site=site, via=front)
-            data_dir = office.parent / "var"
-            ids = seed_calls(data_dir, 300)
-            ids += seed_calls(data_dir, 4, recording_seconds=20)
-            expected[site] = {i: sha256_of(data_dir / "recordings" / f"{i}.wav")
-                              if (data_dir / "recordings" / f"{i}.wav").exists() else None for i in ids}
+            boxes[site] = office.parent / "var"
+            seed_calls(boxes[site], 300)
+            seed_calls(boxes[site], 4, recording_seconds=20)
             agents.append(AgentProcess(office).start())
-        for site, want in expected.items():
-            calls = portal.wait_calls(site, lambda cs: len(cs) == len(want) and sum(bool(c["recording_sha256"]) for c in cs) == 4, 60)
+        for site, data_dir in boxes.items():
+            calls = portal.wait_calls(site, lambda cs: len(cs) == 304 and sum(bool(c["recording_sha256"]) for c in cs) == 4, 60)
+            want = {i: sha256_of(path) if path else None for i, path in box_recordings(data_dir).items()}
             assert {c["id"]: c["recording_sha256"] for c in calls} == want
         served = balancer.requests()
         assert min(served.values()) > 10 and len(served) == 2, served  # both instances did real work
@@ -462,7 +465,7 @@ def fill_until_free(var: Path, free_mb: float) -> Path:
 def test_low_disk_deletes_the_oldest_synced_recordings_first_never_an_unsynced_one_and_refuses_to_record(
         lab, tmp_path, small_disk):
     portal = start_portal(tmp_path, "sqlite")
-    office = enrolled_box(tmp_path, portal, extra=FAST_CLOUD + "\nrecording: {enabled: true, min_free_mb: 12}")
+    office = enrolled_box(tmp_path, portal, extra=FAST_CLOUD + "\nrecording: {enabled: true, min_free_mb: 12, format: wav}")
     synced = seed_calls(small_disk, 6, recording_seconds=60)  # 1.9 MB each, oldest first
     pbx = start_pbx(office)
     try:
@@ -588,7 +591,8 @@ def test_recordings_go_to_s3_compatible_storage_checked_by_their_hash(tmp_path):
             assert call["id"] in ids
             sha = call["recording_sha256"]
             stored = client.get_object(Bucket="recordings", Key=f"fleet/recordings/{sha[:2]}/{sha}.wav")["Body"].read()
-            assert hashlib.sha256(stored).hexdigest() == sha == sha256_of(data_dir / "recordings" / f"{call['id']}.wav")
+            assert hashlib.sha256(stored).hexdigest() == sha == sha256_of(box_recordings(data_dir)[call["id"]])
+            assert stored[:4] == b"OggS"  # the Opus file the box encoded
         assert not list((portal.data_dir / "objects").rglob("*.wav"))  # the bytes are in S3 only
         assert not list((portal.data_dir / "staging").iterdir())  # nothing left half-way on the portal's disk
     finally:

@@ -42,6 +42,7 @@ def test_a_good_config_passes(tmp_path):
 
 @pytest.mark.parametrize("broken, line, words", [
     (GOOD.replace("recording:", "recordings:"), 7, "unknown key 'recordings'"),
+    (GOOD.replace("recording: {", "recording: {format: mp3, "), 7, "recording.format must be opus or wav"),
     (GOOD.replace('"102", name: "Sales"', '"101", name: "Sales"'), 10, "duplicate extension 101 (first on line 9)"),
     (GOOD.replace("sip_port: 5090", "sip_port: 70000"), 5, "network.sip_port must be between 1 and 65535"),
     (GOOD.replace("sip_port: 5090", "sip_port: fifty"), 5, "network.sip_port must be a whole number"),

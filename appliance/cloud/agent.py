@@ -17,8 +17,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from .. import wavfix
-from ..recordings import free_mb, low_on_space, prune
+from ..opus import RecordingEncoder
+from ..recordings import finished_writing, free_mb, low_on_space, prune
 from ..reserve import keep_reserve, reserve_path
 from ..config import Config, InvalidConfig, load
 from . import answers
@@ -43,7 +43,6 @@ log = logging.getLogger("edgepbx.cloud")
 
 CDR_BATCH = 500
 CHUNK_BYTES = 1024 * 1024  # resumable in 1 MiB steps; bigger chunks, fewer requests per recording
-UNCLOSED_GRACE_SECONDS = 60  # a recording still open this long after its call ended lost its writer
 IDLE_POLL_SECONDS = 1.0
 NOT_ENROLLED_POLL_SECONDS = 5.0
 MAX_RECORDING_ATTEMPTS = 5
@@ -90,7 +89,11 @@ class Agent:
         self.capture_job: diagnostics.CaptureJob | None = None
         self.firmware = FirmwareFetcher(cfg.data_dir)
         self.upgrades = PhoneUpgrades(cfg)
+        self.encoder = self._encoder()
         self.software = SoftwareUpdater(cfg)
+
+    def _encoder(self) -> RecordingEncoder | None:
+        return RecordingEncoder(self.outbox.store) if self.cfg.recording_format == "opus" else None
 
     # --- the loop -------------------------------------------------------------------------
     def run(self) -> None:
@@ -99,11 +102,13 @@ class Agent:
         backoff = 0.0
         while not self.stopping:
             self.housekeeping()
+            encoded = self.encoder is not None and self.encoder.step()  # linked to a portal or not
             if not self._linked():
-                self._sleep(NOT_ENROLLED_POLL_SECONDS)
+                if not encoded:
+                    self._sleep(NOT_ENROLLED_POLL_SECONDS)
                 continue
             try:
-                busy = self.cycle()
+                busy = self.cycle() or encoded
                 if backoff:
                     log.info("portal %s reachable again; outbox %s", self.link.portal_url, self.outbox.depth())
                 backoff = 0.0
@@ -409,6 +414,7 @@ class Agent:
             try:
                 self.cfg = load(self.cfg.path)  # the agent's own settings (cloud:) may have changed too
                 self.throttle = Throttle(self.cfg.cloud.upload_kbps)
+                self.encoder = self._encoder()
             except InvalidConfig:
                 pass
         elif outcome == "rolled_back":
@@ -452,11 +458,14 @@ class Agent:
                           path, entry.ref)
                 self.outbox.set_aside(entry, "recording-rejected", "file missing")
                 return True
-            if not wavfix.is_closed(path):
-                if _seconds_since(row["ended_at"]) < UNCLOSED_GRACE_SECONDS:
+            try:
+                if not finished_writing(path, row["ended_at"]):
                     continue  # the feature server closes it a media tick after the call ends
-                wavfix.repair(path)
-                log.warning("repaired recording %s left open by its writer", path)
+            except (OSError, ValueError) as exc:
+                log.error("cloud sync: recording %s of call %s could not be repaired (%s); it is sent as it is",
+                          path, entry.ref, exc)
+            if self.encoder is not None and self.encoder.waits_for(path):
+                continue  # encoded first (appliance/opus.py): the next round sends the Opus file
             try:
                 self.upload(entry, path)
             except PortalRefused as exc:
@@ -506,12 +515,6 @@ class Agent:
                     raise
         self.outbox.recording_synced(entry, sha256)
         self._synced()
-
-
-def _seconds_since(moment: str | None) -> float:
-    if not moment:
-        return 0.0
-    return (datetime.now().astimezone() - datetime.fromisoformat(moment)).total_seconds()
 
 
 def run(cfg: Config) -> None:

@@ -19,12 +19,13 @@ class Entry:
 
 class Outbox:
     def __init__(self, cdr_db: Path):
-        CdrStore(cdr_db).close()  # creates or migrates the tables if the feature server has not yet
+        self.store = CdrStore(cdr_db)  # creates or migrates the tables if the feature server has not yet
         self.db = sqlite3.connect(str(cdr_db), timeout=10.0, isolation_level=None)
         self.db.row_factory = sqlite3.Row
 
     def close(self) -> None:
         self.db.close()
+        self.store.close()
 
     def pending_cdrs(self, limit: int) -> list[tuple[Entry, dict]]:
         rows = self.db.execute(

@@ -214,6 +214,7 @@ class Config:
     recording_enabled: bool = True
     recording_keep_days: int = 30    # synced recordings older than this leave the box (docs/cloud.md)
     recording_min_free_mb: int = 200  # below this much free space no new call is recorded (CDRs still are)
+    recording_format: str = "opus"  # kept and sent as Ogg Opus once the call ends (appliance/opus.py), or "wav"
     no_answer_timeout: int = 30
     max_concurrent_calls: int = 0  # 0 until loaded: as many as network.rtp_ports allow, at most 60
     security: Security = field(default_factory=Security)

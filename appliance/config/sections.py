@@ -29,7 +29,8 @@ FEATURE_CODES = {"pickup_code": DTMF_CODE, "directed_pickup_prefix": DTMF_CODE, 
                  "transfer_cancel_key": DTMF_KEY}
 FEATURES = {"pickup": Bool(), "transfer_digit_timeout": Int(1, 30), "transfer_in_outbound_calls": Bool()}
 RECORDING = {"enabled": Bool("recording_enabled"), "keep_days": Int(1, 3650, "recording_keep_days"),
-             "min_free_mb": Int(1, 1_000_000, "recording_min_free_mb")}
+             "min_free_mb": Int(1, 1_000_000, "recording_min_free_mb"),
+             "format": Code(r"opus|wav", "opus or wav", "recording_format")}
 CALLS = {"max_concurrent": Int(1, MAX_CONCURRENT_CALLS, "max_concurrent_calls"), "no_answer_timeout": Int(1, 600)}
 SECURITY = {"auth_failures_before_ban": Int(1, 1000), "ban_seconds": Int(1, 86400),
             "flood_requests_per_second": Int(5, 100_000)}

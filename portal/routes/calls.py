@@ -7,6 +7,7 @@ organisation, guessed or copied, is "not found", the same as an id that never wa
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from urllib.parse import quote, urlencode
@@ -15,13 +16,14 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from sqlalchemy.orm import Session
 
-from .. import callbacks, clock, export, i18n, reports, stats, users
+from .. import callbacks, clock, export, i18n, reports, stats, transcode, users
 from ..deps import PageRefused, db, org_user, parse_range, report_query, signed_form, storage
 from ..fleet import FleetError
 from ..models import CallbackRequest, Recording, Site
 from ..pages import SECURITY_HEADERS, file_name, message, render, words
 from ..storage import Storage
 
+log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
 
 
@@ -120,25 +122,45 @@ def calls_xlsx(request: Request, me: users.SignedIn = Depends(org_user), session
 @router.get("/calls/{call_id}/recording")
 def recording(call_id: str, request: Request, me: users.SignedIn = Depends(org_user), session: Session = Depends(db),
               store: Storage = Depends(storage)) -> Response:
+    """The call's recording as stored (played with seeking: HTTP ranges), or, with `format`,
+    converted to Opus, WAV or MP3 (portal/transcode.py); `download` names the file."""
     call = reports.call_of_org(session, me.org_id, call_id)
     stored = session.get(Recording, (call.site_id, call.recording_sha256)) \
         if call is not None and call.recording_sha256 else None
     if stored is None:
         raise PageRefused(404, "not_found", me)
-    headers = dict(SECURITY_HEADERS, **{"Accept-Ranges": "bytes", "Cache-Control": "private, max-age=3600"})
+    wanted_format = request.query_params.get("format") or stored.audio_format
+    if wanted_format not in transcode.FORMATS:
+        raise PageRefused(400, "recording_format_unknown", me)
+    media_type, extension = transcode.FORMATS[wanted_format]
+    headers = dict(SECURITY_HEADERS, **{"Cache-Control": "private, max-age=3600"})
     if request.query_params.get("download"):
         name = re.sub(r'[\\/:*?"<>|\x00-\x1f]+', "_", request.query_params.get("name") or file_name(call)).strip()
-        name = name if name.lower().endswith(".wav") else name + ".wav"
+        name = re.sub(r"\.(wav|opus|ogg|mp3)$", "", name, flags=re.IGNORECASE) + extension
         ascii_name = name.encode("ascii", "replace").decode().replace("?", "_")
         headers["Content-Disposition"] = f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}"
-    try:
-        wanted = parse_range(request.headers.get("range"), stored.size)
-    except ValueError:
-        return Response(status_code=416, headers={"Content-Range": f"bytes */{stored.size}"})
-    start, end = wanted or (0, stored.size - 1)
+    sha256, size, source_format = stored.sha256, stored.size, stored.audio_format
     session.close()  # a recording plays for minutes: the database connection goes back to the pool first
+    if wanted_format != source_format:
+        try:
+            chunks, length = transcode.converted(store.open(sha256), source_format, wanted_format, store.staging_dir())
+        except transcode.Busy:
+            answer = message(request, 503, me, "recording_converting_busy")
+            answer.headers["Retry-After"] = "5"
+            return answer
+        except transcode.ConversionFailed as exc:
+            log.error("recording %s could not be converted to %s: %s", sha256, wanted_format, exc)
+            raise PageRefused(422, "recording_not_convertible", me) from None
+        headers["Content-Length"] = str(length)
+        return StreamingResponse(chunks, media_type=media_type, headers=headers)
+    headers["Accept-Ranges"] = "bytes"
+    try:
+        wanted = parse_range(request.headers.get("range"), size)
+    except ValueError:
+        return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
+    start, end = wanted or (0, size - 1)
     headers["Content-Length"] = str(end - start + 1)
     if wanted:
-        headers["Content-Range"] = f"bytes {start}-{end}/{stored.size}"
-    return StreamingResponse(store.read_range(stored.sha256, start, end), status_code=206 if wanted else 200,
-                             media_type="audio/wav", headers=headers)
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    return StreamingResponse(store.read_range(sha256, start, end), status_code=206 if wanted else 200,
+                             media_type=media_type, headers=headers)
