@@ -13,6 +13,7 @@ at the SIP provider. Each request is a JSON line; each answer is one JSON line:
     {"op": "hears", "number": "101", "hz": 1300, "seconds": 2}  records its call: is the tone there?
     {"op": "hangup"}                              every call of every phone
     {"op": "poll", "seconds": 1}                  lets the library run (keep-alives, refreshes)
+    {"op": "codec", "only": "PCMU/"}              this process's phones offer and accept only that codec ("": all again)
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ class Agent:
         self.lab.start()
         self.phones: dict[str, Phone] = {}
         self.ended: list[TestCall] = []  # finished calls, kept (op_hangup)
+        self.priorities: dict[str, int] | None = None  # the library's own codec priorities (op_codec)
 
     def phone(self, number: str, password: str = "") -> Phone:
         phone = self.lab.phone(number, password, TONE_OF.get(number, 1000.0), register=False)
@@ -105,6 +107,14 @@ class Agent:
         for phone in self.phones.values():
             phone.calls.clear()
         return {"hung_up": True}
+
+    def op_codec(self, only: str) -> dict:
+        """`only` "" gives back the library's own priorities."""
+        if self.priorities is None:
+            self.priorities = {c.codecId: c.priority for c in self.lab.ep.codecEnum2()}
+        for codec_id, priority in self.priorities.items():
+            self.lab.ep.codecSetPriority(codec_id, (255 if codec_id.startswith(only) else 0) if only else priority)
+        return {"codec": only}
 
     def op_poll(self, seconds: float) -> dict:
         self.lab.poll(seconds)

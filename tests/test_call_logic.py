@@ -380,3 +380,17 @@ def test_the_e_model_by_its_known_points():
     assert mos("PCMU", 0, 0, 600) < 4.0
     assert mos("G729", 0, 0, None) < mos("PCMU", 0, 0, None)
     assert mos("PCMU", 100, 200, 2000) == 1.0
+
+
+def test_a_leg_the_box_heard_nothing_from_is_one_way_audio_not_a_clean_line():
+    """Seen in the NAT lab: a softphone whose RTP never reached the box had 0 packets, 0 lost and
+    MOS 4.4 on its record, a "good line". Once the box has sent half a second of audio to a party
+    it heard nothing from, that leg is all lost with MOS 1.0; a leg that just began is not judged."""
+    from appliance.featureserver.quality import LegSample, summary
+
+    silent = LegSample(codec="PCMU", received=0, lost=0, jitter_mean_ms=0, jitter_max_ms=0, rtt_ms=None, sent=600,
+                       reported_lost=None, reported_jitter_ms=None)
+    assert summary(silent)["loss_pct"] == 100.0 and summary(silent)["mos"] == 1.0
+    just_answered = LegSample(codec="PCMU", received=0, lost=0, jitter_mean_ms=0, jitter_max_ms=0, rtt_ms=None, sent=3,
+                              reported_lost=None, reported_jitter_ms=None)
+    assert summary(just_answered)["mos"] == 4.4 and summary(just_answered)["loss_pct"] == 0.0

@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 import time
+from datetime import datetime
 
 import pytest
 
@@ -131,6 +132,59 @@ def test_a_softphone_behind_a_home_nat_calls_and_is_called_with_audio_both_ways(
         talk_and_listen(desks, "102", f"sip:104@{OFFICE_BOX}:5060", home, "104")
     finally:
         hang_up(home, desks)
+
+
+def home_line_call(office, seconds: float) -> dict:
+    """The softphone at home calls desk 102 and talks `seconds`; the box's record of the call."""
+    desks, home = office["desks"], office["home"]
+    since = datetime.now().astimezone().isoformat(timespec="milliseconds")
+    try:
+        home.ask("dial", number="104", uri=f"sip:102@{OFFICE_PUBLIC}:{WAN_PORT}")
+        assert desks.ask("talking", number="102", timeout=20)["talking"]
+        assert home.ask("talking", number="104", timeout=5)["talking"]
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            home.ask("poll", seconds=min(2.0, max(0.1, end - time.monotonic())))
+    finally:
+        hang_up(home, desks)
+    return office["pbx"].wait_cdr(lambda r: r["src"] == "104" and r["started_at"] > since
+                                  and r["disposition"] == "answered" and r["quality"], timeout=10)
+
+
+def mac_of(ns: str, dev: str) -> str:
+    return json.loads(in_ns(ns, "ip", "-j", "link", "show", dev).stdout)[0]["address"]
+
+
+def test_delay_and_jitter_on_the_home_line_show_in_that_legs_round_trip_and_jitter(office):
+    """The "internet" delays the home line's RTP by 60 ms with 15 ms of normal jitter each way
+    (tests/slow_line.py: netem's `delay 60ms 15ms distribution normal` in user space, since this
+    machine's kernel has no netem); the box's record of a call from home shows it on the
+    softphone's leg (a round trip of about 120 ms, jitter of several ms) and not on the desk
+    phone's. The softphone speaks PCMU so its packets leave on a steady 20 ms clock."""
+    lab, home = office["lab"], office["home"]
+    home.ask("codec", only="PCMU/")
+    try:
+        clean = home_line_call(office, 12.0)["quality"]
+        line = subprocess.Popen(["ip", "netns", "exec", lab.ns("inet"), sys.executable, str(ROOT / "tests" / "slow_line.py"),
+                                 "home", mac_of(lab.ns("hrouter"), "wan"), "office", mac_of(lab.ns("orouter"), "wan"),
+                                 str(RTP[0]), str(RTP[1]), "60", "15"], stdout=subprocess.PIPE, text=True)
+        try:
+            assert line.stdout.readline().strip() == "ready"
+            slow = home_line_call(office, 12.0)["quality"]
+        finally:
+            line.terminate()
+            line.wait(timeout=10)
+    finally:
+        home.ask("codec", only="")
+    print("home line clean:", clean)
+    print("home line 60 ms +-15 ms each way:", slow)
+    assert clean["caller"]["codec"] == slow["caller"]["codec"] == "PCMU"
+    assert clean["caller"]["rtt_ms"] is not None and clean["caller"]["rtt_ms"] < 20, clean["caller"]
+    assert clean["caller"]["jitter_ms"] < 5, clean["caller"]
+    assert slow["caller"]["rtt_ms"] is not None and 100 <= slow["caller"]["rtt_ms"] <= 200, slow["caller"]
+    assert slow["caller"]["jitter_ms"] >= 8 and slow["caller"]["jitter_max_ms"] > slow["caller"]["jitter_ms"], slow["caller"]
+    assert slow["callee"]["rtt_ms"] is not None and slow["callee"]["rtt_ms"] < 20, slow["callee"]  # the desk's leg
+    assert slow["caller"]["mos"] < clean["caller"]["mos"], (clean["caller"], slow["caller"])
 
 
 def test_a_call_lasts_past_two_nat_timeouts_and_keepalives_keep_trunk_and_softphone_reachable(office):

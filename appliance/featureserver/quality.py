@@ -58,14 +58,20 @@ def percent(part: int, whole: int) -> float:
     return round(100.0 * part / whole, 2) if whole > 0 else 0.0
 
 
+ONE_WAY_AFTER_PACKETS = 25  # the box sent half a second of audio and got none back: one-way audio
+
+
 def summary(sample: LegSample) -> dict:
-    """The leg's figures as the call record carries them (`quality.caller` / `quality.callee`)."""
-    loss = percent(sample.lost, sample.received + sample.lost)
+    """The leg's figures as the call record carries them (`quality.caller` / `quality.callee`).
+    A party the box heard nothing from while it sent that party audio had no line at all (one-way
+    audio: a NAT or firewall): all lost, MOS 1.0, not the clean line its empty counters suggest."""
+    one_way = sample.received == 0 and sample.sent >= ONE_WAY_AFTER_PACKETS
+    loss = 100.0 if one_way else percent(sample.lost, sample.received + sample.lost)
     return {
         "codec": sample.codec, "packets": sample.received, "lost": sample.lost, "loss_pct": loss,
         "jitter_ms": round(sample.jitter_mean_ms, 1), "jitter_max_ms": round(sample.jitter_max_ms, 1),
         "rtt_ms": round(sample.rtt_ms, 1) if sample.rtt_ms is not None else None,
         "reported_loss_pct": percent(sample.reported_lost, sample.sent) if sample.reported_lost is not None else None,
         "reported_jitter_ms": round(sample.reported_jitter_ms, 1) if sample.reported_jitter_ms is not None else None,
-        "mos": mos(sample.codec, loss, sample.jitter_mean_ms, sample.rtt_ms),
+        "mos": 1.0 if one_way else mos(sample.codec, loss, sample.jitter_mean_ms, sample.rtt_ms),
     }
