@@ -159,6 +159,8 @@ def read_line(proc: subprocess.Popen, timeout: float) -> str:
 class EdgepbxOffice:
     """The appliance as the system under test: `pids` are the feature server's."""
 
+    quality = True  # the feature server reads each leg's stream figures every second (issue 26)
+
     def __init__(self, extensions: dict[str, str], level: int, workdir: Path):
         listed = "\n".join(f'  - {{number: "{n}", password: "{pw}"}}' for n, pw in extensions.items())
         self.config = write_office(workdir, extensions=listed, rtp_count=level * 8 + 64,
@@ -166,14 +168,24 @@ class EdgepbxOffice:
         self.pbx = None
 
     def start(self) -> None:
-        self.pbx = start_pbx(self.config)
+        os.environ["EDGEPBX_QUALITY_SAMPLE_SECONDS"] = "1" if self.quality else "0"
+        try:
+            self.pbx = start_pbx(self.config)
+        finally:
+            del os.environ["EDGEPBX_QUALITY_SAMPLE_SECONDS"]
         self.sip_port = self.pbx.sip_port
 
     def pids(self) -> list[int]:
         return [p for p in descendants_of(self.pbx.proc.pid) if b"featureserver" in Path(f"/proc/{p}/cmdline").read_bytes()]
 
     def recording_count(self) -> int:
-        return len(list((self.pbx.data_dir / "recordings").rglob("*.wav")))
+        """WAVs, and those the cloud agent already encoded to Opus once their call ended."""
+        return sum(len(list((self.pbx.data_dir / "recordings").rglob(pattern))) for pattern in ("*.wav", "*.opus"))
+
+
+class EdgepbxWithoutQuality(EdgepbxOffice):
+    """The same with the per-call quality figures off: what collecting them costs."""
+    quality = False
 
     def stop(self) -> None:
         if self.pbx is not None:
@@ -252,10 +264,22 @@ def main() -> None:
     parser.add_argument("--levels", default="50,100,200,300")
     parser.add_argument("--hold", type=float, default=10.0)
     parser.add_argument("--no-asterisk", action="store_true", help="skip the Asterisk 22 peer (it needs root and debootstrap)")
+    parser.add_argument("--no-setup", action="store_true", help="skip part 1 (call setup time)")
+    parser.add_argument("--quality-cost", action="store_true",
+                        help="in part 2, edgepbx with its per-call quality figures off too, alternating runs")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="edgepbx-bench-"))
     print(f"machine: {os.cpu_count()} cores; work files in {workdir}")
 
+    if not args.no_setup:
+        call_setup(args, workdir)
+    levels = [int(x) for x in args.levels.split(",")]
+    systems = [EdgepbxOffice] + ([EdgepbxWithoutQuality, EdgepbxOffice, EdgepbxWithoutQuality] if args.quality_cost else []) \
+        + ([] if args.no_asterisk else [asterisk_office])
+    concurrent(args, workdir, levels, systems)
+
+
+def call_setup(args: argparse.Namespace, workdir: Path) -> None:
     print(f"\n1. call setup time, {args.calls} calls at {args.rate}/s (SIPp, digest auth, ms at the caller)")
     print(f"{'path':<34} {'180 p50':>8} {'180 p95':>8} {'200 p50':>8} {'200 p95':>8} {'calls':>6}")
     for label, direct, watched in (("Kamailio + feature server", False, False),
@@ -269,8 +293,8 @@ def main() -> None:
               f"{percentile(r['200'], 50):8.2f} {percentile(r['200'], 95):8.2f} {len(r['200']):6d}"
               + ("  (some calls failed)" if r["failed"] else ""))
 
-    levels = [int(x) for x in args.levels.split(",")]
-    systems = [EdgepbxOffice] + ([] if args.no_asterisk else [asterisk_office])
+
+def concurrent(args: argparse.Namespace, workdir: Path, levels: list[int], systems: list) -> None:
     if not args.no_asterisk:
         from asterisk_peer import version
         print(f"\npeer: {version()} (Debian unstable, chroot), MixMonitor on every call")
@@ -280,9 +304,10 @@ def main() -> None:
           f"{'%/call':>6} {'RSS MB':>7} {'KB/call':>8} {'WAVs':>5} {'farm %':>6}  busiest threads")
     for make_office in systems:
         best = None
-        name = "edgepbx" if make_office is EdgepbxOffice else "Asterisk"
+        name = {EdgepbxOffice: "edgepbx", EdgepbxWithoutQuality: "no-qual"}.get(make_office, "Asterisk")
         for level in levels:
-            row = concurrent_calls(level, args.hold, workdir / f"{make_office.__name__}-{level}", make_office)
+            row = concurrent_calls(level, args.hold, workdir / f"{make_office.__name__}-{level}-{time.monotonic_ns()}",
+                                   make_office)
             if "error" in row:
                 print(f"{name:<9}{level:5d}  failed: {row['error']}")
                 break

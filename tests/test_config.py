@@ -43,6 +43,9 @@ def test_a_good_config_passes(tmp_path):
 @pytest.mark.parametrize("broken, line, words", [
     (GOOD.replace("recording:", "recordings:"), 7, "unknown key 'recordings'"),
     (GOOD.replace("recording: {", "recording: {format: mp3, "), 7, "recording.format must be opus or wav"),
+    (GOOD + "trunks: [{name: main, host: 192.0.2.10, dids: ['+78312000000']}]\ninbound:\n  numbers:\n"
+     "    '+78312000000': [{ring: ['101']}]\n    '78312000000': [{ring: ['102']}]\n", 15,
+     "inbound.numbers: '78312000000' is the number on line 14 again"),
     (GOOD.replace('"102", name: "Sales"', '"101", name: "Sales"'), 10, "duplicate extension 101 (first on line 9)"),
     (GOOD.replace("sip_port: 5090", "sip_port: 70000"), 5, "network.sip_port must be between 1 and 65535"),
     (GOOD.replace("sip_port: 5090", "sip_port: fifty"), 5, "network.sip_port must be a whole number"),

@@ -360,12 +360,17 @@ def read_inbound(r: Reader, node: Node, cfg: Config, files: list[FileRef]) -> No
         for digit, (_key, value) in r.mapping(f["menu"][1], set("0123456789"), "inbound.menu").items():
             inbound.menu[digit] = read_steps(r, value, f"inbound.menu.{digit}", numbers, cfg.no_answer_timeout)
     if "numbers" in f:  # the office's second number rings accounts: its own steps by day
+        first_line: dict[str, int] = {}
         for dialled, (key_node, value) in read_numbered(r, f["numbers"][1]).items():
             if not re.fullmatch(r"\+?[0-9]{3,20}", dialled):
                 r.error(key_node, f"inbound.numbers: '{dialled}' is not a phone number (digits, + first allowed)")
                 continue
-            inbound.numbers[dialled.lstrip("+")] = read_steps(r, value, f"inbound.numbers.{dialled}", numbers,
-                                                              cfg.no_answer_timeout)
+            bare = dialled.lstrip("+")
+            if bare in first_line:  # "+78312000000" and "78312000000" are one number
+                r.error(key_node, f"inbound.numbers: '{dialled}' is the number on line {first_line[bare]} again")
+                continue
+            first_line[bare] = key_node.start_mark.line + 1
+            inbound.numbers[bare] = read_steps(r, value, f"inbound.numbers.{dialled}", numbers, cfg.no_answer_timeout)
 
 
 def read_numbered(r: Reader, node: Node) -> dict:

@@ -9,6 +9,7 @@ reported from inside another leg's hangup, and that report must not rewrite the 
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 from ..model import DialError, Leg, LegState, Target, TransferKind
@@ -16,7 +17,9 @@ from ..quality import LegSample, summary
 from ..services import Services
 
 log = logging.getLogger("edgepbx.featureserver")
-QUALITY_SAMPLE_SECONDS = 1.0  # each talking leg's stream figures are read this often
+# Each talking leg's stream figures are read this often. 0 reads none and records no quality: only
+# for bench/bench_calls.py, which measures what reading them costs beside not reading them.
+QUALITY_SAMPLE_SECONDS = float(os.environ.get("EDGEPBX_QUALITY_SAMPLE_SECONDS", "1"))
 
 
 def place_next(services: Services, owner: object, cdr_id: str, targets: list[Target], current: Leg | None, role: str,
@@ -98,7 +101,7 @@ class Call:
         self.services.table.retire_if_done(self)
 
     def on_timer(self) -> None:
-        if self.state == "answered" and time.monotonic() >= self.next_sample:
+        if self.state == "answered" and QUALITY_SAMPLE_SECONDS and time.monotonic() >= self.next_sample:
             self.next_sample = time.monotonic() + QUALITY_SAMPLE_SECONDS
             self.sample_quality()
         if self.transfer is not None:
@@ -115,6 +118,8 @@ class Call:
 
     def quality_report(self) -> dict | None:
         """`quality` of the call record: per leg what the box measured and its MOS (quality.py)."""
+        if not QUALITY_SAMPLE_SECONDS:
+            return None
         self.sample_quality()
         return {side: summary(sample) for side, sample in self.quality_samples.items()} or None
 
