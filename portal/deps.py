@@ -110,7 +110,9 @@ def csrf_checked(fields: dict[str, str], me: users.SignedIn) -> dict[str, str]:
 
 def signed_form(who=signed_in, read=form):  # noqa: ANN001,ANN201 - dependency factories
     """A dependency: (the posted form, who posted it), for people `who` allows, CSRF checked."""
-    def dependency(fields: dict[str, str] = Depends(read), me: users.SignedIn = Depends(who)) \
+    # `who` first: FastAPI solves dependencies in order, so someone refused is refused before
+    # their body is read (an upload of 20 MB is not parsed for a viewer's 403)
+    def dependency(me: users.SignedIn = Depends(who), fields: dict[str, str] = Depends(read)) \
             -> tuple[dict[str, str], users.SignedIn]:
         return csrf_checked(fields, me), me
     return dependency

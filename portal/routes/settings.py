@@ -119,12 +119,14 @@ def operator_page(name: str, page: str, request: Request, me: users.SignedIn = D
     return show(request, session, me, operator_place(session, me, name), page=page)
 
 
-def admin_form(posted: tuple[dict[str, str], users.SignedIn] = Depends(signed_form(org_user))) \
-        -> tuple[dict[str, str], users.SignedIn]:
-    """A customer's posted change: an admin's; a viewer's is refused before anything is read."""
-    if posted[1].role != "admin":
-        raise PageRefused(403, "viewer_cannot_edit", posted[1])
-    return posted
+def org_admin(me: users.SignedIn = Depends(org_user)) -> users.SignedIn:
+    """An organisation's admin; a viewer's post is refused before its body is read."""
+    if me.role != "admin":
+        raise PageRefused(403, "viewer_cannot_edit", me)
+    return me
+
+
+admin_form = signed_form(org_admin)  # a customer's posted change
 
 
 def change(request: Request, session: Session, me: users.SignedIn, place: Place, fields: dict[str, str],
@@ -334,9 +336,7 @@ def sound_change(request: Request, session: Session, store: Storage, me: users.S
     return save_change(request, show_page, session, me, place, fields, base, edit, summary, "sound")
 
 
-def admin_upload(posted: tuple[dict[str, str], users.SignedIn] = Depends(signed_form(org_user, upload_form))) \
-        -> tuple[dict[str, str], users.SignedIn]:
-    return admin_form(posted)
+admin_upload = signed_form(org_admin, upload_form)  # a customer's greeting or music
 
 
 @router.post("/settings/incoming")
@@ -398,10 +398,10 @@ def trunk_change(request: Request, session: Session, me: users.SignedIn, place: 
                  what: str, trunk: str | None = None) -> Response:
     """A trunk added, changed or removed, or the dialling area set."""
     show_page = partial(show, request, session, me, place, page="trunks")
-    space = configurator.workspace(session, place.site)
     try:
         base = int(fields.get("base", ""))
-        if what == "add":
+        if what == "add":  # the config is parsed only here: a new trunk must not pass the box's limit
+            space = configurator.workspace(session, place.site)
             edit, summary = trunk_form.add_trunk(fields, len(space.trunks) if space else 0)
         elif what == "save":
             edit, summary = trunk_form.edit_trunk(fields, trunk or "")
