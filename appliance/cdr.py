@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Callable
 
 from .reserve import release_reserve
 
@@ -129,9 +130,10 @@ class CdrStore:
     def close(self) -> None:
         self.db.close()
 
-    def _change(self, cdr_id: str, sql: str, args: tuple, recording_done: bool = False) -> None:
-        """One transaction: the change and its outbox entry (and the recording's, once closed).
-        A full disk gives up the space kept for records (appliance/reserve.py) and tries again."""
+    def _change(self, cdr_id: str, sql: str | Callable[[], None], args: tuple = (), recording_done: bool = False) -> None:
+        """One transaction: the change (an UPDATE, or a function that reads and writes) and its
+        outbox entry (and the recording's, once closed). A full disk gives up the space kept for
+        records (appliance/reserve.py) and tries again."""
         try:
             self._transaction(cdr_id, sql, args, recording_done)
         except sqlite3.OperationalError as exc:
@@ -139,10 +141,13 @@ class CdrStore:
                 raise
             self._transaction(cdr_id, sql, args, recording_done)
 
-    def _transaction(self, cdr_id: str, sql: str, args: tuple, recording_done: bool) -> None:
+    def _transaction(self, cdr_id: str, sql: str | Callable[[], None], args: tuple, recording_done: bool) -> None:
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            self.db.execute(sql, args)
+            if callable(sql):
+                sql()
+            else:
+                self.db.execute(sql, args)
             self.db.execute(QUEUE, ("cdr", cdr_id, now()))
             if recording_done:
                 self.db.execute("INSERT INTO outbox (kind, ref, queued_at) SELECT 'recording', id, ? FROM cdr "
@@ -234,6 +239,18 @@ class CdrStore:
             if started >= midnight and row["answered_at"]:
                 seconds += row["billsec"] if row["ended_at"] else _seconds_between(row["answered_at"], moment.isoformat())
         return calls, seconds
+
+    def phone_report(self, cdr_id: str, side: str, figures: dict) -> None:
+        """Adds what a side's phone reported (featureserver/quality.py PhoneReport) to the record's
+        `quality`, read and written in one transaction; the record goes to the portal again."""
+        def add() -> None:
+            row = self.db.execute("SELECT quality FROM cdr WHERE id=?", (cdr_id,)).fetchone()
+            if row is None:
+                return
+            quality = json.loads(row[0]) if row[0] else {}
+            quality.setdefault(side, {}).update(figures)
+            self.db.execute("UPDATE cdr SET quality=? WHERE id=?", (json.dumps(quality), cdr_id))
+        self._change(cdr_id, add)
 
     def recording_encoded(self, cdr_id: str, before: str, after: str) -> bool:
         """The call's recording is now `after` (its Opus file, appliance/opus.py); the record goes to

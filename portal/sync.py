@@ -65,7 +65,9 @@ def _checked(record: dict) -> dict:
 QUALITY_SIDES = ("caller", "callee")
 QUALITY_TEXT = {"codec": 32}
 QUALITY_NUMBERS = ("packets", "lost", "loss_pct", "jitter_ms", "jitter_max_ms", "rtt_ms", "reported_loss_pct",
-                   "reported_jitter_ms", "mos")
+                   "reported_jitter_ms", "mos",
+                   # what the phone itself reported (RTCP-XR, appliance/featureserver/quality.py PhoneReport)
+                   "phone_mos", "phone_mos_cq", "phone_loss_pct", "phone_rtt_ms")
 
 
 def worst_mos(quality: str | None) -> float | None:

@@ -394,3 +394,22 @@ def test_a_leg_the_box_heard_nothing_from_is_one_way_audio_not_a_clean_line():
     just_answered = LegSample(codec="PCMU", received=0, lost=0, jitter_mean_ms=0, jitter_max_ms=0, rtt_ms=None, sent=3,
                               reported_lost=None, reported_jitter_ms=None)
     assert summary(just_answered)["mos"] == 4.4 and summary(just_answered)["loss_pct"] == 0.0
+
+
+def test_a_phones_voice_quality_report_is_read_for_its_own_side_and_nonsense_is_not_trusted():
+    """RFC 6035 bodies as Yealink, Poly and snom phones write them (CallID at the top or inside
+    LocalMetrics); figures out of range, garbage and a report naming no call give nothing."""
+    from appliance.featureserver.quality import parse_vq_report
+
+    top = ("VQSessionReport: CallTerm\r\nCallID: abc@10.0.0.5\r\nLocalMetrics:\r\nPacketLoss: NLR=1.5 JDR=0.0\r\n"
+           "Delay: RTD=120 ESD=40 IAJ=3\r\nQualityEst: MOSLQ=3.9 MOSCQ=3.7\r\nRemoteMetrics:\r\nQualityEst: MOSLQ=1.0\r\n")
+    said = parse_vq_report(top)
+    assert said is not None and said.call_id == "abc@10.0.0.5"
+    assert said.figures() == {"phone_mos": 3.9, "phone_mos_cq": 3.7, "phone_loss_pct": 1.5, "phone_rtt_ms": 120.0}
+    inside = "VQSessionReport\nLocalMetrics:\nCallID:3c26a8de500f\nPacketLoss:NLR=0.0 JDR=0.0\nDelay:RTD=0 ESD=0 IAJ=4\n"
+    assert parse_vq_report(inside).call_id == "3c26a8de500f" and parse_vq_report(inside).figures() == \
+        {"phone_loss_pct": 0.0, "phone_rtt_ms": 0.0}
+    hostile = "CallID: x\nLocalMetrics:\nQualityEst: MOSLQ=99 MOSCQ=nan MOSCQ=-1\nPacketLoss: NLR=1e9\nDelay: RTD=abc\n"
+    assert parse_vq_report(hostile).figures() == {}
+    assert parse_vq_report("LocalMetrics:\nQualityEst: MOSLQ=4.0\n") is None
+    assert parse_vq_report("\x00" * 10000) is None

@@ -11,6 +11,7 @@ import pjsua2 as pj
 
 from appliance.featureserver.quality import mos
 from conftest import ROOT, TONES
+from sipp import run_sipp
 
 
 def talk(lab, caller, callee_number: str, seconds: float):
@@ -58,3 +59,38 @@ def test_a_line_losing_ten_percent_shows_it_and_a_poor_mos(pbx, lab, tmp_path):
         lossy.kill()
         lossy.wait()
         lab.release_phones()
+
+
+def test_each_phones_own_voice_quality_report_reaches_its_side_of_the_record(pbx, lab, tmp_path):
+    """After a call, SIPp speaks as each of its two phones and PUBLISHes an RFC 6035 report
+    (Event: vq-rtcpxr, digest auth) as Yealink and Poly phones do: the caller's listening MOS 4.1
+    lands on the record's caller side, the callee's 3.2 on the callee side, beside what the box
+    measured. A report for someone else's call, or with a wrong password, changes nothing."""
+    lab.port = pbx.sip_port
+    anna = lab.phone("101", "pw-101-secret", TONES["101"])
+    boris = lab.phone("102", "pw-102-secret", TONES["102"])
+    call = anna.dial("102")
+    lab.wait_for(lambda: call.state == pj.PJSIP_INV_STATE_CONFIRMED and call.media_active, 10, "the answer")
+    caller_call_id, callee_call_id = call.getInfo().callIdString, boris.last_call.getInfo().callIdString
+    lab.poll(3.0)
+    call.hangup_now()
+    lab.poll(0.5)
+    record = pbx.wait_cdr(lambda r: r["src"] == "101" and r["dst"] == "102" and r["disposition"] == "answered")
+
+    def report(user: str, password: str, call_id: str, moslq: str, expected: str = "200") -> None:
+        fill = {"CALLID": call_id, "REMOTE": "1xx", "MOSLQ": moslq, "MOSCQ": "4.0", "NLR": "0.4", "RTD": "35"}
+        done = run_sipp("vq_report.xml", tmp_path, pbx.sip_port, service=user, user=user, password=password,
+                        expected=expected, fill=fill, lab=lab, timeout=15)
+        assert done.returncode == 0, done.output[-2000:]
+
+    report("103", "pw-103-secret", caller_call_id, "1.0")  # 103 speaks of 101's call: dropped
+    report("101", "wrong-password", caller_call_id, "1.0", expected="403")
+    report("101", "pw-101-secret", caller_call_id, "4.1")
+    report("102", "pw-102-secret", callee_call_id, "3.2")
+    record = pbx.wait_cdr(lambda r: r["id"] == record["id"] and r["quality"] and "phone_mos" in r["quality"]["callee"]
+                          and "phone_mos" in r["quality"]["caller"], timeout=10)
+    caller, callee = record["quality"]["caller"], record["quality"]["callee"]
+    assert (caller["phone_mos"], caller["phone_mos_cq"], caller["phone_loss_pct"], caller["phone_rtt_ms"]) == (4.1, 4.0, 0.4, 35.0)
+    assert callee["phone_mos"] == 3.2  # the LocalMetrics (what 102 heard), not the RemoteMetrics' 1.1
+    assert caller["mos"] >= 4.0 and caller["packets"] > 100 and callee["codec"]  # the box's own figures stay
+    lab.release_phones()

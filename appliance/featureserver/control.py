@@ -1,5 +1,5 @@
 """Requests from the box's own processes on the feature server's abstract Unix datagram socket:
-REFERs handed over by Kamailio, and the portal's call-back requests from the cloud agent
+REFERs and phones' voice quality reports handed over by Kamailio, and the portal's call-back requests from the cloud agent
 (answered to the sender). An abstract socket has no file permissions, so the sender's
 credentials come along (SO_PASSCRED) and a datagram from any other user is dropped."""
 from __future__ import annotations
@@ -44,7 +44,9 @@ class ControlSocket:
                 continue
             try:
                 request = json.loads(data)
-                if "callback" in request:
+                if "phone_report" in request:
+                    intake.phone_report(str(request["phone_report"]["extension"]), str(request["phone_report"]["body"]))
+                elif "callback" in request:
                     ok, detail = intake.call_back(str(request["callback"]["extension"]),
                                                   str(request["callback"]["number"]))
                     self.answer(sender, {"ok": ok, "detail": detail})

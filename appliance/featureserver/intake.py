@@ -16,6 +16,7 @@ from .calls.notice import ToneNotice
 from .calls.transfer import attended_transfer, blind_transfer, parse_refer_to
 from .edge import EdgeCall
 from .model import DialError
+from .quality import parse_vq_report
 from .services import Services
 
 log = logging.getLogger("edgepbx.featureserver")
@@ -147,6 +148,31 @@ class Intake:
             leg.send_transfer_outcome(481, "Call/Transaction Does Not Exist", cseq)
             return
         attended_transfer(self.services, found, other, cseq)
+
+    # -- a phone's own report of a call (RTCP-XR PUBLISH, handed over by the edge) ---------------
+
+    def phone_report(self, extension: str, body: str) -> None:
+        """Adds what `extension`'s phone measured to its side of the call: to the call itself while
+        it is up (the record takes it at the end), else to the record of a call that just ended. A
+        report naming another extension's call is dropped: a phone speaks only for itself."""
+        report = parse_vq_report(body)
+        if report is None:
+            log.warning("a voice quality report from %s names no call", extension)
+            return
+        found = self.services.table.party(report.call_id)
+        if found is not None:
+            call, leg = found
+            side = call.side_of(leg)
+            if side and leg.number == extension:
+                call.phone_reports[side] = report
+            return
+        ended = self.services.table.ended_legs.get(report.call_id)
+        if ended is None or ended[2] != extension:
+            log.info("a voice quality report from %s is for no call of its that ended lately (Call-ID %s)",
+                     extension, report.call_id)
+            return
+        cdr_id, side, _number = ended
+        self.services.records.phone_report(cdr_id, side, report.figures())
 
     # -- the portal's call back ---------------------------------------------------------------
 

@@ -14,6 +14,7 @@ The MOS is the ITU-T G.107 E-model, reduced to what a PBX knows (docs/quality.md
 Ie and Bpl per codec from G.113 Appendix I (G.711 with packet loss concealment: 0 and 25.1;
 G.729A+VAD 11 and 19; GSM-FR 20 and 10; G.722, Opus and others are given G.711's figures, since
 G.113 has no narrowband-equivalent figure for them: their MOS is a narrowband estimate).
+Phones that send RTCP-XR voice quality reports (RFC 6035) add their own view: parse_vq_report.
 Standard library only: the call logic's tests run it without pjsua2.
 """
 from __future__ import annotations
@@ -75,3 +76,52 @@ def summary(sample: LegSample) -> dict:
         "reported_jitter_ms": round(sample.reported_jitter_ms, 1) if sample.reported_jitter_ms is not None else None,
         "mos": 1.0 if one_way else mos(sample.codec, loss, sample.jitter_mean_ms, sample.rtt_ms),
     }
+
+
+# --- what the phone itself measured (RTCP-XR voice quality reports, RFC 6035) ------------------
+
+@dataclass(frozen=True)
+class PhoneReport:
+    """A phone's own view of a call's audio, from its SIP PUBLISH (Event: vq-rtcpxr): its listening
+    and conversational MOS, the loss it saw and the round trip it measured. None where not said."""
+    call_id: str
+    mos_lq: float | None
+    mos_cq: float | None
+    loss_pct: float | None
+    rtt_ms: float | None
+
+    def figures(self) -> dict:
+        """What the call record carries beside the box's own figures of that leg."""
+        return {name: value for name, value in (("phone_mos", self.mos_lq), ("phone_mos_cq", self.mos_cq),
+                                                 ("phone_loss_pct", self.loss_pct), ("phone_rtt_ms", self.rtt_ms))
+                if value is not None}
+
+
+def _number(text: str | None, low: float, high: float) -> float | None:
+    try:
+        value = float(text) if text is not None else None
+    except ValueError:
+        return None
+    return value if value is not None and low <= value <= high else None
+
+
+def parse_vq_report(body: str) -> PhoneReport | None:
+    """The report's Call-ID and the LocalMetrics figures (what the reporting phone received), or
+    None when it names no call. Unknown lines and malformed values are ignored, never trusted."""
+    call_id, section, metrics = None, None, {}
+    for line in body.splitlines()[:200]:
+        name, _, value = line.partition(":")
+        name, value = name.strip().lower(), value.strip()
+        if name == "callid" and call_id is None:  # at the top (RFC 6035) or in LocalMetrics (some phones)
+            call_id = value[:200] or None
+        elif name in ("localmetrics", "remotemetrics"):
+            section = name
+        elif section == "localmetrics" and name in ("qualityest", "packetloss", "delay"):
+            for pair in value.split():
+                key, _, figure = pair.partition("=")
+                metrics[key.upper()] = figure
+    if not call_id:
+        return None
+    return PhoneReport(call_id=call_id, mos_lq=_number(metrics.get("MOSLQ"), 1.0, 5.0),
+                       mos_cq=_number(metrics.get("MOSCQ"), 1.0, 5.0), loss_pct=_number(metrics.get("NLR"), 0.0, 100.0),
+                       rtt_ms=_number(metrics.get("RTD"), 0.0, 60000.0))

@@ -65,6 +65,10 @@ class CallRecords:
         self._write(lambda: self.store.ended(cdr_id, disposition, code, quality), "end update")
         self.recording_now.discard(cdr_id)
 
+    def phone_report(self, cdr_id: str, side: str, figures: dict) -> None:
+        """A phone's own figures of an ended call, beside the box's (its record goes out again)."""
+        self._write(lambda: self.store.phone_report(cdr_id, side, figures), "phone report update")
+
     def new_recording(self, media: Media, cdr_id: str, src: str, dst: str,
                       answerer: str | None = None) -> tuple[object, str] | None:
         """(recorder, path) of a new recording of call `cdr_id`, or None: recording is off (for the

@@ -2,15 +2,21 @@
 calls up in, what the concurrency limits count, and when a call's pjsua2 objects may go."""
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Iterator
 
 from .model import CallKind, Leg
+
+ENDED_LEGS_KEPT = 2000  # a phone's report of a call comes seconds after it ends; a busy box ends ~5 a minute
 
 
 class CallTable:
     def __init__(self) -> None:
         self.calls: dict[int, CallKind] = {}  # keyed by id(call); calls keep their legs alive
         self.retired: list[object] = []        # ended calls (and refused legs) freed on the next loop turn
+        # SIP Call-ID -> (CDR id, side, extension) of the answered calls that ended last: where a
+        # phone's own report of a call (RTCP-XR, after its BYE) belongs
+        self.ended_legs: OrderedDict[str, tuple[str, str, str]] = OrderedDict()
 
     def add(self, call: CallKind) -> None:
         self.calls[id(call)] = call
@@ -43,6 +49,13 @@ class CallTable:
                 if leg.sip_call_id() == sip_call_id:
                     return call, leg
         return None
+
+    def note_ended(self, cdr_id: str, legs: dict[str, Leg]) -> None:
+        for side, leg in legs.items():
+            if leg.sip_call_id():
+                self.ended_legs[leg.sip_call_id()] = (cdr_id, side, leg.number)
+        while len(self.ended_legs) > ENDED_LEGS_KEPT:
+            self.ended_legs.popitem(last=False)
 
     def calls_out(self, except_call: object = None) -> list[CallKind]:
         """Calls up with a leg out over a trunk (what the toll-fraud limits count)."""

@@ -30,6 +30,7 @@ SCANNER_AGENTS = ("friendly-scanner", "sipcli", "sipvicious", "sip-scan", "sipsa
 
 
 RELOAD_CHECK_SECONDS = 1.0
+MAX_REPORT_BYTES = 8192  # an RTCP-XR session report is under 2 KB
 EDGE_CALL_HEADER = "X-Edgepbx-Call"
 EDGE_CALL_FIELDS = ("caller", "name", "dialled", "to", "trunk", "replaces", "call_id", "tls")
 
@@ -144,6 +145,9 @@ class Router:
                 self.relay()
             else:
                 self.register()
+            return 1
+        if method == "PUBLISH" and self.event() == "vq-rtcpxr":
+            self.voice_quality_report()
             return 1
         if method in ("SUBSCRIBE", "PUBLISH"):
             self.presence(method)
@@ -268,8 +272,7 @@ class Router:
                 KSR.sl.sl_send_reply(403, "Forbidden")
                 return
         else:
-            event = (KSR.pv.gete("$hdr(Event)") or KSR.pv.gete("$hdr(o)") or "").split(";")[0].strip().lower()
-            if event != "dialog":
+            if self.event() != "dialog":
                 KSR.sl.sl_send_reply(489, "Bad Event")
                 return
             if not self.authenticate("SUBSCRIBE"):
@@ -282,6 +285,32 @@ class Router:
             # address the phone used for the box (pua_dialoginfo publishes under the domain).
             KSR.pv.sets("$rd", self.realm)
         self.serve_presence(method)
+
+    @staticmethod
+    def event():
+        return (KSR.pv.gete("$hdr(Event)") or KSR.pv.gete("$hdr(o)") or "").split(";")[0].strip().lower()
+
+    def voice_quality_report(self):
+        """A phone's RTCP-XR voice quality report (RFC 6035: PUBLISH, Event: vq-rtcpxr), sent at a
+        call's end by phones the templates point here. Authenticated like the phone's calls, then
+        handed to the feature server, which adds the phone's own MOS to its side of the call's
+        record; 200 either way (a report is not worth a phone's retries)."""
+        if not self.authenticate("PUBLISH", same_user=False):
+            return
+        KSR.auth.consume_credentials()
+        body = KSR.pv.gete("$rb") or ""
+        if len(body) > MAX_REPORT_BYTES:
+            KSR.sl.sl_send_reply(413, "Request Entity Too Large")
+            return
+        report = {"phone_report": {"extension": KSR.pv.get("$au"), "body": body}}
+        try:
+            if self.control is None:
+                self.control = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self.control.sendto(json.dumps(report).encode(), self.control_address.encode("latin-1"))
+        except OSError as exc:
+            KSR.warn(f"edgepbx: cannot hand a voice quality report to the feature server: {exc}\n")
+        KSR.hdr.append_to_reply(f"SIP-ETag: vq{int(time.time() * 1000)}\r\nExpires: 0\r\n")
+        KSR.sl.sl_send_reply(200, "OK")
 
     def watched(self, extension):
         return KSR.presence.pres_has_subscribers(f"sip:{extension}@{self.realm}", "dialog") > 0
@@ -338,15 +367,17 @@ class Router:
 
     # -- authentication ------------------------------------------------------------------
 
-    def authenticate(self, method) -> bool:
-        """Digest auth against the office's extensions; counts failures per source address."""
+    def authenticate(self, method, same_user=True) -> bool:
+        """Digest auth against the office's extensions; counts failures per source address.
+        `same_user`: the credentials' user must be the From user (the To user for REGISTER and
+        PUBLISH); a voice quality report is addressed To its collector, so it is not asked."""
         user = KSR.pv.gete("$au")
         if not user:
             KSR.auth.auth_challenge(self.realm, 0)
             return False
         ext = self.extensions.get(user)
         password = ext["password"] if ext else "\x00never-matches"
-        rc = KSR.auth.pv_auth_check(self.realm, password, 0, 1)
+        rc = KSR.auth.pv_auth_check(self.realm, password, 0, 1 if same_user else 0)
         if rc > 0:
             return True
         if rc in (-4, -6):  # stale or reused nonce: a normal retry, not an attack

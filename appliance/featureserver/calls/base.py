@@ -13,7 +13,7 @@ import os
 import time
 
 from ..model import DialError, Leg, LegState, Target, TransferKind
-from ..quality import LegSample, summary
+from ..quality import LegSample, PhoneReport, summary
 from ..services import Services
 
 log = logging.getLogger("edgepbx.featureserver")
@@ -66,6 +66,7 @@ class Call:
         self.transfer: TransferKind | None = None
         self.created = time.monotonic()
         self.quality_samples: dict[str, LegSample] = {}  # "caller" / "callee": each leg's latest figures
+        self.phone_reports: dict[str, PhoneReport] = {}   # what a side's phone said of the call (RTCP-XR)
         self.next_sample = 0.0
 
     # -- what the table, pickup and the limits ask ----------------------------------------------
@@ -118,10 +119,18 @@ class Call:
 
     def quality_report(self) -> dict | None:
         """`quality` of the call record: per leg what the box measured and its MOS (quality.py)."""
+        self.services.table.note_ended(self.cdr_id, {side: leg for side, leg in (("caller", self.caller),
+                                                                                 ("callee", self.callee)) if leg})
         if not QUALITY_SAMPLE_SECONDS:
             return None
         self.sample_quality()
-        return {side: summary(sample) for side, sample in self.quality_samples.items()} or None
+        report = {side: summary(sample) for side, sample in self.quality_samples.items()}
+        for side, said in self.phone_reports.items():
+            report.setdefault(side, {}).update(said.figures())
+        return report or None
+
+    def side_of(self, leg: Leg) -> str | None:
+        return "caller" if leg is self.caller else "callee" if leg is self.callee else None
 
     def pick_up(self, leg_id: int, picker: str) -> bool:
         """Another phone dialled the pickup code (or pressed a BLF key) while this call rings an
