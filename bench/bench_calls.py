@@ -183,13 +183,14 @@ class EdgepbxOffice:
         return sum(len(list((self.pbx.data_dir / "recordings").rglob(pattern))) for pattern in ("*.wav", "*.opus"))
 
 
-class EdgepbxWithoutQuality(EdgepbxOffice):
-    """The same with the per-call quality figures off: what collecting them costs."""
-    quality = False
-
     def stop(self) -> None:
         if self.pbx is not None:
             self.pbx.stop()
+
+
+class EdgepbxWithoutQuality(EdgepbxOffice):
+    """The same with the per-call quality figures off: what collecting them costs."""
+    quality = False
 
 
 def asterisk_office(extensions: dict[str, str], level: int, workdir: Path):
