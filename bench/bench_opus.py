@@ -25,13 +25,12 @@ import time
 import wave
 from pathlib import Path
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
 
 from appliance.opus import OPUS_KBPS  # noqa: E402
-from audio import band_level_db  # noqa: E402
+from audio import band_level_db, write_tones  # noqa: E402
 from portal import transcode  # noqa: E402
 
 PI_HZ, PI_IPC = 1.5e9, 1.0
@@ -45,15 +44,6 @@ def speech_minute(path: Path) -> Path:
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
         w.writeframes(minute)
-    return path
-
-
-def tones(path: Path, seconds: float) -> Path:
-    t = np.arange(int(16000 * seconds)) / 16000
-    mix = sum(np.sqrt(2) * 10 ** (db / 20) * np.sin(2 * np.pi * f * t) for f, db in TONES)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
-        w.writeframes((mix * 32767).astype("<i2").tobytes())
     return path
 
 
@@ -107,7 +97,7 @@ def main() -> None:
               f"{PI_HZ / 1e9:.1f} GHz, {PI_IPC:.1f} instruction/cycle: {pi_seconds:.2f} s a minute, "
               f"{pi_seconds / 60 * 100:.2f} % of a core per recorded call")
 
-        ten = tones(work / "tones.wav", 600.0)
+        ten = write_tones(work / "tones.wav", TONES, 600.0)
         subprocess.run(["opusenc", "--quiet", "--bitrate", str(OPUS_KBPS), str(ten), str(work / "ten.opus")], check=True)
         for target in ("wav", "mp3"):
             started = time.monotonic()

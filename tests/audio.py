@@ -24,6 +24,18 @@ def wait_until_closed(path: Path, timeout: float = 2.0) -> None:
         time.sleep(0.02)
 
 
+def write_tones(path: Path, tones: tuple[tuple[float, float], ...], seconds: float, rate: int = 16000) -> Path:
+    """A 16-bit mono WAV of sines mixed, each (frequency in Hz, RMS level in dBFS): what a codec
+    must carry through at its frequency and level."""
+    t = np.arange(int(rate * seconds)) / rate
+    # a sine's RMS is its peak / sqrt(2): peak = sqrt(2) * 10^(dB/20) gives the level in dBFS
+    mix = sum(np.sqrt(2) * 10 ** (db / 20) * np.sin(2 * np.pi * freq * t) for freq, db in tones)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(rate)
+        w.writeframes((mix * 32767).astype("<i2").tobytes())
+    return path
+
+
 def read_wav(path: Path) -> tuple[int, np.ndarray]:
     wait_until_closed(path)
     with wave.open(str(path), "rb") as w:

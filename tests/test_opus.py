@@ -12,10 +12,10 @@ import wave
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import numpy as np
 import pytest
 import requests
 
+import audio
 from audio import band_level_db
 from conftest import ROOT
 from portal_lab import FAST_CLOUD, AgentProcess, close_portal, enrolled_box, start_portal
@@ -31,13 +31,7 @@ SPEECH = ROOT / "appliance" / "sounds" / "greeting.wav"
 
 
 def write_tones(path: Path, seconds: float) -> Path:
-    t = np.arange(int(16000 * seconds)) / 16000
-    # a sine's RMS is its peak / sqrt(2): peak = sqrt(2) * 10^(dB/20) gives the level in dBFS
-    mix = sum(np.sqrt(2) * 10 ** (db / 20) * np.sin(2 * np.pi * freq * t) for freq, db in TONES)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
-        w.writeframes((mix * 32767).astype("<i2").tobytes())
-    return path
+    return audio.write_tones(path, TONES, seconds)
 
 
 def write_speech(path: Path, repeats: int) -> Path:

@@ -302,13 +302,7 @@ class Router:
         if len(body) > MAX_REPORT_BYTES:
             KSR.sl.sl_send_reply(413, "Request Entity Too Large")
             return
-        report = {"phone_report": {"extension": KSR.pv.get("$au"), "body": body}}
-        try:
-            if self.control is None:
-                self.control = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            self.control.sendto(json.dumps(report).encode(), self.control_address.encode("latin-1"))
-        except OSError as exc:
-            KSR.warn(f"edgepbx: cannot hand a voice quality report to the feature server: {exc}\n")
+        self.tell_feature_server({"phone_report": {"extension": KSR.pv.get("$au"), "body": body}}, "a voice quality report")
         KSR.hdr.append_to_reply(f"SIP-ETag: vq{int(time.time() * 1000)}\r\nExpires: 0\r\n")
         KSR.sl.sl_send_reply(200, "OK")
 
@@ -355,15 +349,21 @@ class Router:
             return
         refer = {"call_id": KSR.pv.get("$ci"), "refer_to": refer_to, "cseq": KSR.pv.get("$cs"),
                  "referred_by": KSR.pv.gete("$hdr(Referred-By)") or ""}
-        try:
-            if self.control is None:
-                self.control = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            self.control.sendto(json.dumps(refer).encode(), self.control_address.encode("latin-1"))
-        except OSError as exc:
-            KSR.err(f"edgepbx: cannot hand REFER to the feature server: {exc}\n")
+        if not self.tell_feature_server(refer, "REFER"):
             KSR.sl.sl_send_reply(503, "Service Unavailable")
             return
         KSR.sl.sl_send_reply(202, "Accepted")
+
+    def tell_feature_server(self, request: dict, what: str) -> bool:
+        """One datagram to the feature server's control socket (appliance/featureserver/control.py)."""
+        try:
+            if self.control is None:
+                self.control = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self.control.sendto(json.dumps(request).encode(), self.control_address.encode("latin-1"))
+            return True
+        except OSError as exc:
+            KSR.err(f"edgepbx: cannot hand {what} to the feature server: {exc}\n")
+            return False
 
     # -- authentication ------------------------------------------------------------------
 
