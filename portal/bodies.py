@@ -118,6 +118,76 @@ class UpdateReport(BaseModel):
     detail: str = Field("", max_length=500)
 
 
+class _Read(BaseModel):
+    """A part of what a box reported, read for a page: unknown keys ignored, missing ones default."""
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class PhoneSummary(_Read):
+    mac: str = ""
+    vendor: str = ""
+    model: str = ""
+
+
+class ExtensionSummary(_Read):
+    number: str
+    name: str = ""
+    permissions: str = ""
+    pickup_group: str = ""
+    phone: PhoneSummary | None = None
+
+
+class FeaturesSummary(_Read):
+    pickup: bool = True
+    pickup_code: str = ""
+    directed_pickup_prefix: str = ""
+    transfer_key: str = ""
+
+
+class StepSummary(_Read):
+    kind: str
+    targets: list[str] = Field(default_factory=list)
+    timeout: int | float | None = None
+
+
+class InboundSummary(_Read):
+    hours: dict[str, list[str]] | None = None
+    holidays: list[str] = Field(default_factory=list)
+    digit_timeout: int | float | None = None
+    day: list[StepSummary] | None = None
+    night: list[StepSummary] | None = None
+
+
+class RuleSummary(_Read):
+    pattern: str
+    class_: str = Field("", alias="class")
+    trunks: list[str] = Field(default_factory=list)
+    name: str = ""
+
+
+class TrunkSummary(_Read):
+    name: str
+    register_: bool = Field(False, alias="register")
+    dids: list[str] = Field(default_factory=list)
+
+
+class SettingsSummary(_Read):
+    """The office settings a box reports in its heartbeat (appliance/cloud/settings.py), as the
+    settings page shows them: a box's summary of another shape shows as unreadable, not as a 500."""
+    site: str = ""
+    timezone: str | None = None
+    country: str | None = None
+    area_code: str | None = None
+    extensions: list[ExtensionSummary] = Field(default_factory=list)
+    pickup_groups: dict[str, list[str]] = Field(default_factory=dict)
+    features: FeaturesSummary = Field(default_factory=FeaturesSummary)
+    inbound: InboundSummary = Field(default_factory=InboundSummary)
+    dialplan: list[RuleSummary] = Field(default_factory=list)
+    trunks: list[TrunkSummary] = Field(default_factory=list)
+    recording: bool = True
+    no_answer_timeout: int | float | None = None
+
+
 class Heartbeat(BaseModel):
     """What a box says of itself every minute. The fields the portal's pages and alarms read are
     typed (a box that sends `"disk": []` gets 422 with the reason, and no page breaks on it);

@@ -668,3 +668,22 @@ def test_a_sites_quality_page_and_an_alarm_when_a_trunks_calls_turn_poor(office)
         time.sleep(0.5)
     assert ("poor_trunk", "backup") not in keys
 
+
+
+@pytest.mark.parametrize("reported", [{"site": "x"}, {"pickup_groups": "x", "extensions": [{"nope": 1}]},
+                                      {"inbound": {"day": [{"kind": 5}]}, "trunks": [None]}])
+def test_settings_a_box_reports_in_another_shape_leave_the_settings_page_standing(tmp_path, reported):
+    """Found by the fuzzer: a heartbeat whose settings lacked `pickup_groups` made /settings a 500
+    for the whole organisation. Settings of a shape the page cannot read show as none reported."""
+    portal = start_portal(tmp_path, "sqlite")
+    try:
+        box = Box(portal, "Acme", "acme-hq")
+        sent = requests.post(f"{portal.url}/api/v1/heartbeat", json={"version": "1", "settings": reported},
+                             headers=box.auth, timeout=10)
+        assert sent.status_code == 200, sent.text
+        portal.cli("add-user", "--org", "Acme", "--user", "anna", "--password", PASSWORD, "--role", "admin")
+        anna, _ = signed_in(portal, "anna")
+        page = anna.get(f"{portal.url}/settings", timeout=10)
+        assert page.status_code == 200 and "acme-hq" in page.text
+    finally:
+        close_portal(portal)

@@ -5,16 +5,29 @@ import json
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
+from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .. import captures, clock, dialwords, quality, reports, stats, users
+from ..bodies import SettingsSummary
 from ..db import as_utc
 from ..deps import db, org_user, report_query
 from ..models import Site
 from ..pages import moment, render
 
 router = APIRouter(include_in_schema=False)
+
+
+def readable_settings(reported: object) -> dict | None:
+    """The box's reported settings in the shape the page reads, or None when they are not (a box
+    of another version, or one sending nonsense): the page says it has none rather than failing."""
+    if not reported:
+        return None
+    try:
+        return SettingsSummary.model_validate(reported).model_dump(by_alias=True)
+    except ValidationError:
+        return None
 
 
 @router.get("/settings")
@@ -26,7 +39,7 @@ def settings_page(request: Request, me: users.SignedIn = Depends(org_user), sess
     for site in sites:
         status = json.loads(site.last_status) if site.last_status else {}
         phones = {p.get("extension"): p for p in status.get("phones", []) if p.get("extension")}
-        shown.append({"name": site.name, "settings": status.get("settings"), "phones": phones,
+        shown.append({"name": site.name, "settings": readable_settings(status.get("settings")), "phones": phones,
                       "timezone": site.timezone, "captures": [c for c in taken if c["site_id"] == site.id],
                       "at": moment(as_utc(site.last_heartbeat_at).isoformat(), site.timezone)
                       if site.last_heartbeat_at else None})
