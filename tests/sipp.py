@@ -27,9 +27,9 @@ class SippResult:
         return "\n".join(b for b in blocks if "message received" in b)
 
 
-def free_udp_port() -> int:
+def free_udp_port(address: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((address, 0))
         return s.getsockname()[1]
 
 
@@ -111,16 +111,22 @@ def register_storm(workdir: Path, target_port: int, phones: list[tuple[str, str,
                    timeout: float = 60.0) -> StormResult:
     """Every phone of `phones` sends its REGISTER at the same moment (after an office power cut)
     and answers the digest challenge: SIPp, one socket per phone address (-t ui)."""
-    run = workdir / f"storm-{time.monotonic_ns()}"
-    run.mkdir(parents=True)
-    (run / "phones.csv").write_text("SEQUENTIAL\n" + "".join(
-        f"{user};[authentication username={user} password={password}];{address}\n" for user, password, address in phones))
-    port = free_udp_port()
-    argv = ["sipp", "-sf", str(SCENARIOS / "register_storm.xml"), "-inf", str(run / "phones.csv"), "-t", "ui",
-            "-ip_field", "2", "-p", str(port), "-max_socket", str(len(phones) + 100), "-m", str(len(phones)),
-            "-r", str(len(phones) * 100), "-rp", "1000", "-l", str(len(phones)), "-nostdin", "-trace_stat",
-            "-trace_rtt", "-rtt_freq", "1", "-fd", "1", "-timeout", f"{int(timeout)}s", f"127.0.0.1:{target_port}"]
-    done = subprocess.run(argv, cwd=run, capture_output=True, text=True, timeout=timeout + 30)
+    for _attempt in range(3):
+        run = workdir / f"storm-{time.monotonic_ns()}"  # a folder per try: SIPp's statistics files
+        run.mkdir(parents=True)
+        (run / "phones.csv").write_text("SEQUENTIAL\n" + "".join(
+            f"{user};[authentication username={user} password={password}];{address}\n"
+            for user, password, address in phones))
+        # SIPp binds its main socket on every address: a port free on 127.0.0.1 a moment ago may be
+        # taken by then (another process's ephemeral port), which it reports before sending anything.
+        port = free_udp_port("0.0.0.0")
+        argv = ["sipp", "-sf", str(SCENARIOS / "register_storm.xml"), "-inf", str(run / "phones.csv"), "-t", "ui",
+                "-ip_field", "2", "-p", str(port), "-max_socket", str(len(phones) + 100), "-m", str(len(phones)),
+                "-r", str(len(phones) * 100), "-rp", "1000", "-l", str(len(phones)), "-nostdin", "-trace_stat",
+                "-trace_rtt", "-rtt_freq", "1", "-fd", "1", "-timeout", f"{int(timeout)}s", f"127.0.0.1:{target_port}"]
+        done = subprocess.run(argv, cwd=run, capture_output=True, text=True, timeout=timeout + 30)
+        if "Unable to bind main socket" not in done.stderr + done.stdout:
+            break
     assert done.returncode in (0, 1), done.stdout[-2000:] + done.stderr[-2000:]  # 1: some phones failed
     # -trace_rtt: "when (ms since the start);first REGISTER to 200 (ms);1" per registered phone
     answers = [line.split(";") for path in run.glob("*_rtt.csv") for line in path.read_text().splitlines()[1:]]
