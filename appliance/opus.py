@@ -6,8 +6,9 @@ The feature server still writes WAV during the call: a crash or power loss leave
 header wavfix repairs, where a half-written Ogg stream would need more. Once the call ended and
 the WAV is closed, the cloud agent encodes it (Debian's opus-tools: `opusenc`, niced, in a
 process of its own that the agent's loop looks in on each round), renames the finished file into
-place, points the call record at it, then deletes the WAV. A crash at any point leaves either the WAV the record names or the Opus file it names; a WAV opusenc cannot
-read (cut mid-header) is kept and sent as it is, never lost.
+place, points the call record at it, then deletes the WAV. A crash at any point leaves either the
+WAV the record names or the Opus file it names; a WAV opusenc cannot read (cut mid-header) is kept
+and sent as it is, never lost.
 """
 from __future__ import annotations
 
@@ -51,6 +52,14 @@ class Encoding:
             self.proc.wait()
         return self.proc.poll() is not None
 
+    def cancel(self) -> None:
+        """Stops opusenc and removes its unfinished file; the WAV and its record stay as they were."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.proc.stderr.close()
+        self.part.unlink(missing_ok=True)
+
     def finish(self) -> Path:
         """The Opus file, durable and renamed into place; the WAV is left alone."""
         said = self.proc.stderr.read().decode(errors="replace").strip().splitlines()
@@ -93,6 +102,12 @@ class RecordingEncoder:
     def waits_for(self, recording: Path) -> bool:
         """True while this recording is still to be encoded: its upload waits."""
         return recording.suffix == ".wav" and str(recording) not in self.refused
+
+    def stop(self) -> None:
+        """The agent stops, or recordings are to stay WAV: the encoding under way is abandoned."""
+        if self.job is not None:
+            self.job.cancel()
+            self.job = None
 
     def step(self) -> bool:
         """Finishes the encoding under way, or starts the next; True if one finished or started."""

@@ -137,6 +137,55 @@ def test_a_wav_left_beside_its_opus_by_a_crash_goes_at_the_next_start(tmp_path):
     outbox.close()
 
 
+def opusenc_processes_for(wav: Path) -> int:
+    """How many opusenc processes work on `wav` now (from /proc)."""
+    count = 0
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0") if entry.name.isdigit() else []
+        except OSError:
+            continue
+        # "nice -n 10 opusenc ..." until nice has exec'd it
+        count += any(a.endswith(b"opusenc") for a in argv[:4]) and str(wav).encode() in argv
+    return count
+
+
+def test_a_config_applied_mid_encoding_keeps_the_one_opusenc_and_a_switch_to_wav_stops_it_cleanly(tmp_path):
+    """The portal's config is applied while the agent encodes a long recording: the same opusenc
+    goes on (a second one would write the same file beside it) and the Opus file holds all the call;
+    a config saying `recording.format: wav` stops the encoding under way and leaves the WAV whole."""
+    from conftest import write_office
+
+    from appliance.cloud.agent import Agent
+    from appliance.config import load
+
+    office = write_office(tmp_path, extra="calls: {no_answer_timeout: 30}\nrecording: {format: opus}")
+    data_dir = tmp_path / "var"
+    first_id, first_wav = finished_call(data_dir, lambda p: write_tones(p, 600.0))  # ten minutes: seconds to encode
+    agent = Agent(load(office))
+    try:
+        encoder = agent.encoder
+        assert encoder.step() and encoder.job is not None and opusenc_processes_for(first_wav) == 1
+        agent.reload_settings()  # what applying a config from the portal does
+        assert agent.encoder is encoder and opusenc_processes_for(first_wav) == 1
+        encode_all(agent.encoder)
+        assert opusenc_processes_for(first_wav) == 0 and not first_wav.exists()
+        with wave.open(str(decoded(recording_of(data_dir, first_id), tmp_path / "first.wav"))) as w:
+            assert abs(w.getnframes() / 16000 - 600.0) < 0.05  # the whole call, not two encoders' interleaving
+
+        second_id, second_wav = finished_call(data_dir, lambda p: write_tones(p, 600.0))
+        assert agent.encoder.step() and agent.encoder.job.wav == second_wav
+        office.write_text(office.read_text().replace("format: opus", "format: wav"))
+        agent.reload_settings()
+        assert agent.encoder is None and opusenc_processes_for(second_wav) == 0
+        assert recording_of(data_dir, second_id) == second_wav and second_wav.exists()
+        assert not second_wav.with_suffix(".opus.part").exists() and not second_wav.with_suffix(".opus").exists()
+        with wave.open(str(second_wav)) as w:
+            assert w.getnframes() == 600 * 16000
+    finally:
+        agent.outbox.close()
+
+
 @pytest.fixture
 def portal(tmp_path):
     portal = start_portal(tmp_path, "postgres")

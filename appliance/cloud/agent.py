@@ -89,11 +89,28 @@ class Agent:
         self.capture_job: diagnostics.CaptureJob | None = None
         self.firmware = FirmwareFetcher(cfg.data_dir)
         self.upgrades = PhoneUpgrades(cfg)
+        self.encoder: RecordingEncoder | None = None
         self.encoder = self._encoder()
         self.software = SoftwareUpdater(cfg)
 
     def _encoder(self) -> RecordingEncoder | None:
-        return RecordingEncoder(self.outbox.store) if self.cfg.recording_format == "opus" else None
+        """The encoder the config asks for. One already running is kept, with the opusenc it may be
+        waiting on: a second would encode the same WAV into the same file beside it."""
+        if self.cfg.recording_format != "opus":
+            if self.encoder is not None:
+                self.encoder.stop()
+            return None
+        return self.encoder or RecordingEncoder(self.outbox.store)
+
+    def reload_settings(self) -> None:
+        """A config from the portal was applied: the agent's own settings (cloud:, recording:) may
+        have changed with it."""
+        try:
+            self.cfg = load(self.cfg.path)
+        except InvalidConfig:
+            return
+        self.throttle = Throttle(self.cfg.cloud.upload_kbps)
+        self.encoder = self._encoder()
 
     # --- the loop -------------------------------------------------------------------------
     def run(self) -> None:
@@ -126,6 +143,8 @@ class Agent:
                 else:
                     self._sleep(5.0)
         self.wakeup.stopping.set()
+        if self.encoder is not None:
+            self.encoder.stop()  # its WAV is encoded again at the next start
         self.outbox.close()
 
     def housekeeping(self) -> None:
@@ -411,12 +430,7 @@ class Agent:
             self.client.request("POST", f"/api/v1/config/{version}/result", {"applied": True, "errors": []})
             set_remote_state(self.cfg, state="applied", errors=[])
             log.info("config version %d from the portal applied", version)
-            try:
-                self.cfg = load(self.cfg.path)  # the agent's own settings (cloud:) may have changed too
-                self.throttle = Throttle(self.cfg.cloud.upload_kbps)
-                self.encoder = self._encoder()
-            except InvalidConfig:
-                pass
+            self.reload_settings()
         elif outcome == "rolled_back":
             errors = [f"portal config v{version}: {running_state(self.cfg).get('error')}"]
             self.client.request("POST", f"/api/v1/config/{version}/result", {"applied": False, "errors": errors})
