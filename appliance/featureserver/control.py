@@ -1,7 +1,8 @@
 """Requests from the box's own processes on the feature server's abstract Unix datagram socket:
-REFERs and phones' voice quality reports handed over by Kamailio, and the portal's call-back requests from the cloud agent
-(answered to the sender). An abstract socket has no file permissions, so the sender's
-credentials come along (SO_PASSCRED) and a datagram from any other user is dropped."""
+REFERs and phones' voice quality reports handed over by Kamailio, and the portal's call-back
+requests from the cloud agent (answered to the sender). An abstract socket has no file
+permissions, so the sender's credentials come along (SO_PASSCRED) and a datagram from any other
+user is dropped."""
 from __future__ import annotations
 
 import json

@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import re
+from contextlib import closing
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, Request
@@ -143,7 +144,8 @@ def recording(call_id: str, request: Request, me: users.SignedIn = Depends(org_u
     session.close()  # a recording plays for minutes: the database connection goes back to the pool first
     if wanted_format != source_format:
         try:
-            chunks, length = transcode.converted(store.open(sha256), source_format, wanted_format, store.staging_dir())
+            with closing(store.open(sha256)) as stored:  # an S3 body or a file: both close
+                chunks, length = transcode.converted(stored, source_format, wanted_format, store.staging_dir())
         except transcode.Busy:
             answer = message(request, 503, me, "recording_converting_busy")
             answer.headers["Retry-After"] = "5"
