@@ -40,10 +40,19 @@ def one_line(value: object) -> object:
     return value
 
 
+class XmlAttributeLines(markupsafe.Markup):
+    """Text the box made itself (its certificate), escaped for an XML attribute with its line
+    breaks kept as `&#10;` (a parser would fold a literal one into a space): xml_text leaves it be."""
+
+    @classmethod
+    def of(cls, text: str) -> XmlAttributeLines:
+        return cls(str(markupsafe.escape(text)).replace("\n", "&#10;"))
+
+
 def xml_text(value: object) -> object:
     """A value in an XML file: escaped (&, <, >, quotes; once: `| e` in a template already did),
     control characters made spaces as above, and no "--" (it would end an XML comment)."""
-    if not isinstance(value, str):
+    if not isinstance(value, str) or isinstance(value, XmlAttributeLines):
         return value
     escaped = value if isinstance(value, markupsafe.Markup) else markupsafe.escape(value)
     return markupsafe.Markup(one_line(str(escaped)).replace("--", "- -"))
@@ -112,9 +121,12 @@ class Renderer:
         net = self.cfg.network
         encryption = self.cfg.provisioning.encryption and vendor.encryption and bool(net.tls_port)
         if not encryption:
-            return {"encryption": False, "self_signed_certificate": False}
-        return {"encryption": True, "sip_port": net.tls_port,
-                "self_signed_certificate": box_certificate(self.cfg).self_signed}
+            return {"encryption": False, "self_signed_certificate": False, "box_certificate_pem": ""}
+        certificate = box_certificate(self.cfg)
+        return {"encryption": True, "sip_port": net.tls_port, "self_signed_certificate": certificate.self_signed,
+                # public, not secret: a phone that trusts only listed CAs (Poly) is given the box's own
+                "box_certificate_pem": XmlAttributeLines.of(certificate.cert.read_text().strip())
+                if certificate.self_signed else ""}
 
     def _keys(self, device: Device) -> list[dict]:
         phone, own = device.phone, device.extension.number

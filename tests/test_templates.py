@@ -119,7 +119,8 @@ extensions:
                  '<user_savp idx="1" perm="R">mandatory</user_savp>', '<tls_server_authentication perm="R">off<'],
         "cisco": ['<Proxy_1_ ua="na">192.168.10.2:5061</Proxy_1_>', '<SIP_Transport_1_ ua="na">TLS<',
                   '<Secure_Call_Setting_1_ ua="na">Yes<'],
-        "polycom": ['reg.1.server.1.port="5060"', 'reg.1.server.1.transport="UDPOnly"'],
+        "polycom": ['reg.1.server.1.port="5061"', 'reg.1.server.1.transport="TLS"', 'sec.srtp.enable="1"',
+                    'sec.srtp.offer="1"', 'sec.srtp.require="1"', 'device.sec.TLS.customCaCert1.set="1"'],
         "fanvil": ["SIP1 Register Port :5060"],
     }
     for case in PHONES:
@@ -127,6 +128,12 @@ extensions:
         check_format(FORMATS[case.vendor], text)
         missing = [e for e in expected[case.vendor] if e not in text]
         assert not missing, f"{case.vendor} {case.device_file} lacks {missing}"
+    # A Poly phone trusts only the CAs it is given: the box's own certificate, as an XML parser reads
+    # it back, line breaks and all (a PEM folded onto one line is not a certificate)
+    poly = next(case for case in PHONES if case.vendor == "polycom")
+    root = ET.fromstring(renderer.resolve(poly.device_file).body)
+    given = root.find("device").get("device.sec.TLS.customCaCert1")
+    assert given == (cfg.data_dir / "tls" / "box.crt").read_text().strip() and given.count("\n") >= 3
 
 
 def test_every_value_is_escaped_for_its_files_format_whatever_it_holds(tmp_path):
