@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import time
 
@@ -22,6 +23,7 @@ def office(tmp_path_factory):
     firmware = directory / "firmware"
     firmware.mkdir()
     (firmware / "T46U.rom").write_bytes(os.urandom(FIRMWARE_SIZE))
+    (firmware / "sip.ld").write_bytes(os.urandom(256 * 1024))  # Poly VVX
     base = free_port_block(40)
     extra = (f"provisioning: {{tftp_port: {base + 30}, http_port: {base + 31}, https_port: {base + 32}, "
              f"firmware_dir: ./firmware}}")
@@ -142,6 +144,20 @@ def test_the_common_file_points_at_firmware_only_when_the_firmware_folder_has_it
     without = curl(f"http://127.0.0.1:{office.http}/y000000000096.cfg").stdout.decode()         # T54W: none
     assert f"static.firmware.url = http://127.0.0.1:{office.http}/firmware/T46U.rom" in with_firmware
     assert "firmware.url" not in without
+
+
+def test_a_poly_phone_finds_its_firmware_where_its_master_file_says(office):
+    """A Poly phone reads APP_FILE_PATH from its master file and fetches it from the same server
+    (relative to the master file's folder): the path must be where the box serves the file."""
+    mac = "0004f2a1b2c3"
+    secret = json.loads((office.data_dir / "device-credentials.json").read_text())[mac]["http"]
+    for over, master in (("http", curl(f"http://127.0.0.1:{office.http}/{mac}.cfg", "-u", f"{mac}:{secret}")),
+                         ("tftp", curl(f"tftp://127.0.0.1:{office.tftp}/{mac}.cfg"))):
+        path = re.search(r'APP_FILE_PATH="([^"]+)"', master.stdout.decode()).group(1)
+        assert path == "firmware/sip.ld", (over, path)
+        port = office.http if over == "http" else office.tftp
+        fetched = curl(f"{over}://127.0.0.1:{port}/{path}").stdout
+        assert fetched == (office.firmware.parent / "sip.ld").read_bytes(), over
 
 
 def test_a_yealink_gets_the_keys_of_the_firmware_family_it_reports(office):
