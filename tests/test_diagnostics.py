@@ -5,6 +5,7 @@ capture stops at its seconds; the .txt holds the box's status and its services' 
 viewer can neither ask for one nor download it, and the office's settings page says one was taken."""
 from __future__ import annotations
 
+import html
 import io
 import re
 import time
@@ -92,6 +93,16 @@ def test_an_operator_captures_a_call_on_the_wire_with_one_click(tmp_path, lab):
         span = float(packets[-1].time - packets[0].time)
         assert span <= SECONDS + 0.5, span  # stopped at its seconds
 
+        ladder = olga.get(f"{portal.url}/fleet/acme-hq/captures/{capture_id}/ladder", timeout=10)
+        assert ladder.status_code == 200 and f"/captures/{capture_id}/ladder" in olga.get(f"{portal.url}/fleet/acme-hq").text
+        call_ids = re.findall(r'data-ladder-call="([^"]+)"', ladder.text)
+        assert during in call_ids and before not in call_ids  # the call captured, each leg a ladder of its own
+        during_rows = ladder.text.split(f'data-ladder-call="{during}"', 1)[1].split("</section>", 1)[0]
+        lines = [html.unescape(line) for line in re.findall(r'data-first-line="([^"]+)"', during_rows)]
+        methods = [line.split()[0] if not line.startswith("SIP/2.0") else line.split()[1] for line in lines]
+        steps = iter(methods)  # the phone's leg, in order: (challenge), offer, answer, its ACK, the hang-up
+        assert all(step in steps for step in ("407", "INVITE", "200", "ACK", "BYE")), lines
+
         text = olga.get(f"{portal.url}/fleet/acme-hq/captures/{capture_id}/txt", timeout=10).text
         assert "# edgepbx status --json" in text and '"cloud"' in text and "featureserver.log" in text
 
@@ -99,6 +110,7 @@ def test_an_operator_captures_a_call_on_the_wire_with_one_click(tmp_path, lab):
         assert vera.post(f"{portal.url}/fleet/acme-hq/captures", data={"csrf": csrf, "seconds": "5"},
                          timeout=10).status_code == 403
         assert vera.get(f"{portal.url}/fleet/acme-hq/captures/{capture_id}/pcap", timeout=10).status_code == 403
+        assert vera.get(f"{portal.url}/fleet/acme-hq/captures/{capture_id}/ladder", timeout=10).status_code == 403
         settings = vera.get(f"{portal.url}/settings", timeout=10).text
         assert f'data-capture-taken="{capture_id}"' in settings and "olga" in settings
         print(f"\nthe box started capturing {reached:.1f} s after the click; {len(packets)} packets "

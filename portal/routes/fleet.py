@@ -12,7 +12,7 @@ from starlette.datastructures import UploadFile
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 
-from .. import alarms, backups, captures, firmware, quality, rollouts, users
+from .. import alarms, backups, captures, firmware, ladder, quality, rollouts, users
 from ..configs import MAX_CONFIG_BYTES, push_config, version_diffs
 from ..deps import db, operator, read_form, signed_form, storage, upload_form
 from ..bodies import RowId
@@ -202,14 +202,19 @@ def fleet_capture(name: str, request: Request, posted=Depends(signed_form(operat
 @router.get("/fleet/{name}/captures/{capture_id}/{part}")
 def fleet_capture_file(name: str, capture_id: RowId, part: str, request: Request,
                        me: users.SignedIn = Depends(operator), session: Session = Depends(db)) -> Response:
-    """The capture as a .pcap (Wireshark opens it) or its .txt (status and recent logs)."""
-    if part not in ("pcap", "txt"):
+    """The capture as a .pcap (Wireshark opens it), its .txt (status and recent logs), or its SIP
+    ladder as a page."""
+    if part not in ("pcap", "txt", "ladder"):
         return message(request, 404, me, "not_found")
     try:
         site = site_by_name(session, name)
-        data = captures.download(session, site, capture_id, "pcap" if part == "pcap" else "text")
+        data = captures.download(session, site, capture_id, "text" if part == "txt" else "pcap")
     except FleetError as exc:
         return message(request, exc.status, me, "not_found" if exc.status == 404 else None, text=exc.message)
+    if part == "ladder":
+        session.close()  # reading a big capture takes a moment: the connection goes back to the pool first
+        return render(request, "ladder.html", me=me, site=name, capture_id=capture_id,
+                      calls=ladder.calls(ladder.sip_messages(data)))
     return attachment(data, f"{name}-capture-{capture_id}.{part}",
                       "application/vnd.tcpdump.pcap" if part == "pcap" else "text/plain; charset=utf-8")
 
